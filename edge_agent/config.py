@@ -1,0 +1,67 @@
+"""Configuration of one edge agent."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from hybrid import constants
+
+
+class EdgeAgentConfig(BaseModel):
+    artifact: Path = Field(description="Folder of the edge artifact built by `hybrid export`.")
+    host: str = Field(default=constants.DEFAULT_HOST, description="Address the gRPC server binds.")
+    port: int = Field(default=constants.DEFAULT_EDGE_PORT, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    region: str = Field(default=constants.DEFAULT_REGION, description="Region reported in discovery and served_by.")
+    zone: str = Field(default="", description="Zone inside the region.")
+    replica_id: str = Field(default="", description="Unique id; made from host, region and port when empty.")
+    max_batch_size: int = Field(
+        default=constants.MAX_BATCH_SIZE, ge=1, le=256, description="Sequences decoded at once."
+    )
+    max_wait_ms: float = Field(
+        default=constants.MAX_BATCH_WAIT_MS,
+        ge=0,
+        le=10_000,
+        description="Longest a request waits for others to batch with.",
+    )
+    max_queued_requests: int = Field(
+        default=constants.MAX_QUEUED_REQUESTS, ge=1, description="Queue bound before RESOURCE_EXHAUSTED."
+    )
+    max_context_tokens: int = Field(
+        default=constants.EDGE_MAX_CONTEXT_TOKENS, ge=16, description="Longest prompt + answer accepted."
+    )
+    num_threads: int = Field(default=0, ge=0, description="ONNX Runtime threads; 0 uses the physical cores.")
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Prometheus /metrics port; None turns it off."
+    )
+    discovery: str = Field(
+        default=f"static:{constants.DEFAULT_STATIC_DISCOVERY_FILE}",
+        description="Where to register: 'static:FILE' or 'none'.",
+    )
+    advertise_host: str = Field(default="", description="Address others reach it at; the bind host when empty.")
+    cost_per_hour: float = Field(default=0.0, ge=0, description="Cost of this node per hour, for cost per token.")
+    drain_grace_s: float = Field(
+        default=constants.DRAIN_GRACE_S, ge=0, description="How long to let streams finish on shutdown."
+    )
+
+    @field_validator("discovery")
+    @classmethod
+    def _known_discovery(cls, value: str) -> str:
+        if value != "none" and not value.startswith("static:"):
+            raise ValueError(f"discovery {value!r} is unknown: use 'static:FILE' or 'none'")
+        return value
+
+    @model_validator(mode="after")
+    def _fill_ids(self) -> EdgeAgentConfig:
+        if not (self.artifact / "manifest.json").is_file():
+            raise ValueError(
+                f"{self.artifact} holds no manifest.json: build an artifact with `hybrid export --out {self.artifact}`"
+            )
+        if self.max_context_tokens < 16:
+            raise ValueError("max_context_tokens must be at least 16")
+        return self
+
+    def resolved_replica_id(self, port: int) -> str:
+        return self.replica_id or f"edge-{self.region}-{socket.gethostname()}-{port}"

@@ -1,0 +1,122 @@
+"""ONNX Runtime over an exported decoder with KV cache (optimum's text-generation-with-past layout).
+
+``OnnxCausalLM.forward`` runs one step for a batch. The KV cache stays in ONNX Runtime's own
+buffers between steps: present tensors come back as OrtValues bound straight into the next step's
+inputs, so no per-step copy goes through numpy. Only the last position's logits are copied out.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+_PAST_RE = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
+_ORT_TO_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+def default_thread_count() -> int:
+    """Physical cores available to this process: decoding is memory bound, so SMT threads only contend."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:
+        available = os.cpu_count() or 1
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False) or available
+    except ImportError:
+        physical = available
+    return max(1, min(available, physical))
+
+
+def pick_providers(prefer_gpu: bool = True) -> list[str]:
+    available = ort.get_available_providers()
+    if prefer_gpu and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+@dataclass
+class KVCache:
+    """Per-layer key and value tensors, shape [batch, kv_heads, length, head_dim], as OrtValues."""
+
+    values: list[ort.OrtValue]
+
+    @property
+    def batch(self) -> int:
+        return self.values[0].shape()[0]
+
+    @property
+    def length(self) -> int:
+        return self.values[0].shape()[2]
+
+    def to_numpy(self) -> list[np.ndarray]:
+        return [v.numpy() for v in self.values]
+
+
+class OnnxCausalLM:
+    def __init__(self, model_path: Path, num_threads: int | None = None, providers: list[str] | None = None):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = num_threads or default_thread_count()
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Spinning threads burn the other core that the gRPC server and tokenizer need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.providers = providers or pick_providers()
+        self.session = ort.InferenceSession(str(model_path), sess_options=options, providers=self.providers)
+        self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        layers: dict[int, dict[str, str]] = {}
+        for name in inputs:
+            match = _PAST_RE.match(name)
+            if match:
+                layers.setdefault(int(match.group(1)), {})[match.group(2)] = name
+        if not layers or "input_ids" not in inputs:
+            raise ValueError(f"{model_path} is not a decoder exported with KV cache (no past_key_values inputs)")
+        self.num_layers = len(layers)
+        self.past_names = [layers[i][kind] for i in range(self.num_layers) for kind in ("key", "value")]
+        self.present_names = [n.replace("past_key_values", "present") for n in self.past_names]
+        first = inputs[self.past_names[0]]
+        self.kv_heads = int(first.shape[1])
+        self.head_dim = int(first.shape[3])
+        self.kv_dtype = _ORT_TO_NUMPY[first.type]
+        self.has_position_ids = "position_ids" in inputs
+        self.vocab_size = int(self.session.get_outputs()[0].shape[-1])
+
+    def empty_cache(self, batch: int) -> KVCache:
+        empty = np.zeros((batch, self.kv_heads, 0, self.head_dim), dtype=self.kv_dtype)
+        return KVCache([ort.OrtValue.ortvalue_from_numpy(empty) for _ in self.past_names])
+
+    def cache_from_numpy(self, arrays: list[np.ndarray]) -> KVCache:
+        return KVCache([ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a)) for a in arrays])
+
+    def forward(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        position_ids: np.ndarray,
+        cache: KVCache,
+        all_logits: bool = False,
+    ) -> tuple[np.ndarray, KVCache]:
+        """One step. Returns logits ([batch, vocab] for the last position, or [batch, seq, vocab]) and the grown cache."""
+        binding = self.session.io_binding()
+        binding.bind_cpu_input("input_ids", np.ascontiguousarray(input_ids, dtype=np.int64))
+        binding.bind_cpu_input("attention_mask", np.ascontiguousarray(attention_mask, dtype=np.int64))
+        if self.has_position_ids:
+            binding.bind_cpu_input("position_ids", np.ascontiguousarray(position_ids, dtype=np.int64))
+        for name, value in zip(self.past_names, cache.values):
+            binding.bind_ortvalue_input(name, value)
+        binding.bind_output("logits", self.device)
+        for name in self.present_names:
+            binding.bind_output(name, self.device)
+        self.session.run_with_iobinding(binding)
+        outputs = binding.get_outputs()
+        logits = outputs[0].numpy()
+        return (logits if all_logits else logits[:, -1, :]), KVCache(list(outputs[1:]))

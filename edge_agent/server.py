@@ -1,0 +1,188 @@
+"""The edge agent: the artifact on ONNX Runtime behind hybrid.v1.Inference."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+
+import grpc
+from prometheus_client import start_http_server
+
+from edge_agent.config import EdgeAgentConfig
+from edge_agent.engine import GenerationEngine
+from edge_agent.runtime import OnnxCausalLM
+from hybrid._private.grpc_server import INFERENCE_SERVICE, ServerShell, inference_handler
+from hybrid.batching import DynamicBatcher
+from hybrid.discovery import ReplicaRecord, StaticFileRegistry
+from hybrid.metrics import ReplicaMetrics
+from hybrid.models.artifact import MODEL_FILE, verify_artifact
+from hybrid.models.registry import load_tokenizer
+from hybrid.protocol import ServedBy, Tier, request_from_proto
+from hybrid.v1 import inference_pb2 as pb
+
+log = logging.getLogger("hybrid.edge")
+
+
+class InferenceServicer:
+    """Thin: wire message in, data plane, wire chunks out."""
+
+    def __init__(self, engine: GenerationEngine, replica_id: str, manifest_model: str, precision: str):
+        self.engine = engine
+        self.replica_id = replica_id
+        self.model = manifest_model
+        self.precision = precision
+
+    async def Generate(self, message: pb.GenerateRequest, context: grpc.aio.ServicerContext):
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
+        request = request_from_proto(message, deadline)
+        async for chunk in self.engine.generate(request):
+            yield chunk.to_proto()
+
+    async def GetLoad(self, message: pb.GetLoadRequest, context: grpc.aio.ServicerContext) -> pb.LoadReport:
+        load = self.engine.load()
+        return pb.LoadReport(
+            replica_id=self.replica_id,
+            model=self.model,
+            precision=self.precision,
+            queue_depth=load.queue_depth,
+            active=load.active,
+            capacity=load.capacity,
+            max_queue=load.max_queue,
+            tokens_per_second=load.tokens_per_second,
+            mean_request_ms=load.mean_request_ms,
+            draining=load.draining,
+        )
+
+
+def _end_ids(folder: Path, tokenizer) -> set[int]:
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    config = folder / "generation_config.json"
+    if config.is_file():
+        eos = json.loads(config.read_text()).get("eos_token_id")
+        ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    return ids
+
+
+class EdgeAgent:
+    """One edge agent. ``start`` loads the model and serves; ``stop`` drains, deregisters and stops."""
+
+    def __init__(self, config: EdgeAgentConfig):
+        self.config = config
+        self.manifest = verify_artifact(config.artifact)
+        self.metrics = ReplicaMetrics()
+        self.shell = ServerShell(config.host, config.port, [INFERENCE_SERVICE])
+        self.replica_id = config.resolved_replica_id(self.shell.port)
+        self.address = self.shell.address
+        tokenizer = load_tokenizer(config.artifact)
+        runtime = OnnxCausalLM(config.artifact / MODEL_FILE, num_threads=config.num_threads or None)
+        self.batcher = DynamicBatcher(config.max_batch_size, config.max_wait_ms, config.max_queued_requests)
+        self.engine = GenerationEngine(
+            runtime=runtime,
+            tokenizer=tokenizer,
+            served_by=ServedBy(Tier.EDGE, self.replica_id, config.region, self.manifest.precision),
+            model_name=self.manifest.model,
+            batcher=self.batcher,
+            max_context_tokens=min(config.max_context_tokens, self.manifest.context_window),
+            full_precision=self.manifest.full_precision,
+            metrics=self.metrics,
+            end_ids=_end_ids(config.artifact, tokenizer),
+        )
+        self.batcher._on_expired = self.engine.expire
+        self.metrics.capacity.set(config.max_batch_size)
+        servicer = InferenceServicer(self.engine, self.replica_id, self.manifest.model, self.manifest.precision)
+        self.shell.server.add_generic_rpc_handlers((inference_handler(servicer.Generate, servicer.GetLoad),))
+        self.registry = StaticFileRegistry(config.discovery.split(":", 1)[1]) if config.discovery != "none" else None
+        self._metrics_server = None
+        self.metrics_address: str | None = None
+
+    def record(self) -> ReplicaRecord:
+        host = self.config.advertise_host or self.config.host
+        return ReplicaRecord(
+            id=self.replica_id,
+            address=host,
+            port=self.shell.port,
+            tier="edge",
+            model=self.manifest.model,
+            precision=self.manifest.precision,
+            region=self.config.region,
+            zone=self.config.zone,
+            capacity=self.config.max_batch_size,
+            cost_per_hour=self.config.cost_per_hour,
+        )
+
+    async def start(self) -> None:
+        self.engine.start()
+        await self.shell.start()
+        if self.config.metrics_port is not None:
+            self._metrics_server, _ = start_http_server(
+                self.config.metrics_port, self.config.host, registry=self.metrics.registry
+            )
+            self.metrics_address = f"{self.config.host}:{self._metrics_server.server_port}"
+        if self.registry is not None:
+            self.registry.register(self.record())
+        log.info(
+            "edge agent %s ready on %s (model %s, %s, region %s)",
+            self.replica_id,
+            self.address,
+            self.manifest.model,
+            self.manifest.precision,
+            self.config.region,
+        )
+
+    async def stop(self) -> None:
+        if self.registry is not None:
+            self.registry.deregister(self.replica_id)
+        grace = self.config.drain_grace_s
+        await self.shell.set_not_serving()
+        await asyncio.to_thread(self.engine.stop, grace)
+        await self.shell.stop(grace)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+        log.info("edge agent %s stopped", self.replica_id)
+
+
+async def serve_forever(config: EdgeAgentConfig) -> None:
+    """Runs an edge agent until SIGINT or SIGTERM, then drains and exits."""
+    agent = EdgeAgent(config)
+    await agent.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await agent.stop()
+
+
+class BackgroundEdgeAgent:
+    """An edge agent on its own event loop thread: for tests, benchmarks and `hybrid up`."""
+
+    def __init__(self, config: EdgeAgentConfig):
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="edge-agent-loop", daemon=True)
+        self._thread.start()
+        try:
+            self.agent: EdgeAgent = self._call(self._create(config))
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            raise
+        self.address = self.agent.address
+
+    async def _create(self, config: EdgeAgentConfig) -> EdgeAgent:
+        agent = EdgeAgent(config)
+        await agent.start()
+        return agent
+
+    def _call(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def stop(self) -> None:
+        self._call(self.agent.stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)

@@ -1,0 +1,186 @@
+"""Typed clients for hybrid.v1.Inference, sync and asyncio.
+
+    from hybrid.client import HybridClient
+    with HybridClient("127.0.0.1:50051") as client:
+        for chunk in client.stream(messages=[{"role": "user", "content": "Hi"}]):
+            print(chunk.text, end="")
+        answer = client.complete(prompt="The capital of France is", max_new_tokens=8)
+
+The same client talks to the router, an edge agent or a cloud ingress.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+
+import grpc
+
+from hybrid._private.grpc_server import RETRY_AFTER_KEY
+from hybrid.v1 import inference_pb2 as pb
+from hybrid.v1 import inference_pb2_grpc as pb_grpc
+
+_PRIORITIES = {"realtime": pb.REALTIME, "interactive": pb.INTERACTIVE, "batch": pb.BATCH}
+
+
+class RequestFailed(Exception):
+    """The server refused or failed the request. ``retry_after_ms`` is set with RESOURCE_EXHAUSTED."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, retry_after_ms: int | None = None):
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+        self.retry_after_ms = retry_after_ms
+
+
+@dataclass
+class Completion:
+    """A whole answer, assembled from its chunks."""
+
+    request_id: str = ""
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    finish_reason: str = ""
+    served_by: pb.ServedBy | None = None
+    usage: pb.Usage | None = None
+    timing: pb.Timing | None = None
+
+    def add(self, chunk: pb.GenerateResponse) -> None:
+        self.request_id = chunk.request_id
+        self.text += chunk.text
+        self.token_ids.extend(chunk.token_ids)
+        if chunk.HasField("served_by"):
+            self.served_by = chunk.served_by
+        if chunk.finish_reason:
+            self.finish_reason = pb.FinishReason.Name(chunk.finish_reason)
+            self.usage = chunk.usage
+            self.timing = chunk.timing
+
+
+def build_request(
+    prompt: str | None = None,
+    messages: list[dict[str, str]] | None = None,
+    *,
+    max_new_tokens: int = 0,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    stop: list[str] | None = None,
+    priority: str | int = "interactive",
+    model: str = "",
+    request_id: str = "",
+    affinity_key: str = "",
+    client_region: str = "",
+    full_precision: bool = False,
+) -> pb.GenerateRequest:
+    request = pb.GenerateRequest(
+        request_id=request_id,
+        model=model,
+        prompt=prompt or "",
+        max_new_tokens=max_new_tokens,
+        stop=stop or [],
+        priority=_PRIORITIES[priority.lower()] if isinstance(priority, str) else priority,
+        affinity_key=affinity_key,
+        client_region=client_region,
+        min_precision=pb.FULL if full_precision else pb.ANY,
+    )
+    for message in messages or []:
+        request.messages.add(role=message["role"], content=message["content"])
+    if temperature is not None:
+        request.temperature = temperature
+    if top_p is not None:
+        request.top_p = top_p
+    if seed is not None:
+        request.seed = seed
+    return request
+
+
+def _failure(error: grpc.RpcError) -> RequestFailed:
+    trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    return RequestFailed(error.code(), error.details() or "", _retry_after(trailing))
+
+
+class HybridClient:
+    def __init__(self, target: str, timeout_s: float | None = 120.0):
+        self.channel = grpc.insecure_channel(target)
+        self.stub = pb_grpc.InferenceStub(self.channel)
+        self.timeout_s = timeout_s
+
+    def stream(
+        self, prompt: str | None = None, messages=None, timeout_s: float | None = None, **params
+    ) -> Iterator[pb.GenerateResponse]:
+        """Yields chunks as they arrive. Raises RequestFailed."""
+        request = build_request(prompt, messages, **params)
+        try:
+            yield from self.stub.Generate(request, timeout=timeout_s or self.timeout_s)
+        except grpc.RpcError as error:
+            raise _failure(error) from None
+
+    def complete(self, prompt: str | None = None, messages=None, **params) -> Completion:
+        completion = Completion()
+        for chunk in self.stream(prompt, messages, **params):
+            completion.add(chunk)
+        return completion
+
+    def load(self) -> pb.LoadReport:
+        try:
+            return self.stub.GetLoad(pb.GetLoadRequest(), timeout=self.timeout_s)
+        except grpc.RpcError as error:
+            raise _failure(error) from None
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> HybridClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class AsyncHybridClient:
+    def __init__(self, target: str, timeout_s: float | None = 120.0):
+        self.channel = grpc.aio.insecure_channel(target)
+        self.stub = pb_grpc.InferenceStub(self.channel)
+        self.timeout_s = timeout_s
+
+    async def stream(
+        self, prompt: str | None = None, messages=None, timeout_s: float | None = None, **params
+    ) -> AsyncIterator[pb.GenerateResponse]:
+        request = build_request(prompt, messages, **params)
+        call = self.stub.Generate(request, timeout=timeout_s or self.timeout_s)
+        try:
+            async for chunk in call:
+                yield chunk
+        except grpc.RpcError as error:
+            raise RequestFailed(
+                error.code(), error.details() or "", _retry_after(await call.trailing_metadata())
+            ) from None
+
+    async def complete(self, prompt: str | None = None, messages=None, **params) -> Completion:
+        completion = Completion()
+        async for chunk in self.stream(prompt, messages, **params):
+            completion.add(chunk)
+        return completion
+
+    async def load(self) -> pb.LoadReport:
+        try:
+            return await self.stub.GetLoad(pb.GetLoadRequest(), timeout=self.timeout_s)
+        except grpc.RpcError as error:
+            raise RequestFailed(error.code(), error.details() or "") from None
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> AsyncHybridClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+
+def _retry_after(metadata) -> int | None:
+    for key, value in metadata or ():
+        if key == RETRY_AFTER_KEY:
+            return int(value)
+    return None

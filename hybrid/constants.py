@@ -1,0 +1,43 @@
+"""Defaults shared by every component. Change them here, nowhere else."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# --- Batching (DESIGN "Batching") ---
+MAX_BATCH_SIZE = 32
+MAX_BATCH_WAIT_MS = 50.0
+# Requests held waiting for a batch slot before new ones get RESOURCE_EXHAUSTED.
+MAX_QUEUED_REQUESTS = 256
+# Floor of the retry hint given with RESOURCE_EXHAUSTED.
+MIN_RETRY_AFTER_MS = 100
+
+# --- Requests ---
+DEFAULT_MAX_NEW_TOKENS = 128
+MAX_NEW_TOKENS_LIMIT = 4096
+MAX_PROMPT_CHARS = 64_000
+MAX_STOP_STRINGS = 8
+MAX_TEMPERATURE = 2.0
+# Longest context (prompt + answer) an edge agent accepts; bounds its KV memory.
+EDGE_MAX_CONTEXT_TOKENS = 2048
+
+# --- Models ---
+DEFAULT_MODEL = "smollm2-135m"
+CACHE_DIR = Path(os.environ.get("HYBRID_CACHE_DIR", Path.home() / ".cache" / "hybrid"))
+
+# --- Export quality gate ---
+# An artifact whose perplexity exceeds the full model's by more than this fraction is refused.
+MAX_PERPLEXITY_INCREASE = 0.03
+
+# --- Discovery (DESIGN "Discovery") ---
+SERVICE_NAME = "hybrid-inference"
+DEFAULT_STATIC_DISCOVERY_FILE = CACHE_DIR / "discovery.yaml"
+
+# --- Servers ---
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_EDGE_PORT = 50061
+DEFAULT_ROUTER_PORT = 50051
+DEFAULT_REGION = "local"
+# Seconds a draining server waits for streams in flight before it stops.
+DRAIN_GRACE_S = 30.0

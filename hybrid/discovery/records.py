@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from typing import Protocol
+
+from pydantic import BaseModel, Field, field_validator
+
+from hybrid import constants
+
+
+class ReplicaRecord(BaseModel):
+    """One replica as discovery knows it. Maps one to one onto a Consul service entry."""
+
+    id: str = Field(description="Unique replica id; the Consul service ID.")
+    address: str = Field(description="Host the replica's gRPC server listens on.")
+    port: int = Field(ge=1, le=65535, description="Port of its hybrid.v1.Inference service.")
+    tier: str = Field(description="edge, private or public.")
+    model: str = Field(description="Model name it serves.")
+    precision: str = Field(description="What it runs, e.g. int8-b32 or bf16.")
+    region: str = Field(description="Region it runs in.")
+    zone: str = Field(default="", description="Zone inside the region.")
+    capacity: int = Field(ge=1, description="Sequences it decodes at once.")
+    cost_per_hour: float = Field(default=0.0, ge=0, description="What an hour of it costs, for cost per token.")
+
+    @field_validator("tier")
+    @classmethod
+    def _known_tier(cls, tier: str) -> str:
+        if tier not in ("edge", "private", "public"):
+            raise ValueError(f"tier must be edge, private or public, not {tier!r}")
+        return tier
+
+    def tags(self) -> list[str]:
+        return [f"tier:{self.tier}", f"model:{self.model}", f"precision:{self.precision}"]
+
+    def meta(self) -> dict[str, str]:
+        return {
+            "region": self.region,
+            "zone": self.zone,
+            "capacity": str(self.capacity),
+            "cost_per_hour": str(self.cost_per_hour),
+            "grpc_port": str(self.port),
+        }
+
+    def to_service(self) -> dict:
+        """The entry as Consul's agent/service/register takes it (and as the static file stores it)."""
+        return {
+            "ID": self.id,
+            "Name": constants.SERVICE_NAME,
+            "Address": self.address,
+            "Port": self.port,
+            "Tags": self.tags(),
+            "Meta": self.meta(),
+        }
+
+    @classmethod
+    def from_service(cls, service: dict) -> ReplicaRecord:
+        """Parses a Consul service entry (or a static file entry) back into a record."""
+        tags = dict(tag.split(":", 1) for tag in service.get("Tags", []) if ":" in tag)
+        meta = service.get("Meta") or {}
+        return cls(
+            id=service["ID"],
+            address=service.get("Address") or "127.0.0.1",
+            port=int(meta.get("grpc_port") or service["Port"]),
+            tier=tags.get("tier", ""),
+            model=tags.get("model", ""),
+            precision=tags.get("precision", ""),
+            region=meta.get("region", ""),
+            zone=meta.get("zone", ""),
+            capacity=int(meta.get("capacity", 1)),
+            cost_per_hour=float(meta.get("cost_per_hour", 0.0)),
+        )
+
+
+class Registry(Protocol):
+    """What a replica needs from discovery."""
+
+    def register(self, record: ReplicaRecord) -> None: ...
+
+    def deregister(self, replica_id: str) -> None: ...
+
+    def list(self) -> list[ReplicaRecord]: ...

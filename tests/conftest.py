@@ -1,0 +1,115 @@
+"""Shared fixtures: the real model, real artifacts and a real edge agent on loopback."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("CHECKPOINT_DISABLE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import pytest  # noqa: E402
+
+from hybrid import constants  # noqa: E402
+
+# A handful of chat prompts used wherever outputs are compared with the PyTorch model.
+PROMPTS = [
+    "What is the capital of France?",
+    "Write one sentence about the sea.",
+    "List three colours.",
+    "How many legs does a spider have?",
+    "Give me a tip for learning to cook.",
+    "What is 2 + 3?",
+    "Name a planet in the solar system.",
+    "Why is the sky blue?",
+]
+
+
+@pytest.fixture(scope="session")
+def resolved_model():
+    from hybrid.models import resolve_model
+
+    return resolve_model(constants.DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(resolved_model):
+    from hybrid.models import load_tokenizer
+
+    return load_tokenizer(resolved_model.hf_dir)
+
+
+@pytest.fixture(scope="session")
+def torch_model(resolved_model):
+    from hybrid.models import load_torch_model
+
+    return load_torch_model(resolved_model.hf_dir)
+
+
+@pytest.fixture(scope="session")
+def torch_greedy(torch_model, tokenizer):
+    """PyTorch greedy continuation of a chat prompt: the reference every runtime is compared with."""
+    import torch
+
+    cache: dict[tuple[str, int], list[int]] = {}
+
+    def run(prompt: str, max_new_tokens: int = 16) -> list[int]:
+        key = (prompt, max_new_tokens)
+        if key not in cache:
+            ids = tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt"
+            )
+            with torch.inference_mode():
+                out = torch_model.generate(
+                    ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.eos_token_id,
+                )
+            tokens = out[0, ids.shape[1] :].tolist()
+            cache[key] = [t for t in tokens if t != tokenizer.eos_token_id]
+        return cache[key]
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def int8_artifact(tmp_path_factory):
+    from hybrid.models.export import export_artifact
+
+    folder, _ = export_artifact(precision="int8", out=tmp_path_factory.mktemp("artifacts") / "int8")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def fp32_artifact(tmp_path_factory):
+    from hybrid.models.export import export_artifact
+
+    folder, _ = export_artifact(precision="fp32", out=tmp_path_factory.mktemp("artifacts") / "fp32")
+    return folder
+
+
+def start_agent(artifact, tmp_path, **overrides):
+    from edge_agent.config import EdgeAgentConfig
+    from edge_agent.server import BackgroundEdgeAgent
+
+    config = EdgeAgentConfig(
+        artifact=artifact, port=0, region="test-region", discovery=f"static:{tmp_path / 'discovery.yaml'}", **overrides
+    )
+    return BackgroundEdgeAgent(config)
+
+
+@pytest.fixture(scope="session")
+def edge_agent(int8_artifact, tmp_path_factory):
+    agent = start_agent(int8_artifact, tmp_path_factory.mktemp("edge"), metrics_port=0)
+    yield agent
+    agent.stop()
+
+
+@pytest.fixture(scope="session")
+def fp32_agent(fp32_artifact, tmp_path_factory):
+    agent = start_agent(fp32_artifact, tmp_path_factory.mktemp("edge-fp32"))
+    yield agent
+    agent.stop()

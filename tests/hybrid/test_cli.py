@@ -1,0 +1,63 @@
+"""The command line, run as a user would run it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def hybrid(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hybrid.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_generate_json_prints_one_object_per_chunk_with_served_by(edge_agent):
+    result = hybrid("generate", "What is 2 + 3?", "--target", edge_agent.address, "--json", "--max-new-tokens", "8")
+    assert result.returncode == 0, result.stderr
+    chunks = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(chunks) >= 2
+    assert all(c["served_by"]["tier"] == "EDGE" and c["served_by"]["precision"] == "int8-b32" for c in chunks)
+    assert chunks[-1]["finish_reason"] in ("STOP", "LENGTH")
+    assert int(chunks[-1]["usage"]["completion_tokens"]) == sum(len(c.get("token_ids", [])) for c in chunks)
+
+
+def test_generate_plain_text_says_where_it_was_served(edge_agent):
+    result = hybrid(
+        "generate", "Name a colour.", "--target", edge_agent.address, "--max-new-tokens", "6", "--priority", "realtime"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+    assert "served by edge replica" in result.stderr and "int8-b32" in result.stderr
+
+
+def test_generate_reports_a_bad_request_clearly(edge_agent):
+    result = hybrid("generate", "hi", "--target", edge_agent.address, "--temperature", "9")
+    assert result.returncode == 1
+    assert "INVALID_ARGUMENT: temperature must be in [0.0, 2.0], got 9" in result.stderr
+
+
+def test_generate_against_nothing_fails_fast_with_unavailable():
+    result = hybrid("generate", "hi", "--target", "127.0.0.1:1", "--timeout", "5")
+    assert result.returncode == 1
+    assert "UNAVAILABLE" in result.stderr
+
+
+def test_up_once_serves_a_generated_answer(int8_artifact, tmp_path):
+    result = hybrid(
+        "up",
+        "--state-dir",
+        str(tmp_path),
+        "--edge-port",
+        "0",
+        "--prompt",
+        "What is 2 + 3?",
+        "--once",
+        "--max-new-tokens",
+        "12",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip(), "no answer was printed"
+    assert "served by edge replica" in result.stderr
+    assert (tmp_path / "artifact" / "manifest.json").is_file()
+    # Everything deregistered on the way out.
+    assert "services: []" in (tmp_path / "discovery.yaml").read_text()

@@ -1,0 +1,78 @@
+"""Request validation in the transport-free data plane."""
+
+from __future__ import annotations
+
+import pytest
+
+from hybrid.batching import Priority
+from hybrid.client import build_request
+from hybrid.errors import InvalidRequestError
+from hybrid.protocol import request_from_proto
+
+
+def test_defaults_are_greedy_interactive_with_an_id():
+    request = request_from_proto(build_request(prompt="hi"))
+    assert request.temperature == 0.0 and request.top_p == 1.0
+    assert request.max_new_tokens == 128
+    assert request.priority == Priority.INTERACTIVE
+    assert len(request.request_id) == 32
+    assert not request.require_full_precision
+
+
+def test_fields_are_carried_over():
+    request = request_from_proto(
+        build_request(
+            messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+            max_new_tokens=7,
+            temperature=0.5,
+            top_p=0.9,
+            seed=3,
+            stop=["\n"],
+            priority="realtime",
+            affinity_key="user-1",
+            client_region="eu",
+            full_precision=True,
+            request_id="r1",
+        ),
+        deadline=12.5,
+    )
+    assert request.messages == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    assert (request.max_new_tokens, request.seed, request.stop) == (7, 3, ["\n"])
+    assert request.temperature == pytest.approx(0.5) and request.top_p == pytest.approx(0.9)
+    assert request.priority == Priority.REALTIME and request.require_full_precision
+    assert (request.affinity_key, request.client_region, request.request_id, request.deadline) == (
+        "user-1",
+        "eu",
+        "r1",
+        12.5,
+    )
+
+
+def test_explicit_zero_temperature_is_greedy_not_unset():
+    assert request_from_proto(build_request(prompt="hi", temperature=0.0)).temperature == 0.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(prompt=""), "give exactly one of prompt or messages (the prompt is empty)"),
+        (dict(messages=[{"role": "user", "content": "  "}]), "every message is empty"),
+        (dict(prompt="hi", stop=[""]), "stop takes at most 8 non-empty strings"),
+        (dict(prompt="hi", stop=["a"] * 9), "stop takes at most 8 non-empty strings"),
+        (dict(prompt="hi", temperature=float("inf")), "temperature must be a finite number"),
+        (dict(prompt="hi", temperature=2.5), "temperature must be in [0.0, 2.0], got 2.5"),
+        (dict(prompt="hi", top_p=-0.1), "top_p must be in (0.0, 1.0]"),
+        (dict(prompt="hi", max_new_tokens=4097), "max_new_tokens must be between 1 and 4096"),
+    ],
+)
+def test_invalid_requests_say_what_to_change(kwargs, message):
+    with pytest.raises(InvalidRequestError) as failure:
+        request_from_proto(build_request(**kwargs))
+    assert message in failure.value.message
+
+
+def test_unknown_min_precision_is_refused():
+    message = build_request(prompt="hi")
+    message.min_precision = 7
+    with pytest.raises(InvalidRequestError, match="min_precision 7 is unknown"):
+        request_from_proto(message)
