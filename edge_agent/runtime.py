@@ -66,8 +66,6 @@ class OnnxCausalLM:
         options.intra_op_num_threads = num_threads or default_thread_count()
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # Spinning threads burn the other core that the gRPC server and tokenizer need.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.providers = providers or pick_providers()
         self.session = ort.InferenceSession(str(model_path), sess_options=options, providers=self.providers)
         self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
@@ -88,6 +86,8 @@ class OnnxCausalLM:
         self.head_dim = int(first.shape[3])
         self.kv_dtype = _ORT_TO_NUMPY[first.type]
         self.has_position_ids = "position_ids" in inputs
+        # Exports by `hybrid export` compute logits for the last positions only when asked.
+        self.has_logits_to_keep = "num_logits_to_keep" in inputs
         self.vocab_size = int(self.session.get_outputs()[0].shape[-1])
 
     def empty_cache(self, batch: int) -> KVCache:
@@ -111,6 +111,9 @@ class OnnxCausalLM:
         binding.bind_cpu_input("attention_mask", np.ascontiguousarray(attention_mask, dtype=np.int64))
         if self.has_position_ids:
             binding.bind_cpu_input("position_ids", np.ascontiguousarray(position_ids, dtype=np.int64))
+        if self.has_logits_to_keep:
+            keep = input_ids.shape[1] if all_logits else 1
+            binding.bind_cpu_input("num_logits_to_keep", np.array([keep], np.int64))
         for name, value in zip(self.past_names, cache.values):
             binding.bind_ortvalue_input(name, value)
         binding.bind_output("logits", self.device)

@@ -43,7 +43,9 @@ from hybrid.models.artifact import (
 from hybrid.models.registry import ResolvedModel, resolve_model
 
 # Bump when the export or quantization steps change, so that cached artifacts are rebuilt.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
+# Input added to the exported graph: how many trailing positions get logits.
+LOGITS_TO_KEEP = "num_logits_to_keep"
 # Tokenizer and config files that travel with the ONNX model; optimum also writes tokenizer.model,
 # which for a GGUF-converted model is a 98 MB copy of the GGUF that the fast tokenizer never reads.
 _SIDE_FILES = (
@@ -184,6 +186,41 @@ def _untie_output_projection(onnx_model) -> bool:
     return False
 
 
+def _add_logits_to_keep(onnx_model) -> bool:
+    """Adds an input ``num_logits_to_keep`` ([1], int64): the output projection runs on the last K positions only.
+
+    A prefill of S tokens otherwise computes and copies S x vocab logits to use one row; serving passes
+    K = 1, the quality check passes K = S. The slice changes no value, only which rows are computed.
+    """
+    from onnx import TensorProto, helper
+
+    graph = onnx_model.graph
+    projection = next((n for n in graph.node if n.op_type == "MatMul" and "logits" in n.output), None)
+    if projection is None or any(i.name == LOGITS_TO_KEEP for i in graph.input):
+        return False
+    hidden = projection.input[0]
+    sliced = hidden + "_last_k"
+    graph.input.append(helper.make_tensor_value_info(LOGITS_TO_KEEP, TensorProto.INT64, [1]))
+    graph.initializer.extend(
+        [
+            helper.make_tensor("logits_slice_end", TensorProto.INT64, [1], [2**62]),
+            helper.make_tensor("logits_slice_axis", TensorProto.INT64, [1], [1]),
+        ]
+    )
+    start = helper.make_node("Neg", [LOGITS_TO_KEEP], ["logits_slice_start"], name="logits_to_keep/Neg")
+    slice_node = helper.make_node(
+        "Slice",
+        [hidden, "logits_slice_start", "logits_slice_end", "logits_slice_axis"],
+        [sliced],
+        name="logits_to_keep/Slice",
+    )
+    position = list(graph.node).index(projection)
+    graph.node.insert(position, slice_node)
+    graph.node.insert(position, start)
+    projection.input[0] = sliced
+    return True
+
+
 def base_onnx(model: ResolvedModel, cache_dir: Path) -> Path:
     """The fp32 ONNX export with KV cache and an untied output projection, cached per source model."""
     target = cache_dir / "onnx" / f"{model.name}-{model.fingerprint[:16]}-r{RECIPE_VERSION}"
@@ -198,6 +235,7 @@ def base_onnx(model: ResolvedModel, cache_dir: Path) -> Path:
     main_export(str(model.hf_dir), output=raw, task="text-generation-with-past", do_validation=False)
     onnx_model = onnx.load(str(raw / MODEL_FILE))
     _untie_output_projection(onnx_model)
+    _add_logits_to_keep(onnx_model)
     partial = target.with_name(target.name + f".partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
