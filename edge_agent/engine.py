@@ -251,7 +251,13 @@ class GenerationEngine:
             mask[row, longest - n :] = 1
         positions = np.maximum(mask.cumsum(-1) - 1, 0)
         started = time.monotonic()
-        logits, cache = self.runtime.forward(ids, mask, positions, self.runtime.empty_cache(len(joiners)))
+        try:
+            logits, cache = self.runtime.forward(ids, mask, positions, self.runtime.empty_cache(len(joiners)))
+        except Exception as exc:
+            # These requests are in neither the queue nor the batch: answer them here or they would hang.
+            for seq in joiners:
+                seq.sink(HybridError(f"prefill failed on this replica: {exc}"))
+            raise
         if self.metrics:
             self.metrics.prefill_seconds.observe(time.monotonic() - started)
         for seq in joiners:

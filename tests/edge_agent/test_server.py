@@ -213,3 +213,19 @@ def test_server_keeps_serving_after_errors(edge_agent):
         with pytest.raises(RequestFailed):
             client.complete(prompt="", max_new_tokens=4)
         assert client.complete(prompt="Hello", max_new_tokens=3).token_ids
+
+
+async def test_async_client_streams_the_same_answer(edge_agent):
+    from hybrid.client import AsyncHybridClient
+
+    async with AsyncHybridClient(edge_agent.address) as client:
+        chunks = [c async for c in client.stream(messages=chat(PROMPTS[5]), max_new_tokens=8)]
+        load = await client.load()
+        with pytest.raises(RequestFailed) as failure:
+            await client.complete(prompt="hi", top_p=2.0)
+    with HybridClient(edge_agent.address) as sync_client:
+        expected = sync_client.complete(messages=chat(PROMPTS[5]), max_new_tokens=8)
+    assert [t for c in chunks for t in c.token_ids] == expected.token_ids
+    assert chunks[-1].finish_reason in (pb.STOP, pb.LENGTH)
+    assert load.capacity == 32
+    assert failure.value.code == grpc.StatusCode.INVALID_ARGUMENT

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import pytest
 
+from hybrid import constants
 from hybrid.errors import InvalidRequestError, ModelNotFoundError, QualityGateError
 from hybrid.models.artifact import read_manifest
-from hybrid.models.export import export_artifact
+from hybrid.models.export import RECIPES, export_artifact
 
 
 def test_int8_artifact_passes_the_gate_and_records_its_quality(int8_artifact):
@@ -43,11 +46,23 @@ def test_forced_int4_is_labelled_as_failing(tmp_path):
     assert json.loads((folder / "manifest.json").read_text())["quality"]["forced"] is True
 
 
-def test_auto_picks_the_fewest_bits_that_pass(int8_artifact):
+def test_auto_keeps_the_fastest_that_passes_and_remembers_why(int8_artifact, fp32_artifact, tmp_path):
+    cache = tmp_path / "cache"
+    # Hard links: the cached model, export and artifacts are reused, only the auto choice is new.
+    shutil.copytree(
+        constants.CACHE_DIR, cache, ignore=shutil.ignore_patterns("auto-*", "up", "*.yaml*"), copy_function=os.link
+    )
     messages: list[str] = []
-    folder, manifest = export_artifact(precision="auto", progress=messages.append)
-    assert manifest.precision == "int8-b32"
-    assert any(m.startswith("skipped int4-b32") for m in messages), messages
+    folder, manifest = export_artifact(precision="auto", cache_dir=cache, progress=messages.append)
+    record = json.loads(next((cache / "quality").glob("auto-*.json")).read_text())
+    assert set(record["tokens_per_second"]) == {"int8", "fp32"}, "both passing precisions must be measured"
+    assert "int4" in record["rejected"] and any(m.startswith("skipped int4-b32") for m in messages)
+    fastest = max(record["tokens_per_second"], key=record["tokens_per_second"].get)
+    assert manifest.precision == RECIPES[fastest].name
+    # A second run reuses the recorded choice instead of measuring again.
+    messages.clear()
+    again, _ = export_artifact(precision="auto", cache_dir=cache, progress=messages.append)
+    assert again == folder and not any("tokens/s" in m for m in messages)
 
 
 def test_export_is_cached_by_content_hash(int8_artifact, tmp_path):
