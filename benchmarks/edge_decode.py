@@ -174,7 +174,8 @@ class LlamaCppEngine:
         """One context per batch size, sized for it, so that batch 1 does not pay for 16 sequences' cache."""
         if rows not in self.contexts:
             params = self.llm.context_params
-            params.n_ctx = rows * self.per_row_tokens + 64
+            # llama.cpp splits n_ctx evenly between sequences, in multiples of 256.
+            params.n_ctx = rows * ((self.per_row_tokens + 64 + 255) // 256 * 256)
             params.n_batch = params.n_ctx
             params.n_ubatch = 512
             params.n_seq_max = rows
@@ -245,9 +246,7 @@ def worker(args: argparse.Namespace) -> None:
     elif name.startswith("edge-"):
         engine = EdgeEngine(Path(args.artifact), args.threads)
     else:
-        engine = LlamaCppEngine(
-            args.threads, max(args.batches), max(args.batches) * (args.prompt_tokens + args.new_tokens) + 64
-        )
+        engine = LlamaCppEngine(args.threads, args.prompt_tokens + args.new_tokens)
     result: dict = {"engine": name, "runs": {}}
     engine.timed(prompt, 1, 4)  # warm-up: first-run allocations and kernel selection
     for batch in args.batches:
