@@ -1,0 +1,302 @@
+"""Routing policy: which tier and which replica serve a request (DESIGN "Tiers and routing").
+
+Plain objects with an injectable clock and random source, tested without sockets; the router's
+gRPC server is a thin shell around them.
+
+* ``HotnessTracker``: a bounded heavy-hitter sketch (Space-Saving) over a sliding window of time
+  buckets decides which affinity keys or prompt prefixes are hot.
+* ``OutlierDetector``: a replica that fails repeatedly is ejected for a while, longer each time, in
+  the manner of Envoy's outlier detection, never more than half of a tier at once.
+* ``RoutingPolicy``: classifies a request, orders the tiers by the routing table, and picks a
+  replica with room by power-of-two-choices on least outstanding requests, weighted by capacity.
+  Every decision carries its reasons.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from hybrid.batching import Priority
+from hybrid.discovery import ReplicaRecord
+from hybrid.protocol import GenerationRequest, Tier
+
+# Precisions that count as full for min_precision FULL.
+FULL_PRECISIONS = frozenset({"fp32", "fp16", "bf16"})
+# What a request without a deadline may wait at most before its tier counts as full.
+DEFAULT_BUDGET_MS = 30_000.0
+# Assumed time of one request on a replica that has not reported yet.
+DEFAULT_REQUEST_MS = 1_000.0
+# Characters of a prompt that identify its prefix for hotness.
+PREFIX_CHARS = 64
+
+
+class RequestClass(str, Enum):
+    REALTIME = "REALTIME"
+    HOT = "hot"
+    COLD_INTERACTIVE = "cold INTERACTIVE"
+    BATCH = "BATCH"
+
+
+@dataclass
+class ReplicaState:
+    """What the router knows of one replica: discovery's record plus live figures."""
+
+    record: ReplicaRecord
+    # Requests the router has sent and not yet seen finish.
+    outstanding: int = 0
+    # Last reported by the replica (GetLoad).
+    queue_depth: int = 0
+    active: int = 0
+    mean_request_ms: float = 0.0
+    # Round-trip time, exponentially weighted.
+    rtt_ms: float | None = None
+    consecutive_failures: int = 0
+    ejected_until: float = 0.0
+    ejections: int = 0
+
+    @property
+    def tier(self) -> Tier:
+        return Tier.parse(self.record.tier)
+
+    @property
+    def full_precision(self) -> bool:
+        return self.record.precision in FULL_PRECISIONS
+
+    def observe_rtt(self, rtt_ms: float, alpha: float = 0.2) -> None:
+        self.rtt_ms = rtt_ms if self.rtt_ms is None else (1 - alpha) * self.rtt_ms + alpha * rtt_ms
+
+    def load(self) -> int:
+        """Requests ahead of a new one: what it reported waiting or running, or what we sent, whichever is more."""
+        return max(self.queue_depth + self.active, self.outstanding)
+
+    def predicted_wait_ms(self) -> float:
+        """Queue wait before a new request starts: zero while a batch slot is free."""
+        capacity = max(1, self.record.capacity)
+        waiting = self.load() - capacity + 1
+        if waiting <= 0:
+            return 0.0
+        per_request = self.mean_request_ms or DEFAULT_REQUEST_MS
+        return waiting / capacity * per_request
+
+
+class HotnessTracker:
+    """Space-Saving heavy hitters per time bucket; a key is hot when its count over the window is high."""
+
+    def __init__(
+        self,
+        window_s: float = 60.0,
+        buckets: int = 6,
+        capacity: int = 256,
+        hot_count: int = 3,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if buckets < 1 or capacity < 1 or window_s <= 0:
+            raise ValueError("window_s, buckets and capacity must be positive")
+        self.bucket_s = window_s / buckets
+        self.buckets = buckets
+        self.capacity = capacity
+        self.hot_count = hot_count
+        self._clock = clock
+        # bucket index -> {key: [count, overestimate]}; each bucket holds at most `capacity` keys.
+        self._counts: dict[int, dict[str, list[int]]] = {}
+
+    def _bucket(self) -> int:
+        return int(self._clock() // self.bucket_s)
+
+    def _expire(self, current: int) -> None:
+        for index in [i for i in self._counts if i <= current - self.buckets]:
+            del self._counts[index]
+
+    def record(self, key: str) -> None:
+        if not key:
+            return
+        current = self._bucket()
+        self._expire(current)
+        counts = self._counts.setdefault(current, {})
+        if key in counts:
+            counts[key][0] += 1
+        elif len(counts) < self.capacity:
+            counts[key] = [1, 0]
+        else:
+            # Space-Saving: the new key takes the place of the least counted one and inherits its count,
+            # remembered as an overestimate so that it cannot make a one-off key look hot.
+            smallest = min(counts, key=lambda k: counts[k][0])
+            inherited = counts.pop(smallest)[0]
+            counts[key] = [inherited + 1, inherited]
+
+    def count(self, key: str) -> int:
+        """A lower bound of the key's requests in the window."""
+        self._expire(self._bucket())
+        return sum(bucket[key][0] - bucket[key][1] for bucket in self._counts.values() if key in bucket)
+
+    def is_hot(self, key: str) -> bool:
+        return bool(key) and self.count(key) >= self.hot_count
+
+    def tracked_keys(self) -> int:
+        return sum(len(bucket) for bucket in self._counts.values())
+
+
+class OutlierDetector:
+    """Ejects a replica after ``max_failures`` consecutive failures, for base_s x times ejected (capped)."""
+
+    def __init__(
+        self,
+        max_failures: int = 5,
+        base_ejection_s: float = 30.0,
+        max_ejection_s: float = 300.0,
+        max_ejected_fraction: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.max_failures = max_failures
+        self.base_ejection_s = base_ejection_s
+        self.max_ejection_s = max_ejection_s
+        self.max_ejected_fraction = max_ejected_fraction
+        self._clock = clock
+
+    def ejected(self, replica: ReplicaState) -> bool:
+        return replica.ejected_until > self._clock()
+
+    def record_success(self, replica: ReplicaState) -> None:
+        replica.consecutive_failures = 0
+
+    def record_failure(self, replica: ReplicaState, tier_peers: list[ReplicaState]) -> bool:
+        """Counts a failure; returns True when this one ejected the replica."""
+        replica.consecutive_failures += 1
+        if replica.consecutive_failures < self.max_failures or self.ejected(replica):
+            return False
+        ejected_peers = sum(1 for peer in tier_peers if self.ejected(peer))
+        if ejected_peers + 1 > max(1, int(len(tier_peers) * self.max_ejected_fraction)):
+            return False  # ejecting more would leave the tier too thin; keep sending, keep counting
+        replica.ejections += 1
+        replica.ejected_until = self._clock() + min(self.max_ejection_s, self.base_ejection_s * replica.ejections)
+        replica.consecutive_failures = 0
+        return True
+
+
+@dataclass
+class Decision:
+    request_class: RequestClass
+    tier_order: list[Tier]
+    chosen: ReplicaState | None
+    reasons: list[str] = field(default_factory=list)
+    # With no replica chosen: when trying again may succeed.
+    retry_after_ms: int = 0
+
+
+class RoutingPolicy:
+    def __init__(
+        self,
+        hotness: HotnessTracker | None = None,
+        outliers: OutlierDetector | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.hotness = hotness or HotnessTracker(clock=clock)
+        self.outliers = outliers or OutlierDetector(clock=clock)
+        self._rng = rng or random.Random()
+        self._clock = clock
+
+    @staticmethod
+    def hotness_key(request: GenerationRequest) -> str:
+        if request.affinity_key:
+            return "key:" + request.affinity_key
+        text = request.prompt if request.prompt is not None else "".join(m["content"] for m in request.messages or [])
+        return "prefix:" + text[:PREFIX_CHARS]
+
+    def observe(self, request: GenerationRequest) -> None:
+        """Counts a request toward hotness; call once per request actually routed."""
+        self.hotness.record(self.hotness_key(request))
+
+    def classify(self, request: GenerationRequest) -> RequestClass:
+        if request.priority == Priority.REALTIME:
+            return RequestClass.REALTIME
+        if self.hotness.is_hot(self.hotness_key(request)):
+            return RequestClass.HOT
+        if request.priority == Priority.BATCH:
+            return RequestClass.BATCH
+        return RequestClass.COLD_INTERACTIVE
+
+    @staticmethod
+    def tier_order(request_class: RequestClass, replicas: Iterable[ReplicaState]) -> list[Tier]:
+        if request_class == RequestClass.REALTIME:
+            # Nearest first, by the best measured RTT among each tier's replicas; unmeasured tiers last.
+            best: dict[Tier, float] = {}
+            for replica in replicas:
+                rtt = replica.rtt_ms if replica.rtt_ms is not None else float("inf")
+                best[replica.tier] = min(best.get(replica.tier, float("inf")), rtt)
+            default = [Tier.EDGE, Tier.PRIVATE, Tier.PUBLIC]
+            return sorted(default, key=lambda tier: (best.get(tier, float("inf")), default.index(tier)))
+        if request_class == RequestClass.HOT:
+            return [Tier.EDGE, Tier.PRIVATE, Tier.PUBLIC]
+        if request_class == RequestClass.COLD_INTERACTIVE:
+            return [Tier.PRIVATE, Tier.PUBLIC, Tier.EDGE]
+        return [Tier.PUBLIC, Tier.PRIVATE]
+
+    def choose(
+        self, request: GenerationRequest, replicas: list[ReplicaState], exclude: frozenset[str] = frozenset()
+    ) -> Decision:
+        """Picks a replica, or none with a retry hint; ``exclude`` holds replicas that already failed this request."""
+        request_class = self.classify(request)
+        order = self.tier_order(request_class, replicas)
+        decision = Decision(request_class, order, None)
+        reasons = decision.reasons
+        remaining = request.remaining_s()
+        budget_ms = DEFAULT_BUDGET_MS if remaining is None else remaining * 1000
+        reasons.append(f"class {request_class.value}; tiers in order: {', '.join(t.name.lower() for t in order)}")
+        shortest_wait = float("inf")
+        for tier in order:
+            members = [r for r in replicas if r.tier == tier and r.record.model == (request.model or r.record.model)]
+            if not members:
+                reasons.append(f"{tier.name.lower()}: no replica of this model")
+                continue
+            if request.require_full_precision and tier == Tier.EDGE and not any(r.full_precision for r in members):
+                reasons.append(f"{tier.name.lower()}: skipped, min_precision FULL and its replicas are quantized")
+                continue
+            usable = [
+                r
+                for r in members
+                if r.record.id not in exclude
+                and not self.outliers.ejected(r)
+                and (r.full_precision or not request.require_full_precision)
+            ]
+            with_room = []
+            for replica in usable:
+                wait = replica.predicted_wait_ms() + (replica.rtt_ms or 0.0)
+                shortest_wait = min(shortest_wait, wait)
+                if wait <= budget_ms:
+                    with_room.append(replica)
+            if not with_room:
+                left_out = len(members) - len(usable)
+                reasons.append(
+                    f"{tier.name.lower()}: no room within {budget_ms:.0f} ms "
+                    f"({len(usable)} usable, {left_out} ejected, excluded or below min_precision); spilling over"
+                )
+                continue
+            chosen = self._two_choices(with_room)
+            decision.chosen = chosen
+            reasons.append(
+                f"{tier.name.lower()}: {len(with_room)} of {len(members)} replicas have room; power of two choices "
+                f"picked {chosen.record.id} (load {chosen.load()}/{chosen.record.capacity}, "
+                f"predicted wait {chosen.predicted_wait_ms():.0f} ms)"
+            )
+            return decision
+        decision.retry_after_ms = int(max(100.0, shortest_wait - budget_ms if shortest_wait < float("inf") else 1000.0))
+        reasons.append("no tier has room: RESOURCE_EXHAUSTED")
+        return decision
+
+    def _two_choices(self, candidates: list[ReplicaState]) -> ReplicaState:
+        if len(candidates) == 1:
+            return candidates[0]
+        weights = [max(1, c.record.capacity) for c in candidates]
+        first, second = self._rng.choices(candidates, weights=weights, k=2)
+        if first is second:
+            second = self._rng.choice([c for c in candidates if c is not first])
+
+        def relative_load(replica: ReplicaState) -> float:
+            return replica.load() / max(1, replica.record.capacity)
+
+        return min((first, second), key=relative_load)
