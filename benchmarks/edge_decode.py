@@ -32,16 +32,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-AGREEMENT_PROMPTS = [
-    "What is the capital of France?",
-    "Write one sentence about the sea.",
-    "List three colours.",
-    "How many legs does a spider have?",
-    "Give me a tip for learning to cook.",
-    "What is 2 + 3?",
-    "Name a planet in the solar system.",
-    "Why is the sky blue?",
-]
+from hybrid.models.export import agreement_prompts  # noqa: E402
+
+AGREEMENT_PROMPTS = agreement_prompts()
 AGREEMENT_TOKENS = 32
 
 
@@ -109,7 +102,23 @@ class TransformersEngine:
         return [t for t in out[0, len(prompt) :].tolist() if t != end_id]
 
 
-class EdgeEngine:
+class _LoopEngine:
+    """An engine driven token by token from Python; subclasses define ``_run``."""
+
+    def _run(
+        self, prompts: list[list[int]], new_tokens: int, end_id: int | None
+    ) -> tuple[float, float, list[list[int]]]:
+        raise TypeError(f"{type(self).__name__} must define _run")
+
+    def timed(self, prompt: list[int], batch: int, new_tokens: int) -> tuple[float, float]:
+        ttft, decode, _ = self._run([prompt] * batch, new_tokens, None)
+        return ttft, decode
+
+    def greedy(self, prompt: list[int], new_tokens: int, end_id: int) -> list[int]:
+        return [t for t in self._run([prompt], new_tokens, end_id)[2][0] if t != end_id]
+
+
+class EdgeEngine(_LoopEngine):
     def __init__(self, artifact: Path, threads: int):
         from edge_agent.runtime import OnnxCausalLM
 
@@ -144,15 +153,8 @@ class EdgeEngine:
                 out[row].append(int(t))
         return ttft, time.perf_counter() - start, out
 
-    def timed(self, prompt: list[int], batch: int, new_tokens: int) -> tuple[float, float]:
-        ttft, decode, _ = self._run([prompt] * batch, new_tokens, None)
-        return ttft, decode
 
-    def greedy(self, prompt: list[int], new_tokens: int, end_id: int) -> list[int]:
-        return [t for t in self._run([prompt], new_tokens, end_id)[2][0] if t != end_id]
-
-
-class LlamaCppEngine:
+class LlamaCppEngine(_LoopEngine):
     """llama.cpp's own batched decoding: one sequence id per row, one llama_decode per step."""
 
     def __init__(self, threads: int, per_row_tokens: int):
@@ -222,13 +224,6 @@ class LlamaCppEngine:
             for s, t in enumerate(tokens):
                 out[s].append(t)
         return ttft, time.perf_counter() - start, out
-
-    def timed(self, prompt: list[int], batch: int, new_tokens: int) -> tuple[float, float]:
-        ttft, decode, _ = self._run([prompt] * batch, new_tokens, None)
-        return ttft, decode
-
-    def greedy(self, prompt: list[int], new_tokens: int, end_id: int) -> list[int]:
-        return [t for t in self._run([prompt], new_tokens, end_id)[2][0] if t != end_id]
 
 
 # --- worker and driver ---

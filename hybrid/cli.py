@@ -158,12 +158,11 @@ def cmd_up(args: argparse.Namespace) -> int:
                 )
         if not args.once:
             stop = threading.Event()
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            # Installed explicitly: a shell that starts us in the background leaves SIGINT ignored.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
             console.print("serving; Ctrl-C stops everything")
-            try:
-                stop.wait()
-            except KeyboardInterrupt:
-                pass
+            stop.wait()
     finally:
         console.print("stopping")
         edge.stop()

@@ -41,3 +41,22 @@ DEFAULT_ROUTER_PORT = 50051
 DEFAULT_REGION = "local"
 # Seconds a draining server waits for streams in flight before it stops.
 DRAIN_GRACE_S = 30.0
+
+# --- Routing (DESIGN "Tiers and routing") ---
+# What a request without a deadline may wait at most before its tier counts as full.
+ROUTING_DEFAULT_BUDGET_MS = 30_000.0
+# Assumed duration of one request on a replica that has not reported its own yet.
+ROUTING_DEFAULT_REQUEST_MS = 1_000.0
+# Hotness: a key is hot after HOT_COUNT requests within the window.
+HOTNESS_WINDOW_S = 60.0
+HOTNESS_BUCKETS = 6
+# Keys tracked per bucket (Space-Saving capacity): bounds memory whatever the traffic.
+HOTNESS_CAPACITY = 256
+HOT_COUNT = 3
+# Characters of a prompt that identify its prefix when no affinity_key is given.
+HOTNESS_PREFIX_CHARS = 64
+# Outlier ejection, in the manner of Envoy's.
+OUTLIER_MAX_FAILURES = 5
+OUTLIER_BASE_EJECTION_S = 30.0
+OUTLIER_MAX_EJECTION_S = 300.0
+OUTLIER_MAX_EJECTED_FRACTION = 0.5

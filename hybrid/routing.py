@@ -20,18 +20,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
+from hybrid import constants
 from hybrid.batching import Priority
 from hybrid.discovery import ReplicaRecord
 from hybrid.protocol import GenerationRequest, Tier
 
 # Precisions that count as full for min_precision FULL.
 FULL_PRECISIONS = frozenset({"fp32", "fp16", "bf16"})
-# What a request without a deadline may wait at most before its tier counts as full.
-DEFAULT_BUDGET_MS = 30_000.0
-# Assumed time of one request on a replica that has not reported yet.
-DEFAULT_REQUEST_MS = 1_000.0
-# Characters of a prompt that identify its prefix for hotness.
-PREFIX_CHARS = 64
 
 
 class RequestClass(str, Enum):
@@ -79,7 +74,7 @@ class ReplicaState:
         waiting = self.load() - capacity + 1
         if waiting <= 0:
             return 0.0
-        per_request = self.mean_request_ms or DEFAULT_REQUEST_MS
+        per_request = self.mean_request_ms or constants.ROUTING_DEFAULT_REQUEST_MS
         return waiting / capacity * per_request
 
 
@@ -88,10 +83,10 @@ class HotnessTracker:
 
     def __init__(
         self,
-        window_s: float = 60.0,
-        buckets: int = 6,
-        capacity: int = 256,
-        hot_count: int = 3,
+        window_s: float = constants.HOTNESS_WINDOW_S,
+        buckets: int = constants.HOTNESS_BUCKETS,
+        capacity: int = constants.HOTNESS_CAPACITY,
+        hot_count: int = constants.HOT_COUNT,
         clock: Callable[[], float] = time.monotonic,
     ):
         if buckets < 1 or capacity < 1 or window_s <= 0:
@@ -145,10 +140,10 @@ class OutlierDetector:
 
     def __init__(
         self,
-        max_failures: int = 5,
-        base_ejection_s: float = 30.0,
-        max_ejection_s: float = 300.0,
-        max_ejected_fraction: float = 0.5,
+        max_failures: int = constants.OUTLIER_MAX_FAILURES,
+        base_ejection_s: float = constants.OUTLIER_BASE_EJECTION_S,
+        max_ejection_s: float = constants.OUTLIER_MAX_EJECTION_S,
+        max_ejected_fraction: float = constants.OUTLIER_MAX_EJECTED_FRACTION,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.max_failures = max_failures
@@ -205,7 +200,7 @@ class RoutingPolicy:
         if request.affinity_key:
             return "key:" + request.affinity_key
         text = request.prompt if request.prompt is not None else "".join(m["content"] for m in request.messages or [])
-        return "prefix:" + text[:PREFIX_CHARS]
+        return "prefix:" + text[: constants.HOTNESS_PREFIX_CHARS]
 
     def observe(self, request: GenerationRequest) -> None:
         """Counts a request toward hotness; call once per request actually routed."""
@@ -245,7 +240,7 @@ class RoutingPolicy:
         decision = Decision(request_class, order, None)
         reasons = decision.reasons
         remaining = request.remaining_s()
-        budget_ms = DEFAULT_BUDGET_MS if remaining is None else remaining * 1000
+        budget_ms = constants.ROUTING_DEFAULT_BUDGET_MS if remaining is None else remaining * 1000
         reasons.append(f"class {request_class.value}; tiers in order: {', '.join(t.name.lower() for t in order)}")
         shortest_wait = float("inf")
         for tier in order:

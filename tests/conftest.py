@@ -11,18 +11,10 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import pytest  # noqa: E402
 
 from hybrid import constants  # noqa: E402
+from hybrid.models.export import agreement_prompts  # noqa: E402
 
-# A handful of chat prompts used wherever outputs are compared with the PyTorch model.
-PROMPTS = [
-    "What is the capital of France?",
-    "Write one sentence about the sea.",
-    "List three colours.",
-    "How many legs does a spider have?",
-    "Give me a tip for learning to cook.",
-    "What is 2 + 3?",
-    "Name a planet in the solar system.",
-    "Why is the sky blue?",
-]
+# The chat prompts used wherever outputs are compared with the PyTorch model.
+PROMPTS = agreement_prompts()
 
 
 @pytest.fixture(scope="session")

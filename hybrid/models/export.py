@@ -97,6 +97,12 @@ def evaluation_text() -> str:
     return resources.files("hybrid.models").joinpath("data/quality_text.txt").read_text()
 
 
+def agreement_prompts() -> list[str]:
+    """Chat prompts on which a runtime's greedy answers are compared with the full model's."""
+    text = resources.files("hybrid.models").joinpath("data/agreement_prompts.txt").read_text()
+    return [line for line in text.splitlines() if line.strip()]
+
+
 def _quiet_libraries() -> None:
     for name in ("optimum", "transformers", "onnxruntime", "torch.onnx"):
         logging.getLogger(name).setLevel(logging.ERROR)
