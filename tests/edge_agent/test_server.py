@@ -229,3 +229,19 @@ async def test_async_client_streams_the_same_answer(edge_agent):
     assert chunks[-1].finish_reason in (pb.STOP, pb.LENGTH)
     assert load.capacity == 32
     assert failure.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_fp16_artifact_serves_min_precision_full(tmp_path, torch_greedy):
+    from hybrid.models.export import export_artifact
+    from tests.conftest import start_agent
+
+    folder, manifest = export_artifact(precision="fp16", out=tmp_path / "fp16")
+    assert manifest.full_precision and manifest.quality.passed
+    agent = start_agent(folder, tmp_path)
+    try:
+        with HybridClient(agent.address) as client:
+            answer = client.complete(messages=chat(PROMPTS[0]), max_new_tokens=8, full_precision=True)
+        assert answer.served_by.precision == "fp16"
+        assert common_prefix(answer.token_ids, torch_greedy(PROMPTS[0], 8)) >= 4
+    finally:
+        agent.stop()
