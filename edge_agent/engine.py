@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge_agent.runtime import KVCache, OnnxCausalLM
+from hybrid import constants
 from hybrid.batching import DynamicBatcher, Ticket
 from hybrid.errors import (
     DeadlineExceededError,
@@ -85,18 +86,22 @@ class GenerationEngine:
         tokenizer,
         served_by: ServedBy,
         model_name: str,
-        batcher: DynamicBatcher,
         max_context_tokens: int,
         full_precision: bool,
         end_ids: set[int],
         metrics: ReplicaMetrics | None = None,
+        max_batch_size: int = constants.MAX_BATCH_SIZE,
+        max_wait_ms: float = constants.MAX_BATCH_WAIT_MS,
+        max_queued_requests: int = constants.MAX_QUEUED_REQUESTS,
     ):
         self.runtime = runtime
         self.tokenizer = tokenizer
         self.served_by = served_by
         self.model_name = model_name
-        self.batcher = batcher
-        self.capacity = batcher.max_batch_size
+        self.batcher: DynamicBatcher[_Sequence] = DynamicBatcher(
+            max_batch_size, max_wait_ms, max_queued_requests, on_expired=self.expire
+        )
+        self.capacity = max_batch_size
         self.max_context_tokens = max_context_tokens
         self.full_precision = full_precision
         self.metrics = metrics

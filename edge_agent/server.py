@@ -17,8 +17,8 @@ from edge_agent.config import EdgeAgentConfig
 from edge_agent.engine import GenerationEngine
 from edge_agent.runtime import OnnxCausalLM
 from hybrid._private.grpc_server import INFERENCE_SERVICE, ServerShell, inference_handler
-from hybrid.batching import DynamicBatcher
 from hybrid.discovery import ReplicaRecord, StaticFileRegistry
+from hybrid.errors import HybridError
 from hybrid.metrics import ReplicaMetrics
 from hybrid.models.artifact import MODEL_FILE, verify_artifact
 from hybrid.models.registry import load_tokenizer
@@ -31,8 +31,11 @@ log = logging.getLogger("hybrid.edge")
 class InferenceServicer:
     """Thin: wire message in, data plane, wire chunks out."""
 
-    def __init__(self, engine: GenerationEngine, replica_id: str, manifest_model: str, precision: str):
+    def __init__(
+        self, engine: GenerationEngine, replica_id: str, manifest_model: str, precision: str, metrics: ReplicaMetrics
+    ):
         self.engine = engine
+        self.metrics = metrics
         self.replica_id = replica_id
         self.model = manifest_model
         self.precision = precision
@@ -40,9 +43,13 @@ class InferenceServicer:
     async def Generate(self, message: pb.GenerateRequest, context: grpc.aio.ServicerContext):
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
-        request = request_from_proto(message, deadline)
-        async for chunk in self.engine.generate(request):
-            yield chunk.to_proto()
+        try:
+            request = request_from_proto(message, deadline)
+            async for chunk in self.engine.generate(request):
+                yield chunk.to_proto()
+        except HybridError as error:
+            self.metrics.rejected.labels(error.code.name).inc()
+            raise
 
     async def GetLoad(self, message: pb.GetLoadRequest, context: grpc.aio.ServicerContext) -> pb.LoadReport:
         load = self.engine.load()
@@ -81,21 +88,24 @@ class EdgeAgent:
         self.address = self.shell.address
         tokenizer = load_tokenizer(config.artifact)
         runtime = OnnxCausalLM(config.artifact / MODEL_FILE, num_threads=config.num_threads or None)
-        self.batcher = DynamicBatcher(config.max_batch_size, config.max_wait_ms, config.max_queued_requests)
         self.engine = GenerationEngine(
             runtime=runtime,
             tokenizer=tokenizer,
             served_by=ServedBy(Tier.EDGE, self.replica_id, config.region, self.manifest.precision),
             model_name=self.manifest.model,
-            batcher=self.batcher,
             max_context_tokens=min(config.max_context_tokens, self.manifest.context_window),
             full_precision=self.manifest.full_precision,
             metrics=self.metrics,
             end_ids=_end_ids(config.artifact, tokenizer),
+            max_batch_size=config.max_batch_size,
+            max_wait_ms=config.max_wait_ms,
+            max_queued_requests=config.max_queued_requests,
         )
-        self.batcher._on_expired = self.engine.expire
+        self.batcher = self.engine.batcher
         self.metrics.capacity.set(config.max_batch_size)
-        servicer = InferenceServicer(self.engine, self.replica_id, self.manifest.model, self.manifest.precision)
+        servicer = InferenceServicer(
+            self.engine, self.replica_id, self.manifest.model, self.manifest.precision, self.metrics
+        )
         self.shell.server.add_generic_rpc_handlers((inference_handler(servicer.Generate, servicer.GetLoad),))
         self.registry = StaticFileRegistry(config.discovery.split(":", 1)[1]) if config.discovery != "none" else None
         self._metrics_server = None

@@ -136,6 +136,10 @@ def test_metrics_endpoint_counts_requests(edge_agent):
     body = urllib.request.urlopen(f"http://{edge_agent.agent.metrics_address}/metrics", timeout=5).read().decode()
     assert 'hybrid_replica_requests_total{outcome="ok"}' in body
     assert "hybrid_replica_decode_step_seconds_bucket" in body
+    with HybridClient(edge_agent.address) as client, pytest.raises(RequestFailed):
+        client.complete(prompt="Hello", top_p=3.0)
+    body = urllib.request.urlopen(f"http://{edge_agent.agent.metrics_address}/metrics", timeout=5).read().decode()
+    assert 'hybrid_replica_rejected_total{code="INVALID_ARGUMENT"}' in body
 
 
 def test_agent_registers_in_static_discovery(edge_agent):
