@@ -1,0 +1,207 @@
+locals {
+  # hybrid.constants.SERVICE_NAME: the router watches this one service name.
+  service_name = "hybrid-inference"
+
+  tiers = { for t in var.tiers : t.name => t }
+
+  grpc_service_names = { for name, t in local.tiers : name => "${name}-grpc" }
+
+  grpc_addresses = {
+    for name, t in local.tiers : name => lookup(
+      var.grpc_addresses, name, "${local.grpc_service_names[name]}.${var.namespace}.svc.cluster.local"
+    )
+  }
+
+  labels = {
+    for name, t in local.tiers : name => {
+      "app.kubernetes.io/name"       = "hybrid-inference"
+      "app.kubernetes.io/component"  = "cloud-tier"
+      "app.kubernetes.io/managed-by" = "terraform"
+      "hybrid/tier"                  = name
+      "hybrid/kind"                  = t.kind
+    }
+  }
+
+  serve_configs = {
+    for name, t in local.tiers : name => {
+      # Every node runs a proxy, so the gRPC service spreads calls over all of them.
+      proxy_location = "EveryNode"
+      grpc_options = {
+        port                    = var.grpc_port
+        grpc_servicer_functions = var.grpc_servicer_functions
+      }
+      applications = [{
+        name = name
+        # No HTTP route: the tier is reached through the gRPC proxy only.
+        route_prefix = null
+        import_path  = var.import_path
+        runtime_env = {
+          env_vars = merge(t.env_vars, {
+            HYBRID_TIER      = t.kind
+            HYBRID_REGION    = t.region
+            HYBRID_ZONE      = t.zone
+            HYBRID_MODEL     = t.model
+            HYBRID_PRECISION = t.precision
+          })
+        }
+        deployments = [{
+          name = var.deployment_name
+          autoscaling_config = {
+            min_replicas            = t.min_replicas
+            max_replicas            = t.max_replicas
+            target_ongoing_requests = t.target_ongoing_requests
+          }
+          max_ongoing_requests = t.max_ongoing_requests
+          max_queued_requests  = t.max_queued_requests
+          ray_actor_options = {
+            num_gpus = t.gpu_count
+            num_cpus = t.cpus_per_replica
+          }
+        }]
+      }]
+    }
+  }
+
+  container_ports = [
+    { name = "gcs-server", containerPort = 6379 },
+    { name = "dashboard", containerPort = 8265 },
+    { name = "client", containerPort = 10001 },
+    { name = "grpc", containerPort = var.grpc_port },
+  ]
+
+  worker_resources = {
+    for name, t in local.tiers : name => merge(
+      { cpu = tostring(t.cpus_per_replica), memory = t.memory_per_replica },
+      t.gpu_count > 0 ? { "nvidia.com/gpu" = tostring(t.gpu_count) } : {},
+    )
+  }
+
+  rayservice_manifests = {
+    for name, t in local.tiers : name => {
+      apiVersion = "ray.io/v1"
+      kind       = "RayService"
+      metadata = {
+        name      = name
+        namespace = var.namespace
+        labels    = local.labels[name]
+      }
+      spec = {
+        serveConfigV2 = yamlencode(local.serve_configs[name])
+        # KubeRay points this service at whichever cluster is serving, also across upgrades.
+        # It keeps only the port named "serve" and targets the same number on the pods, so the
+        # gRPC port goes under that name (and the containers must not name another port "serve").
+        serveService = {
+          metadata = {
+            name   = local.grpc_service_names[name]
+            labels = local.labels[name]
+          }
+          spec = {
+            type  = var.service_type
+            ports = [{ name = "serve", port = var.grpc_port }]
+          }
+        }
+        rayClusterConfig = {
+          rayVersion              = var.ray_version
+          enableInTreeAutoscaling = true
+          headGroupSpec = {
+            # No CPUs for Ray on the head: replicas land on the GPU workers only.
+            rayStartParams = {
+              "num-cpus"       = "0"
+              "dashboard-host" = "0.0.0.0"
+            }
+            template = {
+              metadata = { labels = local.labels[name] }
+              spec = {
+                containers = [{
+                  name  = "ray-head"
+                  image = t.image
+                  ports = local.container_ports
+                  resources = {
+                    requests = { cpu = var.head_node.cpu, memory = var.head_node.memory }
+                    limits   = { cpu = var.head_node.cpu, memory = var.head_node.memory }
+                  }
+                }]
+              }
+            }
+          }
+          workerGroupSpecs = [{
+            groupName = t.gpu_count > 0 ? "gpu" : "cpu"
+            # One worker pod holds exactly one replica, so pods scale with Serve's replicas.
+            replicas       = t.min_replicas
+            minReplicas    = t.min_replicas
+            maxReplicas    = t.max_replicas
+            rayStartParams = {}
+            template = {
+              metadata = { labels = local.labels[name] }
+              spec = {
+                containers = [{
+                  name  = "ray-worker"
+                  image = t.image
+                  ports = [{ name = "grpc", containerPort = var.grpc_port }]
+                  resources = {
+                    requests = local.worker_resources[name]
+                    limits   = local.worker_resources[name]
+                  }
+                }]
+                nodeSelector = t.gpu_count > 0 ? { (var.gpu_node_label) = t.gpu_type } : {}
+                # GPU node pools are tainted so that only pods asking for GPUs land there.
+                tolerations = t.gpu_count > 0 ? [{ key = "nvidia.com/gpu", operator = "Exists", effect = "NoSchedule" }] : []
+              }
+            }
+          }]
+        }
+      }
+    }
+  }
+
+  consul_services = {
+    for name, t in local.tiers : name => {
+      ID      = "cloud-${name}"
+      Name    = local.service_name
+      Address = local.grpc_addresses[name]
+      Port    = var.grpc_port
+      Tags    = ["tier:${t.kind}", "model:${t.model}", "precision:${t.precision}"]
+      # One entry stands for the whole tier behind its gRPC service, so capacity and cost are
+      # those of the tier at max_replicas: their ratio stays cost per sequence, as on the edge.
+      Meta = {
+        region        = t.region
+        zone          = t.zone
+        capacity      = tostring(t.max_replicas * t.max_ongoing_requests)
+        cost_per_hour = tostring(t.max_replicas * t.cost_per_hour)
+        grpc_port     = tostring(var.grpc_port)
+      }
+      Check = {
+        Name                           = "gRPC health of tier ${name}"
+        GRPC                           = "${local.grpc_addresses[name]}:${var.grpc_port}"
+        GRPCUseTLS                     = false
+        Interval                       = var.health_check.interval
+        Timeout                        = var.health_check.timeout
+        DeregisterCriticalServiceAfter = var.health_check.deregister_critical_service_after
+      }
+    }
+  }
+
+  edge_venv = "/opt/hybrid"
+
+  edge_user_data = {
+    for n in var.edge_nodes : n.name => join("\n", [
+      "#cloud-config",
+      yamlencode({
+        package_update = true
+        packages       = ["python3-venv"]
+        # Argument lists, not shell lines: no value here is ever parsed by a shell.
+        runcmd = [
+          ["python3", "-m", "venv", local.edge_venv],
+          ["${local.edge_venv}/bin/pip", "install", var.edge_package],
+          [
+            "${local.edge_venv}/bin/hybrid-edge", "install",
+            "--artifact", n.artifact_url,
+            "--sha256", n.artifact_sha256,
+            "--region", n.region,
+            "--router", n.router,
+          ],
+        ]
+      }),
+    ])
+  }
+}

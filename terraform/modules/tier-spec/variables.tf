@@ -1,0 +1,352 @@
+variable "tiers" {
+  description = <<-EOT
+    Cloud tiers to run, one Ray Serve cluster (one KubeRay RayService) each.
+    name: 1-40 lowercase letters, digits or '-', starting with a letter; names the RayService,
+      the Serve application and the Consul service ID (cloud-<name>).
+    kind: private or public. region, zone: where the tier runs, as the router sees it.
+    model: the model name the tier serves (Consul tag model:<model>).
+    precision: bf16, fp16 or fp32 (the cloud tiers run the full model).
+    image: container image holding Ray and hybrid-inference[cloud].
+    gpu_type: the GPU node label value (see gpu_node_label); may be empty only when gpu_count is 0.
+    gpu_count: GPUs per Serve replica; every replica gets a worker pod of its own.
+    cpus_per_replica, memory_per_replica: the rest of that worker pod (a Kubernetes quantity).
+    min_replicas, max_replicas: Serve autoscaling bounds; 0 replicas lets the tier scale to zero.
+    target_ongoing_requests: requests per replica that Serve autoscaling aims for.
+    max_ongoing_requests: requests one replica takes at once; defaults to the batch size (32).
+    max_queued_requests: requests Serve queues per caller before it answers with backpressure.
+    cost_per_hour: what one replica costs an hour, in the currency the router's cost figures use.
+    env_vars: extra environment for the Serve application; the tier's own HYBRID_* settings win.
+  EOT
+  type = list(object({
+    name                    = string
+    kind                    = string
+    region                  = string
+    zone                    = optional(string, "")
+    model                   = string
+    precision               = optional(string, "bf16")
+    image                   = string
+    gpu_type                = optional(string, "")
+    gpu_count               = number
+    cpus_per_replica        = optional(number, 4)
+    memory_per_replica      = optional(string, "32Gi")
+    min_replicas            = number
+    max_replicas            = number
+    target_ongoing_requests = number
+    # The batch size of hybrid.constants.MAX_BATCH_SIZE: fewer would starve continuous batching.
+    max_ongoing_requests = optional(number, 32)
+    max_queued_requests  = number
+    cost_per_hour        = number
+    env_vars             = optional(map(string), {})
+  }))
+  default  = []
+  nullable = false
+
+  validation {
+    condition     = alltrue([for t in var.tiers : can(regex("^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$", t.name))])
+    error_message = "Every tier needs a name of 1 to 40 lowercase letters, digits or '-', starting with a letter and not ending with '-' (it becomes a Kubernetes name). Change the name of: ${join(", ", [for i, t in var.tiers : "tiers[${i}] (${try("\"${t.name}\"", "null")})" if !can(regex("^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$", t.name))])}."
+  }
+
+  validation {
+    condition     = length(distinct([for t in var.tiers : t.name])) == length(var.tiers)
+    error_message = "Tier names must be unique: rename one of the tiers that share a name (${join(", ", distinct([for t in var.tiers : t.name if length([for u in var.tiers : u if u.name == t.name]) > 1]))})."
+  }
+
+  validation {
+    condition     = alltrue([for t in var.tiers : contains(["private", "public"], coalesce(t.kind, "-"))])
+    error_message = "A tier's kind must be \"private\" or \"public\" (edge nodes use edge_nodes instead). Change kind of: ${join(", ", [for t in var.tiers : "${t.name} (${coalesce(t.kind, "<empty>")})" if !contains(["private", "public"], coalesce(t.kind, "-"))])}."
+  }
+
+  validation {
+    condition     = alltrue([for t in var.tiers : can(regex("^[^\\s]+$", t.region)) && can(regex("^[^\\s]*$", t.zone))])
+    error_message = "Every tier needs a region without spaces (and a zone without spaces, or none): set region of: ${join(", ", [for t in var.tiers : t.name if !(can(regex("^[^\\s]+$", t.region)) && can(regex("^[^\\s]*$", t.zone)))])}."
+  }
+
+  validation {
+    condition     = alltrue([for t in var.tiers : can(regex("^[^\\s]+$", t.model))])
+    error_message = "Every tier needs a model name without spaces (it becomes the Consul tag model:<name>): set model of: ${join(", ", [for t in var.tiers : t.name if !can(regex("^[^\\s]+$", t.model))])}."
+  }
+
+  validation {
+    condition     = alltrue([for t in var.tiers : contains(["bf16", "fp16", "fp32"], coalesce(t.precision, "-"))])
+    error_message = "A cloud tier runs the full model: set precision to bf16, fp16 or fp32 for: ${join(", ", [for t in var.tiers : t.name if !contains(["bf16", "fp16", "fp32"], coalesce(t.precision, "-"))])}."
+  }
+
+  validation {
+    condition     = alltrue([for t in var.tiers : can(regex("^[^\\s]+$", t.image))])
+    error_message = "Every tier needs a container image (Ray plus hybrid-inference[cloud]): set image of: ${join(", ", [for t in var.tiers : t.name if !can(regex("^[^\\s]+$", t.image))])}."
+  }
+
+  validation {
+    condition     = alltrue([for t in var.tiers : try(t.gpu_count >= 0 && t.gpu_count == floor(t.gpu_count), false)])
+    error_message = "gpu_count is GPUs per replica and must be a whole number, 0 or more (0 runs the tier on CPUs): change gpu_count of: ${join(", ", [for t in var.tiers : t.name if !try(t.gpu_count >= 0 && t.gpu_count == floor(t.gpu_count), false)])}."
+  }
+
+  validation {
+    condition     = alltrue([for t in var.tiers : try(t.gpu_count == 0 || length(trimspace(t.gpu_type)) > 0, false)])
+    error_message = "A tier with GPUs needs gpu_type, the value of the GPU node label its workers are scheduled on (e.g. nvidia-l4): set gpu_type of: ${join(", ", [for t in var.tiers : t.name if !try(t.gpu_count == 0 || length(trimspace(t.gpu_type)) > 0, false)])}."
+  }
+
+  validation {
+    condition     = alltrue([for t in var.tiers : try(t.cpus_per_replica > 0, false) && can(regex("^[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$", t.memory_per_replica))])
+    error_message = "cpus_per_replica must be more than 0 and memory_per_replica a Kubernetes quantity such as 32Gi: change them for: ${join(", ", [for t in var.tiers : t.name if !(try(t.cpus_per_replica > 0, false) && can(regex("^[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$", t.memory_per_replica)))])}."
+  }
+
+  validation {
+    condition     = alltrue([for t in var.tiers : try(t.min_replicas >= 0 && t.min_replicas == floor(t.min_replicas), false)])
+    error_message = "min_replicas must be a whole number, 0 or more (0 lets the tier scale to zero): change min_replicas of: ${join(", ", [for t in var.tiers : t.name if !try(t.min_replicas >= 0 && t.min_replicas == floor(t.min_replicas), false)])}."
+  }
+
+  validation {
+    condition     = alltrue([for t in var.tiers : try(t.max_replicas >= 1 && t.max_replicas == floor(t.max_replicas), false)])
+    error_message = "max_replicas must be a whole number, 1 or more: change max_replicas of: ${join(", ", [for t in var.tiers : t.name if !try(t.max_replicas >= 1 && t.max_replicas == floor(t.max_replicas), false)])}."
+  }
+
+  validation {
+    condition     = alltrue([for t in var.tiers : try(t.min_replicas <= t.max_replicas, false)])
+    error_message = "min_replicas may not exceed max_replicas: lower min_replicas or raise max_replicas of: ${join(", ", [for t in var.tiers : "${t.name} (min ${try(tostring(t.min_replicas), "?")} > max ${try(tostring(t.max_replicas), "?")})" if !try(t.min_replicas <= t.max_replicas, false)])}."
+  }
+
+  validation {
+    condition     = alltrue([for t in var.tiers : try(t.max_ongoing_requests >= 1 && t.max_ongoing_requests == floor(t.max_ongoing_requests), false)])
+    error_message = "max_ongoing_requests must be a whole number, 1 or more: change max_ongoing_requests of: ${join(", ", [for t in var.tiers : t.name if !try(t.max_ongoing_requests >= 1 && t.max_ongoing_requests == floor(t.max_ongoing_requests), false)])}."
+  }
+
+  validation {
+    condition     = alltrue([for t in var.tiers : try(t.target_ongoing_requests > 0 && t.target_ongoing_requests <= t.max_ongoing_requests, false)])
+    error_message = "target_ongoing_requests must be more than 0 and at most max_ongoing_requests (a replica never holds more): change target_ongoing_requests of: ${join(", ", [for t in var.tiers : t.name if !try(t.target_ongoing_requests > 0 && t.target_ongoing_requests <= t.max_ongoing_requests, false)])}."
+  }
+
+  validation {
+    condition     = alltrue([for t in var.tiers : try(t.max_queued_requests >= 1 && t.max_queued_requests == floor(t.max_queued_requests), false)])
+    error_message = "max_queued_requests must be a whole number, 1 or more; an unbounded queue would hide overload from the router's spillover: change max_queued_requests of: ${join(", ", [for t in var.tiers : t.name if !try(t.max_queued_requests >= 1 && t.max_queued_requests == floor(t.max_queued_requests), false)])}."
+  }
+
+  validation {
+    condition     = alltrue([for t in var.tiers : try(t.cost_per_hour >= 0, false)])
+    error_message = "cost_per_hour must be 0 or more (what one replica costs an hour): change cost_per_hour of: ${join(", ", [for t in var.tiers : t.name if !try(t.cost_per_hour >= 0, false)])}."
+  }
+}
+
+variable "edge_nodes" {
+  description = <<-EOT
+    Regional edge nodes to render cloud-init user data for. name: 1-63 lowercase letters,
+    digits or '-'; region: the node's region as the router sees it; artifact_url: http(s) URL of
+    the edge artifact tarball (built by `hybrid export`); artifact_sha256: its sha256 in hex;
+    router: the router's gRPC address as HOST:PORT.
+  EOT
+  type = list(object({
+    name            = string
+    region          = string
+    artifact_url    = string
+    artifact_sha256 = string
+    router          = string
+  }))
+  default  = []
+  nullable = false
+
+  validation {
+    condition     = alltrue([for n in var.edge_nodes : can(regex("^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$", n.name))])
+    error_message = "Every edge node needs a name of 1 to 63 lowercase letters, digits or '-', starting with a letter: change the name of: ${join(", ", [for i, n in var.edge_nodes : "edge_nodes[${i}] (${try("\"${n.name}\"", "null")})" if !can(regex("^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$", n.name))])}."
+  }
+
+  validation {
+    condition     = length(distinct([for n in var.edge_nodes : n.name])) == length(var.edge_nodes)
+    error_message = "Edge node names must be unique: rename the nodes that share a name."
+  }
+
+  validation {
+    condition     = alltrue([for n in var.edge_nodes : can(regex("^[^\\s]+$", n.region))])
+    error_message = "Every edge node needs a region without spaces: set region of: ${join(", ", [for n in var.edge_nodes : n.name if !can(regex("^[^\\s]+$", n.region))])}."
+  }
+
+  validation {
+    condition     = alltrue([for n in var.edge_nodes : can(regex("^https?://[^\\s]+$", n.artifact_url))])
+    error_message = "artifact_url must be an http:// or https:// URL of the edge artifact: change artifact_url of: ${join(", ", [for n in var.edge_nodes : n.name if !can(regex("^https?://[^\\s]+$", n.artifact_url))])}."
+  }
+
+  validation {
+    condition     = alltrue([for n in var.edge_nodes : can(regex("^[0-9a-f]{64}$", n.artifact_sha256))])
+    error_message = "artifact_sha256 must be the artifact's sha256 as 64 lowercase hex digits (sha256sum prints it): change artifact_sha256 of: ${join(", ", [for n in var.edge_nodes : n.name if !can(regex("^[0-9a-f]{64}$", n.artifact_sha256))])}."
+  }
+
+  validation {
+    condition     = alltrue([for n in var.edge_nodes : can(regex("^[^\\s:/]+:[0-9]{1,5}$", n.router))])
+    error_message = "router must be the router's gRPC address as HOST:PORT, e.g. router.internal:50051: change router of: ${join(", ", [for n in var.edge_nodes : n.name if !can(regex("^[^\\s:/]+:[0-9]{1,5}$", n.router))])}."
+  }
+}
+
+variable "edge_package" {
+  description = "The pip requirement that puts hybrid-edge on an edge node, installed into a virtual environment by cloud-init."
+  type        = string
+  default     = "hybrid-inference[edge]"
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[^\\s]+$", var.edge_package))
+    error_message = "edge_package must be one pip requirement without spaces, such as hybrid-inference[edge]==0.1.0."
+  }
+}
+
+variable "namespace" {
+  description = "Kubernetes namespace of the RayServices."
+  type        = string
+  default     = "hybrid"
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", var.namespace))
+    error_message = "namespace must be a Kubernetes namespace name: 1 to 63 lowercase letters, digits or '-'."
+  }
+}
+
+variable "grpc_port" {
+  description = "Port of Ray Serve's gRPC proxy; the tier's hybrid.v1.Inference endpoint and its Consul port."
+  type        = number
+  default     = 9000
+  nullable    = false
+
+  validation {
+    condition     = var.grpc_port >= 1 && var.grpc_port <= 65535 && var.grpc_port == floor(var.grpc_port)
+    error_message = "grpc_port must be a whole number from 1 to 65535."
+  }
+}
+
+variable "grpc_servicer_functions" {
+  description = <<-EOT
+    Functions that add gRPC servicers to Ray Serve's gRPC proxy. The health servicer is there so
+    Consul's gRPC check (grpc.health.v1) reaches the application through the proxy.
+  EOT
+  type        = list(string)
+  default = [
+    "hybrid.v1.inference_pb2_grpc.add_InferenceServicer_to_server",
+    "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
+  ]
+  nullable = false
+
+  validation {
+    condition     = length(var.grpc_servicer_functions) > 0 && alltrue([for f in var.grpc_servicer_functions : can(regex("^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)+$", f))])
+    error_message = "grpc_servicer_functions must list at least one dotted Python path such as hybrid.v1.inference_pb2_grpc.add_InferenceServicer_to_server."
+  }
+}
+
+variable "grpc_addresses" {
+  description = <<-EOT
+    Address the router reaches each tier's gRPC endpoint at, by tier name (for example the load
+    balancer of the serve service). A tier left out is registered under its in-cluster DNS name,
+    <name>-grpc.<namespace>.svc.cluster.local.
+  EOT
+  type        = map(string)
+  default     = {}
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for name in keys(var.grpc_addresses) : contains([for t in var.tiers : t.name], name)])
+    error_message = "grpc_addresses has entries for tiers that do not exist: ${join(", ", [for name in keys(var.grpc_addresses) : name if !contains([for t in var.tiers : t.name], name)])}. Use the names in tiers."
+  }
+
+  validation {
+    condition     = alltrue([for address in values(var.grpc_addresses) : can(regex("^[^\\s:/]+$", address))])
+    error_message = "grpc_addresses values are host names or IP addresses without a port (the port is grpc_port)."
+  }
+}
+
+variable "import_path" {
+  description = "Import path of the Ray Serve application builder of the cloud tier."
+  type        = string
+  default     = "cloud.app:build_app"
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$", var.import_path))
+    error_message = "import_path must look like module.path:builder, e.g. cloud.app:build_app."
+  }
+}
+
+variable "deployment_name" {
+  description = "Name of the Serve deployment inside the application that the autoscaling and actor options apply to."
+  type        = string
+  default     = "InferenceDeployment"
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[A-Za-z_][A-Za-z0-9_-]*$", var.deployment_name))
+    error_message = "deployment_name must be the Serve deployment's name: letters, digits, '_' or '-'."
+  }
+}
+
+variable "ray_version" {
+  description = "Ray version in the image; KubeRay uses it to start the cluster. Matches the cloud extra's ray[serve] pin."
+  type        = string
+  default     = "2.60.0"
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[0-9]+\\.[0-9]+\\.[0-9]+$", var.ray_version))
+    error_message = "ray_version must be a release number such as 2.60.0."
+  }
+}
+
+variable "gpu_node_label" {
+  description = <<-EOT
+    Node label whose value is a tier's gpu_type; GPU workers are scheduled on nodes carrying it.
+    nvidia.com/gpu.product is set by NVIDIA GPU feature discovery; GKE sets
+    cloud.google.com/gke-accelerator.
+  EOT
+  type        = string
+  default     = "nvidia.com/gpu.product"
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^([a-z0-9.-]+/)?[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$", var.gpu_node_label))
+    error_message = "gpu_node_label must be a Kubernetes label key such as nvidia.com/gpu.product."
+  }
+}
+
+variable "head_node" {
+  description = "CPU and memory of each cluster's Ray head pod. It runs the Serve controller and no replicas."
+  type = object({
+    cpu    = optional(string, "2")
+    memory = optional(string, "8Gi")
+  })
+  default  = {}
+  nullable = false
+
+  validation {
+    condition     = can(regex("^[0-9]+(\\.[0-9]+)?m?$", var.head_node.cpu)) && can(regex("^[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$", var.head_node.memory))
+    error_message = "head_node.cpu must be a CPU quantity such as 2 or 500m and head_node.memory a memory quantity such as 8Gi."
+  }
+}
+
+variable "service_type" {
+  description = "Kubernetes Service type of each tier's gRPC endpoint: LoadBalancer when the router runs outside the cluster."
+  type        = string
+  default     = "LoadBalancer"
+  nullable    = false
+
+  validation {
+    condition     = contains(["LoadBalancer", "NodePort", "ClusterIP"], var.service_type)
+    error_message = "service_type must be LoadBalancer, NodePort or ClusterIP."
+  }
+}
+
+variable "health_check" {
+  description = <<-EOT
+    Consul's gRPC health check of each tier: how often it runs, how long one probe may take, and
+    after how long in the critical state Consul drops the registration (Consul's minimum is 1m).
+  EOT
+  type = object({
+    interval                          = optional(string, "10s")
+    timeout                           = optional(string, "5s")
+    deregister_critical_service_after = optional(string, "10m")
+  })
+  default  = {}
+  nullable = false
+
+  validation {
+    condition = alltrue([
+      for d in [var.health_check.interval, var.health_check.timeout, var.health_check.deregister_critical_service_after] :
+      can(regex("^[0-9]+(ms|s|m|h)$", d))
+    ])
+    error_message = "health_check durations are a whole number and a unit, such as 10s, 5s or 10m."
+  }
+}

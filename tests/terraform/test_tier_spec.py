@@ -1,0 +1,178 @@
+"""The provider-free core module: Terraform's own checks, its refusals, and what it renders."""
+
+from __future__ import annotations
+
+import yaml
+
+from hybrid import constants
+from hybrid.discovery import ReplicaRecord
+from tests.terraform.conftest import SAMPLE_TIER, write_tfvars
+
+
+def flat(text: str) -> str:
+    """Terraform wraps diagnostics at 78 columns; compare messages with whitespace collapsed."""
+    return " ".join(text.split())
+
+
+def test_init_and_validate(tier_spec):
+    result = tier_spec.validate()
+    assert result.retcode == 0, result.value
+    assert result.value["valid"] is True
+    assert result.value["warning_count"] == 0, result.value["diagnostics"]
+
+
+def test_terraform_test_files_pass(tier_spec):
+    result = tier_spec.test()
+    summaries = [event["test_summary"] for event in result.value if event.get("type") == "test_summary"]
+    failures = [
+        f"{event['@message']}: {event.get('diagnostic', {}).get('detail', '')}"
+        for event in result.value
+        if event.get("@level") == "error"
+    ]
+    assert result.retcode == 0, failures
+    assert summaries and summaries[-1]["status"] == "pass", summaries
+    assert summaries[-1]["failed"] == 0 and summaries[-1]["errored"] == 0
+    # outputs.tftest.hcl and validation.tftest.hcl together; fewer means a file was not picked up.
+    assert summaries[-1]["passed"] >= 20
+
+
+BAD_TIERS = {
+    "negative replicas": (
+        {"min_replicas": -1},
+        "min_replicas must be a whole number, 0 or more (0 lets the tier scale to zero): change min_replicas of: private-eu.",
+    ),
+    "min above max": (
+        {"min_replicas": 5, "max_replicas": 2},
+        "min_replicas may not exceed max_replicas: lower min_replicas or raise max_replicas of: private-eu (min 5 > max 2).",
+    ),
+    "unknown kind": (
+        {"kind": "hybrid"},
+        'A tier\'s kind must be "private" or "public" (edge nodes use edge_nodes instead). Change kind of: private-eu (hybrid).',
+    ),
+    "negative GPU count": (
+        {"gpu_count": -1},
+        "gpu_count is GPUs per replica and must be a whole number, 0 or more (0 runs the tier on CPUs): change gpu_count of: private-eu.",
+    ),
+    "negative cost": (
+        {"cost_per_hour": -0.5},
+        "cost_per_hour must be 0 or more (what one replica costs an hour): change cost_per_hour of: private-eu.",
+    ),
+    "empty name": (
+        {"name": ""},
+        "Every tier needs a name of 1 to 40 lowercase letters, digits or '-', starting with a letter and not ending with '-' (it becomes a Kubernetes name). Change the name of: tiers[0] (\"\").",
+    ),
+}
+
+
+def test_bad_values_are_refused_with_the_modules_own_message(tier_spec, tmp_path):
+    for case, (change, message) in BAD_TIERS.items():
+        var_file = write_tfvars(tmp_path, case.replace(" ", "-"), {"tiers": [{**SAMPLE_TIER, **change}]})
+        result = tier_spec.plan(var_files=[var_file], json=False)
+        assert result.retcode == 1, f"{case}: the plan went through"
+        assert "Invalid value for variable" in result.error, f"{case}: {result.error}"
+        assert message in flat(result.error), f"{case}: {flat(result.error)}"
+
+
+def apply_sample(tier_spec, tmp_path, **extra) -> dict:
+    var_file = write_tfvars(tmp_path, "sample", {"tiers": [SAMPLE_TIER], **extra})
+    applied = tier_spec.apply(var_files=[var_file], json=False)
+    assert applied.retcode == 0, applied.error
+    outputs = tier_spec.output()
+    assert outputs.retcode == 0, outputs.error
+    return {name: output["value"] for name, output in outputs.value.items()}
+
+
+def test_consul_payload_parses_into_the_routers_record(tier_spec, tmp_path):
+    outputs = apply_sample(tier_spec, tmp_path, grpc_addresses={"private-eu": "10.20.0.5"})
+    payload = outputs["consul_services"]["private-eu"]
+
+    record = ReplicaRecord.from_service(payload)
+
+    assert record == ReplicaRecord(
+        id="cloud-private-eu",
+        address="10.20.0.5",
+        port=9000,
+        tier="private",
+        model="smollm2-135m",
+        precision="bf16",
+        region="eu-west",
+        zone="eu-west-1a",
+        capacity=4 * 32,
+        cost_per_hour=4 * 0.75,
+    )
+    # Same fields, names and value types as the router's own registrations, plus the health check.
+    expected = record.to_service()
+    assert set(payload) == set(expected) | {"Check"}
+    assert payload["Name"] == constants.SERVICE_NAME
+    assert payload["Tags"] == expected["Tags"]
+    assert set(payload["Meta"]) == set(expected["Meta"])
+    assert all(isinstance(value, str) for value in payload["Meta"].values())
+    assert payload["Check"]["GRPC"] == "10.20.0.5:9000"
+    assert payload["Check"]["Interval"] and payload["Check"]["DeregisterCriticalServiceAfter"]
+
+
+def test_serve_config_structure(tier_spec, tmp_path):
+    outputs = apply_sample(tier_spec, tmp_path)
+    config = outputs["serve_configs"]["private-eu"]
+
+    assert config["grpc_options"] == {
+        "port": 9000,
+        "grpc_servicer_functions": [
+            "hybrid.v1.inference_pb2_grpc.add_InferenceServicer_to_server",
+            "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
+        ],
+    }
+    [application] = config["applications"]
+    assert application["name"] == "private-eu"
+    assert application["route_prefix"] is None
+    assert application["import_path"] == "cloud.app:build_app"
+    assert application["runtime_env"]["env_vars"]["HYBRID_TIER"] == "private"
+    [deployment] = application["deployments"]
+    assert deployment["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16}
+    assert deployment["max_queued_requests"] == 64
+    assert deployment["max_ongoing_requests"] == constants.MAX_BATCH_SIZE
+    assert deployment["ray_actor_options"] == {"num_gpus": 1, "num_cpus": 4}
+
+    manifest = outputs["rayservice_manifests"]["private-eu"]
+    assert (manifest["apiVersion"], manifest["kind"]) == ("ray.io/v1", "RayService")
+    # serveConfigV2 is a YAML string that says exactly what serve_configs says.
+    assert yaml.safe_load(manifest["spec"]["serveConfigV2"]) == config
+    assert yaml.safe_load(outputs["serve_config_yaml"]["private-eu"]) == config
+    cluster = manifest["spec"]["rayClusterConfig"]
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    [workers] = cluster["workerGroupSpecs"]
+    assert (workers["minReplicas"], workers["maxReplicas"]) == (1, 4)
+    [container] = workers["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert workers["template"]["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "nvidia-l4"}
+    assert manifest["spec"]["serveService"]["spec"]["ports"] == [{"name": "serve", "port": 9000}]
+
+
+def test_edge_user_data_runs_the_installer(tier_spec, tmp_path):
+    # Shell metacharacters in a value must reach the installer as they are.
+    artifact_url = "https://artifacts.example.com/smollm2-int8.tgz?sig=a&b='c'#$(id)"
+    node = {
+        "name": "edge-fra-1",
+        "region": "eu-central",
+        "artifact_url": artifact_url,
+        "artifact_sha256": "ab" * 32,
+        "router": "router.internal:50051",
+    }
+    outputs = apply_sample(tier_spec, tmp_path, edge_nodes=[node])
+    user_data = outputs["edge_user_data"]["edge-fra-1"]
+
+    assert user_data.startswith("#cloud-config\n")
+    cloud_config = yaml.safe_load(user_data)
+    assert cloud_config["runcmd"][-1] == [
+        "/opt/hybrid/bin/hybrid-edge",
+        "install",
+        "--artifact",
+        artifact_url,
+        "--sha256",
+        "ab" * 32,
+        "--region",
+        "eu-central",
+        "--router",
+        "router.internal:50051",
+    ]
+    assert ["/opt/hybrid/bin/pip", "install", "hybrid-inference[edge]"] in cloud_config["runcmd"]
