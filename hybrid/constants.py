@@ -33,6 +33,25 @@ MAX_PERPLEXITY_INCREASE = 0.03
 # --- Discovery (DESIGN "Discovery") ---
 SERVICE_NAME = "hybrid-inference"
 DEFAULT_STATIC_DISCOVERY_FILE = CACHE_DIR / "discovery.yaml"
+# Consul (durations are Go duration strings, as Consul takes them).
+CONSUL_DEFAULT_ADDR = "127.0.0.1:8500"
+CONSUL_CHECK_INTERVAL = "10s"
+CONSUL_CHECK_TIMEOUT = "5s"
+# A replica whose check stays critical this long is removed from the catalog altogether.
+CONSUL_DEREGISTER_CRITICAL_AFTER = "1m"
+# TTL checks: the replica must call heartbeat() more often than this.
+CONSUL_CHECK_TTL = "30s"
+# How long one blocking query may be held by the agent.
+CONSUL_WATCH_WAIT = "30s"
+# Sort replicas by round-trip time from the agent the router talks to.
+CONSUL_WATCH_NEAR = "_agent"
+# Least time between two successive watch queries.
+CONSUL_WATCH_MIN_INTERVAL_S = 0.1
+# Backoff of the watcher after a failed query, full jitter between these bounds.
+CONSUL_BACKOFF_MIN_S = 0.5
+CONSUL_BACKOFF_MAX_S = 30.0
+# Connect/answer timeout of one HTTP request; blocking queries get their wait on top.
+CONSUL_HTTP_TIMEOUT_S = 10.0
 
 # --- Servers ---
 DEFAULT_HOST = "127.0.0.1"

@@ -9,4 +9,13 @@ Every backend speaks the schema of DESIGN.md: service ``hybrid-inference``, tags
 from hybrid.discovery.records import Registry, ReplicaRecord
 from hybrid.discovery.static import StaticFileRegistry
 
-__all__ = ["ReplicaRecord", "Registry", "StaticFileRegistry"]
+__all__ = ["ConsulRegistry", "ConsulWatcher", "ReplicaRecord", "Registry", "StaticFileRegistry"]
+
+
+def __getattr__(name: str):
+    # Consul is an optional extra: importing hybrid.discovery must work without py-consul.
+    if name in ("ConsulRegistry", "ConsulWatcher"):
+        from hybrid.discovery import consul
+
+        return getattr(consul, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
