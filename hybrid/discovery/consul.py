@@ -28,7 +28,7 @@ try:
     import consul
     from consul.exceptions import ConsulException
 except ImportError as err:  # pragma: no cover - depends on the installed extras
-    raise ImportError("Consul discovery needs py-consul: pip install 'hybrid[consul]'") from err
+    raise ImportError("Consul discovery needs py-consul: pip install 'hybrid-inference[consul]'") from err
 
 log = logging.getLogger(__name__)
 
