@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from hybrid import constants
+from hybrid.discovery import DISCOVERY_SPEC_HELP
 
 
 class EdgeAgentConfig(BaseModel):
@@ -38,7 +39,7 @@ class EdgeAgentConfig(BaseModel):
     )
     discovery: str = Field(
         default=f"static:{constants.DEFAULT_STATIC_DISCOVERY_FILE}",
-        description="Where to register: 'static:FILE' or 'none'.",
+        description="Where to register: 'static:FILE', 'consul', 'consul:HOST:PORT' or 'none'.",
     )
     advertise_host: str = Field(default="", description="Address others reach it at; the bind host when empty.")
     cost_per_hour: float = Field(default=0.0, ge=0, description="Cost of this node per hour, for cost per token.")
@@ -49,8 +50,8 @@ class EdgeAgentConfig(BaseModel):
     @field_validator("discovery")
     @classmethod
     def _known_discovery(cls, value: str) -> str:
-        if value != "none" and not value.startswith("static:"):
-            raise ValueError(f"discovery {value!r} is unknown: use 'static:FILE' or 'none'")
+        if value not in ("none", "consul") and not value.startswith(("static:", "consul:")):
+            raise ValueError(f"discovery {value!r} is unknown: use {DISCOVERY_SPEC_HELP}")
         return value
 
     @model_validator(mode="after")

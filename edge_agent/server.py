@@ -17,7 +17,7 @@ from edge_agent.config import EdgeAgentConfig
 from edge_agent.engine import GenerationEngine
 from edge_agent.runtime import OnnxCausalLM
 from hybrid._private.grpc_server import INFERENCE_SERVICE, ServerShell, inference_handler
-from hybrid.discovery import ReplicaRecord, StaticFileRegistry
+from hybrid.discovery import ReplicaRecord, registry_from_spec
 from hybrid.errors import HybridError
 from hybrid.metrics import ReplicaMetrics
 from hybrid.models.artifact import MODEL_FILE, verify_artifact
@@ -107,7 +107,7 @@ class EdgeAgent:
             self.engine, self.replica_id, self.manifest.model, self.manifest.precision, self.metrics
         )
         self.shell.server.add_generic_rpc_handlers((inference_handler(servicer.Generate, servicer.GetLoad),))
-        self.registry = StaticFileRegistry(config.discovery.split(":", 1)[1]) if config.discovery != "none" else None
+        self.registry = registry_from_spec(config.discovery)
         self._metrics_server = None
         self.metrics_address: str | None = None
 
@@ -134,8 +134,7 @@ class EdgeAgent:
                 self.config.metrics_port, self.config.host, registry=self.metrics.registry
             )
             self.metrics_address = f"{self.config.host}:{self._metrics_server.server_port}"
-        if self.registry is not None:
-            self.registry.register(self.record())
+        self._register()
         log.info(
             "edge agent %s ready on %s (model %s, %s, region %s)",
             self.replica_id,
@@ -145,9 +144,20 @@ class EdgeAgent:
             self.config.region,
         )
 
+    def _register(self) -> None:
+        if self.registry is None:
+            return
+        try:
+            self.registry.register(self.record())
+        except Exception as error:  # discovery down: serving matters more than being listed
+            log.warning("could not register %s in discovery (%s); serving anyway", self.replica_id, error)
+
     async def stop(self) -> None:
         if self.registry is not None:
-            self.registry.deregister(self.replica_id)
+            try:
+                self.registry.deregister(self.replica_id)
+            except Exception as error:
+                log.warning("could not deregister %s from discovery (%s)", self.replica_id, error)
         grace = self.config.drain_grace_s
         await self.shell.set_not_serving()
         await asyncio.to_thread(self.engine.stop, grace)

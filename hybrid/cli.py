@@ -118,7 +118,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    """The embedded default on one machine: the artifact, an edge agent, static discovery."""
+    """The embedded default on one machine: the artifact, an edge agent, static discovery (or Consul)."""
     import signal
     import threading
 
@@ -133,7 +133,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     if not (artifact / "manifest.json").is_file():
         with console.status("building the edge artifact (first run only)") as status:
             export_artifact(out=artifact, progress=lambda m: (status.update(m), console.log(m)))
-    discovery = state / "discovery.yaml"
+    # DESIGN "Command line": Consul when CONSUL_HTTP_ADDR is set, else the static file.
+    discovery = "consul" if os.environ.get("CONSUL_HTTP_ADDR") else f"static:{state / 'discovery.yaml'}"
     with console.status("starting the edge agent"):
         edge = BackgroundEdgeAgent(
             EdgeAgentConfig(
@@ -141,11 +142,11 @@ def cmd_up(args: argparse.Namespace) -> int:
                 host=args.host,
                 port=args.edge_port,
                 region=args.region,
-                discovery=f"static:{discovery}",
+                discovery=discovery,
             )
         )
     console.print(f"[bold green]edge agent[/] {edge.address}  region {args.region}  ({edge.agent.manifest.precision})")
-    console.print(f"[bold green]discovery[/]  static:{discovery}")
+    console.print(f"[bold green]discovery[/]  {discovery}")
     console.print(f'try: hybrid generate "Hello" --target {edge.address}')
     try:
         if args.prompt:
@@ -200,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-queued", type=int, default=constants.MAX_QUEUED_REQUESTS)
     serve.add_argument("--metrics-port", type=int, default=None)
     serve.add_argument(
-        "--discovery", default=f"static:{constants.DEFAULT_STATIC_DISCOVERY_FILE}", help="static:FILE or none"
+        "--discovery",
+        default=f"static:{constants.DEFAULT_STATIC_DISCOVERY_FILE}",
+        help="static:FILE, consul (CONSUL_HTTP_ADDR or the local agent), consul:HOST:PORT or none",
     )
     serve.add_argument("--cost-per-hour", type=float, default=0.0)
     serve.set_defaults(func=cmd_edge_serve)

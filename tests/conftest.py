@@ -87,10 +87,8 @@ def start_agent(artifact, tmp_path, **overrides):
     from edge_agent.config import EdgeAgentConfig
     from edge_agent.server import BackgroundEdgeAgent
 
-    config = EdgeAgentConfig(
-        artifact=artifact, port=0, region="test-region", discovery=f"static:{tmp_path / 'discovery.yaml'}", **overrides
-    )
-    return BackgroundEdgeAgent(config)
+    settings = {"port": 0, "region": "test-region", "discovery": f"static:{tmp_path / 'discovery.yaml'}", **overrides}
+    return BackgroundEdgeAgent(EdgeAgentConfig(artifact=artifact, **settings))
 
 
 @pytest.fixture(scope="session")
