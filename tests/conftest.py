@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("CHECKPOINT_DISABLE", "1")
@@ -103,3 +107,24 @@ def fp32_agent(fp32_artifact, tmp_path_factory):
     agent = start_agent(fp32_artifact, tmp_path_factory.mktemp("edge-fp32"))
     yield agent
     agent.stop()
+
+
+@contextmanager
+def running_hybrid(*args: str, ready_timeout_s: float = 180):
+    """Runs ``hybrid ARGS`` as a user would; yields (process, address) once it logs that it is ready."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hybrid.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        address = ""
+        deadline = time.monotonic() + ready_timeout_s
+        while not address and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            assert line or process.poll() is None, f"hybrid {args[0]} exited before it was ready"
+            if "ready on " in line:
+                address = line.split("ready on ")[1].split()[0]
+        assert address.startswith("127.0.0.1:"), "no loopback 'ready on' line"
+        yield process, address
+    finally:
+        if process.poll() is None:
+            process.kill()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import subprocess
-import sys
 import time
 import urllib.request
 
@@ -15,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hybrid.client import HybridClient, RequestFailed
 from hybrid.v1 import inference_pb2 as pb
-from tests.conftest import PROMPTS
+from tests.conftest import PROMPTS, running_hybrid
 
 
 def chat(prompt: str) -> list[dict[str, str]]:
@@ -170,34 +168,11 @@ def test_cancelled_stream_frees_its_slot(edge_agent):
 
 def test_sigterm_drains_deregisters_and_exits_zero(int8_artifact, tmp_path):
     discovery = tmp_path / "discovery.yaml"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hybrid.cli",
-            "edge",
-            "serve",
-            "--artifact",
-            str(int8_artifact),
-            "--port",
-            "0",
-            "--discovery",
-            f"static:{discovery}",
-            "--replica-id",
-            "edge-sigterm",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        ready_line = ""
-        deadline = time.monotonic() + 120
-        while "ready on" not in ready_line and time.monotonic() < deadline:
-            ready_line = process.stdout.readline()
-            assert ready_line or process.poll() is None, "the agent exited before it was ready"
-        assert "ready on 127.0.0.1:" in ready_line
-        address = ready_line.split("ready on ")[1].split()[0]
+    serve = ("edge", "serve", "--artifact", str(int8_artifact), "--port", "0")
+    with running_hybrid(*serve, "--discovery", f"static:{discovery}", "--replica-id", "edge-sigterm") as (
+        process,
+        address,
+    ):
         assert [s["ID"] for s in yaml.safe_load(discovery.read_text())["services"]] == ["edge-sigterm"]
         with HybridClient(address) as client:
             stream = client.stream(prompt="Once upon a time", max_new_tokens=30)
@@ -207,9 +182,6 @@ def test_sigterm_drains_deregisters_and_exits_zero(int8_artifact, tmp_path):
         assert rest and rest[-1].finish_reason == pb.LENGTH
         assert process.wait(timeout=60) == 0
         assert yaml.safe_load(discovery.read_text())["services"] == []
-    finally:
-        if process.poll() is None:
-            process.kill()
 
 
 def test_server_keeps_serving_after_errors(edge_agent):

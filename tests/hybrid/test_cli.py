@@ -65,29 +65,13 @@ def test_up_once_serves_a_generated_answer(int8_artifact, tmp_path):
 
 def test_up_serves_until_interrupted_and_then_stops_cleanly(int8_artifact, tmp_path):
     import signal
-    import time
 
     from hybrid.client import HybridClient
+    from tests.conftest import running_hybrid
 
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hybrid.cli", "up", "--state-dir", str(tmp_path), "--edge-port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        address = ""
-        deadline = time.monotonic() + 180
-        while not address and time.monotonic() < deadline:
-            line = process.stdout.readline()
-            assert line or process.poll() is None, "hybrid up exited early"
-            if "ready on " in line:
-                address = line.split("ready on ")[1].split()[0]
+    with running_hybrid("up", "--state-dir", str(tmp_path), "--edge-port", "0") as (process, address):
         with HybridClient(address) as client:
             assert client.complete(prompt="Hello", max_new_tokens=3).served_by.tier == 1
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
         assert "services: []" in (tmp_path / "discovery.yaml").read_text()
-    finally:
-        if process.poll() is None:
-            process.kill()

@@ -12,6 +12,7 @@ import pytest
 from hybrid.discovery import ConsulRegistry, ConsulWatcher, ReplicaRecord
 from hybrid.discovery.consul import ConsulConfigError, consul_client
 from tests.hybrid.discovery.consul_stub import ConsulStub
+from tests.hybrid.discovery.samples import sample_record
 
 REAL_AGENT = os.environ.get("CONSUL_HTTP_ADDR")
 stub_only = pytest.mark.skipif(
@@ -21,18 +22,7 @@ FAST = {"wait": "1s", "backoff_min_s": 0.05, "backoff_max_s": 0.2}
 
 
 def record(name: str, tier: str = "edge") -> ReplicaRecord:
-    return ReplicaRecord(
-        id=f"{name}-{uuid.uuid4().hex[:8]}",
-        address="127.0.0.1",
-        port=50061,
-        tier=tier,
-        model="smollm2-135m",
-        precision="int8-b32",
-        region="eu-west",
-        zone="a",
-        capacity=32,
-        cost_per_hour=0.5,
-    )
+    return sample_record(f"{name}-{uuid.uuid4().hex[:8]}", tier=tier)
 
 
 def wait_for(predicate, timeout_s: float = 5.0) -> None:

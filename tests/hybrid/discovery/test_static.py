@@ -6,21 +6,11 @@ import pytest
 from pydantic import ValidationError
 
 from hybrid.discovery import ReplicaRecord, StaticFileRegistry
+from tests.hybrid.discovery.samples import sample_record
 
 
 def record(i: int, tier: str = "edge") -> ReplicaRecord:
-    return ReplicaRecord(
-        id=f"r{i}",
-        address="127.0.0.1",
-        port=5000 + i,
-        tier=tier,
-        model="smollm2-135m",
-        precision="int8-b32",
-        region="eu-west",
-        zone="a",
-        capacity=32,
-        cost_per_hour=0.5,
-    )
+    return sample_record(f"r{i}", port=5000 + i, tier=tier)
 
 
 def test_register_list_deregister(tmp_path):
