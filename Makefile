@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-EXTRAS ?= edge,export,consul,dev
+EXTRAS ?= edge,export,cloud,consul,dev
 PROMPT ?= Write one sentence about the sea.
 
 .PHONY: install up test lint protos bench clean
@@ -31,7 +31,7 @@ protos: install
 	$(PY) scripts/generate_protos.py
 
 bench:
-	$(MAKE) install EXTRAS=edge,export,consul,dev,bench
+	$(MAKE) install EXTRAS=edge,export,cloud,consul,dev,bench
 	$(PY) benchmarks/edge_decode.py
 
 clean:

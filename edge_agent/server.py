@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import signal
-import threading
 import time
-from pathlib import Path
 
 import grpc
 from prometheus_client import start_http_server
@@ -16,12 +12,13 @@ from prometheus_client import start_http_server
 from edge_agent.config import EdgeAgentConfig
 from edge_agent.engine import GenerationEngine
 from edge_agent.runtime import OnnxCausalLM
+from hybrid._private.background import BackgroundLoop, serve_until_signalled
 from hybrid._private.grpc_server import INFERENCE_SERVICE, ServerShell, inference_handler
 from hybrid.discovery import ReplicaRecord, registry_from_spec
 from hybrid.errors import HybridError
 from hybrid.metrics import ReplicaMetrics
 from hybrid.models.artifact import MODEL_FILE, verify_artifact
-from hybrid.models.registry import load_tokenizer
+from hybrid.models.registry import end_token_ids, load_tokenizer
 from hybrid.protocol import ServedBy, Tier, request_from_proto
 from hybrid.v1 import inference_pb2 as pb
 
@@ -52,28 +49,7 @@ class InferenceServicer:
             raise
 
     async def GetLoad(self, message: pb.GetLoadRequest, context: grpc.aio.ServicerContext) -> pb.LoadReport:
-        load = self.engine.load()
-        return pb.LoadReport(
-            replica_id=self.replica_id,
-            model=self.model,
-            precision=self.precision,
-            queue_depth=load.queue_depth,
-            active=load.active,
-            capacity=load.capacity,
-            max_queue=load.max_queue,
-            tokens_per_second=load.tokens_per_second,
-            mean_request_ms=load.mean_request_ms,
-            draining=load.draining,
-        )
-
-
-def _end_ids(folder: Path, tokenizer) -> set[int]:
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    config = folder / "generation_config.json"
-    if config.is_file():
-        eos = json.loads(config.read_text()).get("eos_token_id")
-        ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    return ids
+        return self.engine.load().to_proto(self.replica_id, self.model, self.precision)
 
 
 class EdgeAgent:
@@ -96,7 +72,7 @@ class EdgeAgent:
             max_context_tokens=min(config.max_context_tokens, self.manifest.context_window),
             full_precision=self.manifest.full_precision,
             metrics=self.metrics,
-            end_ids=_end_ids(config.artifact, tokenizer),
+            end_ids=end_token_ids(config.artifact, tokenizer),
             max_batch_size=config.max_batch_size,
             max_wait_ms=config.max_wait_ms,
             max_queued_requests=config.max_queued_requests,
@@ -169,40 +145,17 @@ class EdgeAgent:
 
 async def serve_forever(config: EdgeAgentConfig) -> None:
     """Runs an edge agent until SIGINT or SIGTERM, then drains and exits."""
-    agent = EdgeAgent(config)
-    await agent.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await agent.stop()
+    await serve_until_signalled(EdgeAgent(config))
 
 
-class BackgroundEdgeAgent:
+class BackgroundEdgeAgent(BackgroundLoop):
     """An edge agent on its own event loop thread: for tests, benchmarks and `hybrid up`."""
 
     def __init__(self, config: EdgeAgentConfig):
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="edge-agent-loop", daemon=True)
-        self._thread.start()
-        try:
-            self.agent: EdgeAgent = self._call(self._create(config))
-        except BaseException:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
-            raise
+        super().__init__("edge-agent-loop")
+        self.agent: EdgeAgent = self.start_server(EdgeAgent, config)
         self.address = self.agent.address
 
-    async def _create(self, config: EdgeAgentConfig) -> EdgeAgent:
-        agent = EdgeAgent(config)
-        await agent.start()
-        return agent
-
-    def _call(self, coroutine):
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
-
     def stop(self) -> None:
-        self._call(self.agent.stop())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
+        self.call(self.agent.stop())
+        self.close()

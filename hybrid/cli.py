@@ -70,6 +70,112 @@ def cmd_edge_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cloud_settings(args: argparse.Namespace):
+    from cloud.config import DeploymentSettings, ReplicaSettings
+
+    settings = ReplicaSettings(
+        tier=args.tier,
+        region=args.region,
+        zone=args.zone,
+        model=args.model,
+        precision=args.precision,
+        device=args.device,
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        max_queued_requests=args.max_queued,
+    )
+    deployment = DeploymentSettings(
+        min_replicas=args.min_replicas,
+        max_replicas=args.max_replicas,
+        target_ongoing_requests=args.target_ongoing_requests or settings.max_batch_size / 2,
+        max_ongoing_requests=args.max_ongoing_requests or settings.max_batch_size,
+        max_queued_requests=args.serve_max_queued,
+        num_gpus=args.num_gpus,
+        num_cpus=args.num_cpus,
+    )
+    return settings, deployment
+
+
+def cmd_cloud_serve(args: argparse.Namespace) -> int:
+    from cloud.server import CloudTier, serve_forever
+
+    settings, deployment = _cloud_settings(args)
+    tier = CloudTier(
+        settings,
+        deployment,
+        port=args.port,
+        discovery=args.discovery,
+        cost_per_hour=args.cost_per_hour,
+        advertise_host=args.advertise_host,
+        app_name=args.app_name,
+        num_cpus=args.ray_cpus,
+    )
+    serve_forever(tier)
+    return 0
+
+
+def cmd_cloud_config(args: argparse.Namespace) -> int:
+    from cloud.serve_config import dump_serve_config, serve_config
+
+    settings, deployment = _cloud_settings(args)
+    if deployment.num_gpus is None:
+        raise ValueError("say how many GPUs each replica gets: --num-gpus 1 for a GPU tier, 0 for CPU")
+    text = dump_serve_config(serve_config(settings, deployment, args.app_name or settings.tier, args.port))
+    if args.out:
+        Path(args.out).write_text(text)
+        print(args.out)
+    else:
+        print(text, end="")
+    return 0
+
+
+def cmd_router_serve(args: argparse.Namespace) -> int:
+    from hybrid.router.server import RouterConfig, serve_forever
+
+    config = RouterConfig(
+        host=args.host,
+        port=args.port,
+        discovery=args.discovery,
+        http_port=args.http_port,
+        metrics_port=args.metrics_port,
+    )
+    asyncio.run(serve_forever(config))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    import grpc
+
+    from hybrid.client import RequestFailed, build_request
+    from hybrid.v1 import inference_pb2 as pb
+    from hybrid.v1 import router_admin_pb2_grpc as admin_grpc
+
+    prompt, messages = (args.prompt, None) if args.raw else (None, [{"role": "user", "content": args.prompt}])
+    request = build_request(
+        prompt, messages, priority=args.priority, affinity_key=args.affinity_key, full_precision=args.full_precision
+    )
+    with grpc.insecure_channel(args.target) as channel:
+        try:
+            reply = admin_grpc.RouterAdminStub(channel).Explain(request, timeout=args.timeout)
+        except grpc.RpcError as error:
+            raise RequestFailed(error.code(), error.details() or "") from None
+    if args.json:
+        from google.protobuf.json_format import MessageToDict
+
+        print(json.dumps(MessageToDict(reply)))
+        return 0
+    chosen = reply.chosen
+    where = (
+        f"{pb.Tier.Name(chosen.tier).lower()} replica {chosen.replica_id} at {chosen.address} ({chosen.precision})"
+        if chosen.replica_id
+        else "nowhere: RESOURCE_EXHAUSTED"
+    )
+    print(f"class {reply.request_class}; would go to {where}")
+    for reason in reply.reasons:
+        print(f"  - {reason}")
+    return 0
+
+
 def _print_chunks(chunks, as_json: bool) -> None:
     from google.protobuf.json_format import MessageToDict
 
@@ -112,13 +218,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
         model=args.model,
     )
     prompt, messages = (args.prompt, None) if args.raw else (None, [{"role": "user", "content": args.prompt}])
-    with HybridClient(args.target, timeout_s=args.timeout) as client:
+    with HybridClient(args.target, timeout_s=args.timeout, application=args.application or None) as client:
         _print_chunks(client.stream(prompt, messages, **params), args.json)
     return 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    """The embedded default on one machine: the artifact, an edge agent, static discovery (or Consul)."""
+    """The embedded default on one machine: edge agent, cloud tier on local Ray, router; static discovery or Consul."""
     import signal
     import threading
 
@@ -126,6 +232,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from edge_agent.server import BackgroundEdgeAgent
     from hybrid.client import HybridClient
     from hybrid.models.export import export_artifact
+    from hybrid.router.server import BackgroundRouter, RouterConfig
 
     console = _console()
     state = Path(args.state_dir)
@@ -135,25 +242,35 @@ def cmd_up(args: argparse.Namespace) -> int:
             export_artifact(out=artifact, progress=lambda m: (status.update(m), console.log(m)))
     # DESIGN "Command line": Consul when CONSUL_HTTP_ADDR is set, else the static file.
     discovery = "consul" if os.environ.get("CONSUL_HTTP_ADDR") else f"static:{state / 'discovery.yaml'}"
-    with console.status("starting the edge agent"):
-        edge = BackgroundEdgeAgent(
-            EdgeAgentConfig(
-                artifact=artifact,
-                host=args.host,
-                port=args.edge_port,
-                region=args.region,
-                discovery=discovery,
-            )
-        )
-    console.print(f"[bold green]edge agent[/] {edge.address}  region {args.region}  ({edge.agent.manifest.precision})")
-    console.print(f"[bold green]discovery[/]  {discovery}")
-    console.print(f'try: hybrid generate "Hello" --target {edge.address}')
+    stoppers: list = []
     try:
+        with console.status("starting the edge agent"):
+            edge = BackgroundEdgeAgent(
+                EdgeAgentConfig(
+                    artifact=artifact, host=args.host, port=args.edge_port, region=args.region, discovery=discovery
+                )
+            )
+        stoppers.append(edge.stop)
+        console.print(f"[bold green]edge agent[/]    {edge.address}  ({edge.agent.manifest.precision})")
+        if not args.no_cloud:
+            tiers = _start_cloud_tiers(args, discovery, console)
+            stoppers.append(lambda: _stop_cloud_tiers(tiers))
+        with console.status("starting the router"):
+            router = BackgroundRouter(
+                RouterConfig(host=args.host, port=args.router_port, discovery=discovery, http_port=args.http_port)
+            )
+        stoppers.append(router.stop)
+        console.print(f"[bold green]router[/]        {router.address}  (OpenAI front http://{router.http_address}/v1)")
+        console.print(f"[bold green]discovery[/]     {discovery}")
+        console.print(f'try: hybrid generate "Hello" --target {router.address} --priority realtime')
+        print(f"stack ready on {router.address}", flush=True)
         if args.prompt:
-            with HybridClient(edge.address) as client:
+            with HybridClient(router.address, timeout_s=600) as client:
                 _print_chunks(
                     client.stream(
-                        messages=[{"role": "user", "content": args.prompt}], max_new_tokens=args.max_new_tokens
+                        messages=[{"role": "user", "content": args.prompt}],
+                        max_new_tokens=args.max_new_tokens,
+                        priority=args.priority,
                     ),
                     False,
                 )
@@ -166,8 +283,39 @@ def cmd_up(args: argparse.Namespace) -> int:
             stop.wait()
     finally:
         console.print("stopping")
-        edge.stop()
+        for stopper in reversed(stoppers):
+            stopper()
     return 0
+
+
+def _start_cloud_tiers(args: argparse.Namespace, discovery: str, console) -> list:
+    from cloud.config import DeploymentSettings, ReplicaSettings
+    from cloud.server import CloudTier, free_port
+
+    tiers = []
+    port = args.cloud_port or free_port()  # one Serve proxy for both applications
+    with console.status("starting the cloud tier on local Ray: private and public (first start ~30 s)"):
+        for kind in ("private", "public"):
+            tier = CloudTier(
+                ReplicaSettings(tier=kind, region=args.region),
+                # No CPU reservation: on a small machine both replicas share the cores with the edge agent.
+                DeploymentSettings(num_cpus=0),
+                port=port,
+                discovery=discovery,
+                app_name=kind,
+            )
+            tier.start()
+            tiers.append(tier)
+            console.print(f"[bold green]cloud {kind:<7}[/] {tier.address}  (Serve application {kind})")
+    return tiers
+
+
+def _stop_cloud_tiers(tiers: list) -> None:
+    from cloud.server import shutdown_serve
+
+    for tier in tiers:
+        tier.stop()
+    shutdown_serve()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,6 +356,73 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cost-per-hour", type=float, default=0.0)
     serve.set_defaults(func=cmd_edge_serve)
 
+    cloud = commands.add_parser("cloud", help="cloud tier on Ray Serve").add_subparsers(
+        dest="cloud_command", required=True
+    )
+    cloud_serve = cloud.add_parser("serve", help="run the cloud tier on this machine's Ray (GPU when present)")
+    cloud_config = cloud.add_parser("config", help="write the Serve config file for `serve deploy` / KubeRay")
+    for sub in (cloud_serve, cloud_config):
+        sub.add_argument("--port", type=int, default=constants.DEFAULT_CLOUD_GRPC_PORT, help="gRPC proxy port")
+        sub.add_argument("--tier", default="private", choices=["private", "public"])
+        sub.add_argument("--region", default=constants.DEFAULT_REGION)
+        sub.add_argument("--zone", default="")
+        sub.add_argument("--model", default=constants.DEFAULT_MODEL, help="model name or local Hugging Face folder")
+        sub.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+        sub.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+        sub.add_argument("--max-batch-size", type=int, default=constants.MAX_BATCH_SIZE)
+        sub.add_argument("--max-wait-ms", type=float, default=constants.MAX_BATCH_WAIT_MS)
+        sub.add_argument("--max-queued", type=int, default=constants.MAX_QUEUED_REQUESTS, help="per replica")
+        sub.add_argument("--min-replicas", type=int, default=1)
+        sub.add_argument("--max-replicas", type=int, default=1)
+        sub.add_argument("--target-ongoing-requests", type=float, default=0, help="0: half the batch size")
+        sub.add_argument("--max-ongoing-requests", type=int, default=0, help="0: the batch size")
+        sub.add_argument(
+            "--serve-max-queued",
+            type=int,
+            default=constants.CLOUD_SERVE_MAX_QUEUED_REQUESTS,
+            help="requests Serve queues before backpressure",
+        )
+        sub.add_argument("--num-gpus", type=float, default=None, help="per replica; default: 1 where Ray sees GPUs")
+        sub.add_argument("--num-cpus", type=float, default=1, help="per replica")
+        sub.add_argument("--app-name", default="", help="Serve application name; default: the tier")
+    cloud_serve.add_argument(
+        "--discovery",
+        default=f"static:{constants.DEFAULT_STATIC_DISCOVERY_FILE}",
+        help="static:FILE, consul (CONSUL_HTTP_ADDR or the local agent), consul:HOST:PORT or none",
+    )
+    cloud_serve.add_argument("--cost-per-hour", type=float, default=0.0, help="per replica")
+    cloud_serve.add_argument("--advertise-host", default=constants.DEFAULT_HOST, help="address others reach it at")
+    cloud_serve.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a local Ray cluster started here")
+    cloud_serve.set_defaults(func=cmd_cloud_serve)
+    cloud_config.add_argument("--out", default="", help="file to write; stdout when empty")
+    cloud_config.set_defaults(func=cmd_cloud_config)
+
+    router = commands.add_parser("router", help="the router").add_subparsers(dest="router_command", required=True)
+    router_serve = router.add_parser("serve", help="run the router")
+    router_serve.add_argument("--host", default=constants.DEFAULT_HOST)
+    router_serve.add_argument("--port", type=int, default=constants.DEFAULT_ROUTER_PORT)
+    router_serve.add_argument(
+        "--discovery",
+        default=f"static:{constants.DEFAULT_STATIC_DISCOVERY_FILE}",
+        help="static:FILE, consul (CONSUL_HTTP_ADDR or the local agent) or consul:HOST:PORT",
+    )
+    router_serve.add_argument(
+        "--http-port", type=int, default=None, help="serve the OpenAI-compatible HTTP front on this port"
+    )
+    router_serve.add_argument("--metrics-port", type=int, default=None)
+    router_serve.set_defaults(func=cmd_router_serve)
+
+    explain = commands.add_parser("explain", help="print the router's decision for a request, and why")
+    explain.add_argument("prompt")
+    explain.add_argument("--target", default=f"{constants.DEFAULT_HOST}:{constants.DEFAULT_ROUTER_PORT}")
+    explain.add_argument("--priority", default="interactive", choices=["realtime", "interactive", "batch"])
+    explain.add_argument("--affinity-key", default="")
+    explain.add_argument("--full-precision", action="store_true")
+    explain.add_argument("--raw", action="store_true", help="send the text as a raw prompt, not as a chat message")
+    explain.add_argument("--json", action="store_true")
+    explain.add_argument("--timeout", type=float, default=10.0)
+    explain.set_defaults(func=cmd_explain)
+
     generate = commands.add_parser("generate", help="stream an answer")
     generate.add_argument("prompt")
     generate.add_argument(
@@ -226,12 +441,18 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--raw", action="store_true", help="send the text as a raw prompt, not as a chat message")
     generate.add_argument("--json", action="store_true", help="one JSON object per chunk, served_by included")
     generate.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds")
+    generate.add_argument("--application", default="", help="Serve application, when the target runs several")
     generate.set_defaults(func=cmd_generate)
 
     up = commands.add_parser("up", help="run the embedded default stack on this machine")
     up.add_argument("--state-dir", default=str(constants.CACHE_DIR / "up"))
     up.add_argument("--host", default=constants.DEFAULT_HOST)
     up.add_argument("--edge-port", type=int, default=constants.DEFAULT_EDGE_PORT)
+    up.add_argument("--router-port", type=int, default=constants.DEFAULT_ROUTER_PORT)
+    up.add_argument("--cloud-port", type=int, default=constants.DEFAULT_CLOUD_GRPC_PORT, help="Serve's gRPC proxy")
+    up.add_argument("--http-port", type=int, default=constants.DEFAULT_ROUTER_HTTP_PORT, help="OpenAI front")
+    up.add_argument("--no-cloud", action="store_true", help="edge agent and router only (no Ray)")
+    up.add_argument("--priority", default="interactive", choices=["realtime", "interactive", "batch"])
     up.add_argument("--region", default=constants.DEFAULT_REGION)
     up.add_argument("--prompt", default="", help="once the stack is up, answer this through it")
     up.add_argument("--max-new-tokens", type=int, default=64)

@@ -11,12 +11,13 @@ The same client talks to the router, an edge agent or a cloud ingress.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import grpc
 
-from hybrid._private.grpc_server import RETRY_AFTER_KEY
+from hybrid._private.grpc_server import RETRY_AFTER_KEY, TIMEOUT_KEY
 from hybrid.v1 import inference_pb2 as pb
 from hybrid.v1 import inference_pb2_grpc as pb_grpc
 
@@ -95,26 +96,63 @@ def build_request(
     return request
 
 
-def _failure(error: grpc.RpcError) -> RequestFailed:
-    trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
-    return RequestFailed(error.code(), error.details() or "", _retry_after(trailing))
+# How Ray's proxy words the death of the replica actor serving a call.
+_REPLICA_DIED = "actor died unexpectedly"
+
+
+def _failure(error: grpc.RpcError, trailing=None) -> RequestFailed:
+    if trailing is None and hasattr(error, "trailing_metadata"):
+        trailing = error.trailing_metadata()
+    code, details = error.code(), error.details() or ""
+    if code == grpc.StatusCode.INTERNAL and _REPLICA_DIED in details:
+        # Ray Serve's proxy reports a replica that died mid-request as INTERNAL; to a caller it is
+        # what UNAVAILABLE means: this replica is gone, another attempt may succeed.
+        code, details = grpc.StatusCode.UNAVAILABLE, f"the replica serving this request went away; retry ({details})"
+    return RequestFailed(code, details, _retry_after(trailing, details))
+
+
+def _cut_short() -> RequestFailed:
+    # A proxy in the path (Ray Serve's) may close a stream with OK when the replica behind it dies.
+    return RequestFailed(
+        grpc.StatusCode.UNAVAILABLE,
+        "the stream ended without its final chunk: the replica serving it went away mid-answer; retry the request",
+    )
+
+
+def _metadata(application: str | None, timeout_s: float | None) -> tuple[tuple[str, str], ...]:
+    metadata = []
+    if application:
+        # Ray Serve's proxy picks the Serve application by this key when a cluster runs several.
+        metadata.append(("application", application))
+    if timeout_s:
+        metadata.append((TIMEOUT_KEY, str(int(timeout_s * 1000))))
+    return tuple(metadata)
 
 
 class HybridClient:
-    def __init__(self, target: str, timeout_s: float | None = 120.0):
+    """``application`` names the Serve application when the target is a Ray cluster running several."""
+
+    def __init__(self, target: str, timeout_s: float | None = 120.0, application: str | None = None):
         self.channel = grpc.insecure_channel(target)
         self.stub = pb_grpc.InferenceStub(self.channel)
         self.timeout_s = timeout_s
+        self.application = application
 
     def stream(
         self, prompt: str | None = None, messages=None, timeout_s: float | None = None, **params
     ) -> Iterator[pb.GenerateResponse]:
         """Yields chunks as they arrive. Raises RequestFailed."""
         request = build_request(prompt, messages, **params)
+        timeout = timeout_s or self.timeout_s
+        finished = False
         try:
-            yield from self.stub.Generate(request, timeout=timeout_s or self.timeout_s)
+            for chunk in self.stub.Generate(request, timeout=timeout, metadata=_metadata(self.application, timeout)):
+                finished = bool(chunk.finish_reason)
+                yield chunk
         except grpc.RpcError as error:
             raise _failure(error) from None
+        if not finished:
+            raise _cut_short()
 
     def complete(self, prompt: str | None = None, messages=None, **params) -> Completion:
         completion = Completion()
@@ -124,7 +162,9 @@ class HybridClient:
 
     def load(self) -> pb.LoadReport:
         try:
-            return self.stub.GetLoad(pb.GetLoadRequest(), timeout=self.timeout_s)
+            return self.stub.GetLoad(
+                pb.GetLoadRequest(), timeout=self.timeout_s, metadata=_metadata(self.application, None)
+            )
         except grpc.RpcError as error:
             raise _failure(error) from None
 
@@ -139,23 +179,27 @@ class HybridClient:
 
 
 class AsyncHybridClient:
-    def __init__(self, target: str, timeout_s: float | None = 120.0):
+    def __init__(self, target: str, timeout_s: float | None = 120.0, application: str | None = None):
         self.channel = grpc.aio.insecure_channel(target)
         self.stub = pb_grpc.InferenceStub(self.channel)
         self.timeout_s = timeout_s
+        self.application = application
 
     async def stream(
         self, prompt: str | None = None, messages=None, timeout_s: float | None = None, **params
     ) -> AsyncIterator[pb.GenerateResponse]:
         request = build_request(prompt, messages, **params)
-        call = self.stub.Generate(request, timeout=timeout_s or self.timeout_s)
+        timeout = timeout_s or self.timeout_s
+        call = self.stub.Generate(request, timeout=timeout, metadata=_metadata(self.application, timeout))
+        finished = False
         try:
             async for chunk in call:
+                finished = bool(chunk.finish_reason)
                 yield chunk
         except grpc.RpcError as error:
-            raise RequestFailed(
-                error.code(), error.details() or "", _retry_after(await call.trailing_metadata())
-            ) from None
+            raise _failure(error, await call.trailing_metadata()) from None
+        if not finished:
+            raise _cut_short()
 
     async def complete(self, prompt: str | None = None, messages=None, **params) -> Completion:
         completion = Completion()
@@ -165,9 +209,11 @@ class AsyncHybridClient:
 
     async def load(self) -> pb.LoadReport:
         try:
-            return await self.stub.GetLoad(pb.GetLoadRequest(), timeout=self.timeout_s)
+            return await self.stub.GetLoad(
+                pb.GetLoadRequest(), timeout=self.timeout_s, metadata=_metadata(self.application, None)
+            )
         except grpc.RpcError as error:
-            raise RequestFailed(error.code(), error.details() or "") from None
+            raise _failure(error, ()) from None
 
     async def close(self) -> None:
         await self.channel.close()
@@ -179,8 +225,14 @@ class AsyncHybridClient:
         await self.close()
 
 
-def _retry_after(metadata) -> int | None:
+_RETRY_HINT_IN_DETAILS = re.compile(r"retry after (\d+) ms")
+
+
+def _retry_after(metadata, details: str = "") -> int | None:
     for key, value in metadata or ():
         if key == RETRY_AFTER_KEY:
             return int(value)
-    return None
+    # Ray Serve's proxy drops trailing metadata of a stream that fails before its first message;
+    # the hint then survives only in the details, which OverloadedError always writes it into.
+    hint = _RETRY_HINT_IN_DETAILS.search(details)
+    return int(hint.group(1)) if hint else None

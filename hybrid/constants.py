@@ -21,6 +21,8 @@ MAX_STOP_STRINGS = 8
 MAX_TEMPERATURE = 2.0
 # Longest context (prompt + answer) an edge agent accepts; bounds its KV memory.
 EDGE_MAX_CONTEXT_TOKENS = 2048
+# The same for a cloud replica; its KV cache grows to the longest running sequence, up to this.
+CLOUD_MAX_CONTEXT_TOKENS = 2048
 
 # --- Models ---
 DEFAULT_MODEL = "smollm2-135m"
@@ -60,6 +62,29 @@ DEFAULT_ROUTER_PORT = 50051
 DEFAULT_REGION = "local"
 # Seconds a draining server waits for streams in flight before it stops.
 DRAIN_GRACE_S = 30.0
+
+# --- Cloud tier (Ray Serve) ---
+# Must match terraform/modules/tier-spec: the names the generated Serve config and KubeRay use.
+CLOUD_APP_IMPORT_PATH = "cloud.app:build_app"
+CLOUD_DEPLOYMENT_NAME = "InferenceDeployment"
+DEFAULT_CLOUD_GRPC_PORT = 9000
+# Requests Serve itself holds for busy replicas before its proxy answers with backpressure.
+CLOUD_SERVE_MAX_QUEUED_REQUESTS = 64
+# After an answer's first message, a cloud replica streams at most one message per this interval.
+CLOUD_STREAM_INTERVAL_MS = 20.0
+# Ray's proxy does not serve grpc.health.v1 by itself; the deployment answers it (see cloud/app.py).
+CLOUD_GRPC_SERVICER_FUNCTIONS = (
+    "cloud.grpc_servicers.add_inference_servicer",
+    "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
+)
+
+# --- Router server ---
+# How often the router asks every replica for its load (and measures the round trip).
+ROUTER_LOAD_POLL_S = 0.5
+ROUTER_LOAD_TIMEOUT_S = 2.0
+# Replicas one request may be sent to: it is resent only when a replica fails before its first token.
+ROUTER_MAX_ATTEMPTS = 3
+DEFAULT_ROUTER_HTTP_PORT = 8080
 
 # --- Routing (DESIGN "Tiers and routing") ---
 # What a request without a deadline may wait at most before its tier counts as full.

@@ -38,7 +38,12 @@ class OverloadedError(HybridError):
 
     def __init__(self, message: str, retry_after_ms: int):
         super().__init__(f"{message}; retry after {retry_after_ms} ms")
+        self.reason = message
         self.retry_after_ms = retry_after_ms
+
+    def __reduce__(self):
+        # Errors cross process boundaries (Ray Serve pickles them to its proxy): rebuild from both arguments.
+        return (type(self), (self.reason, self.retry_after_ms))
 
 
 class DeadlineExceededError(HybridError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
 from hybrid import constants
@@ -95,6 +95,10 @@ class Chunk:
     @property
     def is_last(self) -> bool:
         return self.finish_reason is not None
+
+    def followed_by(self, later: Chunk) -> Chunk:
+        """This chunk and the next one of the same answer as one chunk."""
+        return replace(later, text=self.text + later.text, token_ids=self.token_ids + later.token_ids)
 
     def to_proto(self) -> pb.GenerateResponse:
         message = pb.GenerateResponse(request_id=self.request_id, text=self.text, token_ids=self.token_ids)

@@ -109,8 +109,66 @@ def fp32_agent(fp32_artifact, tmp_path_factory):
     agent.stop()
 
 
+class ServeCluster:
+    """The session's local Ray cluster with Serve's gRPC proxy on one loopback port."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.address = f"127.0.0.1:{port}"
+
+    def deploy(self, app_name: str, deployment=None, **settings) -> str:
+        from cloud.config import DeploymentSettings, ReplicaSettings
+        from cloud.server import deploy
+
+        replica = ReplicaSettings(**{"region": "test-cloud-region", "device": "cpu", "max_batch_size": 8, **settings})
+        deploy(replica, deployment or DeploymentSettings(num_gpus=0, num_cpus=0), app_name)
+        return app_name
+
+    def record(self, app_name: str, tier: str):
+        """How `hybrid cloud serve` registers an application of this cluster."""
+        from hybrid.discovery import ReplicaRecord
+
+        return ReplicaRecord(
+            id=f"cloud-{app_name}",
+            address="127.0.0.1",
+            port=self.port,
+            tier=tier,
+            model=constants.DEFAULT_MODEL,
+            precision="fp32",
+            region="test-cloud-region",
+            capacity=8,
+            application=app_name,
+        )
+
+    def delete(self, app_name: str) -> None:
+        from ray import serve
+
+        serve.delete(app_name)
+
+    def handle(self, app_name: str):
+        from ray import serve
+
+        return serve.get_app_handle(app_name)
+
+
+@pytest.fixture(scope="session")
+def serve_cluster(resolved_model):
+    """One Ray cluster per test session (starting one takes ~10 s and ~1.3 GB here)."""
+    import ray
+    from ray import serve
+
+    from cloud.server import free_port, init_ray, start_serve
+
+    init_ray(num_cpus=2)
+    port = free_port()
+    start_serve(port)
+    yield ServeCluster(port)
+    serve.shutdown()
+    ray.shutdown()
+
+
 @contextmanager
-def running_hybrid(*args: str, ready_timeout_s: float = 180):
+def running_hybrid(*args: str, ready_timeout_s: float = 180, ready_marker: str = "ready on "):
     """Runs ``hybrid ARGS`` as a user would; yields (process, address) once it logs that it is ready."""
     process = subprocess.Popen(
         [sys.executable, "-m", "hybrid.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -121,8 +179,8 @@ def running_hybrid(*args: str, ready_timeout_s: float = 180):
         while not address and time.monotonic() < deadline:
             line = process.stdout.readline()
             assert line or process.poll() is None, f"hybrid {args[0]} exited before it was ready"
-            if "ready on " in line:
-                address = line.split("ready on ")[1].split()[0]
+            if ready_marker in line:
+                address = line.split(ready_marker)[1].split()[0]
         assert address.startswith("127.0.0.1:"), "no loopback 'ready on' line"
         yield process, address
     finally:

@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 INFERENCE_SERVICE = "hybrid.v1.Inference"
 # Trailing metadata that carries the retry hint of RESOURCE_EXHAUSTED.
 RETRY_AFTER_KEY = "retry-after-ms"
+# Request metadata carrying the caller's time budget. The gRPC deadline itself reaches a plain
+# server, but Ray Serve's proxy does not hand it to the replica, so Hybrid clients send it as well.
+TIMEOUT_KEY = "hybrid-timeout-ms"
 
 GenerateHandler = Callable[[pb.GenerateRequest, grpc.aio.ServicerContext], AsyncIterator[pb.GenerateResponse]]
 

@@ -20,6 +20,11 @@ class ReplicaRecord(BaseModel):
     zone: str = Field(default="", description="Zone inside the region.")
     capacity: int = Field(ge=1, description="Sequences it decodes at once.")
     cost_per_hour: float = Field(default=0.0, ge=0, description="What an hour of it costs, for cost per token.")
+    application: str = Field(
+        default="",
+        description="Ray Serve application to ask for (the proxy's `application` metadata), when its cluster runs "
+        "several; empty for edge agents and one-application clusters.",
+    )
 
     @field_validator("tier")
     @classmethod
@@ -38,6 +43,7 @@ class ReplicaRecord(BaseModel):
             "capacity": str(self.capacity),
             "cost_per_hour": str(self.cost_per_hour),
             "grpc_port": str(self.port),
+            **({"serve_application": self.application} if self.application else {}),
         }
 
     def to_service(self) -> dict:
@@ -67,6 +73,7 @@ class ReplicaRecord(BaseModel):
             zone=meta.get("zone", ""),
             capacity=int(meta.get("capacity", 1)),
             cost_per_hour=float(meta.get("cost_per_hour", 0.0)),
+            application=meta.get("serve_application", ""),
         )
 
 

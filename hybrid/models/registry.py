@@ -134,3 +134,13 @@ def load_torch_model(hf_dir: Path, dtype: str = "float32", device: str = "cpu"):
 
     model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=getattr(torch, dtype))
     return model.to(device).eval()
+
+
+def end_token_ids(folder: Path, tokenizer) -> set[int]:
+    """Every token id that ends an answer: the tokenizer's eos and generation_config's eos list."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    config = folder / "generation_config.json"
+    if config.is_file():
+        eos = json.loads(config.read_text()).get("eos_token_id")
+        ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    return ids

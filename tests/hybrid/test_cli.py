@@ -42,13 +42,16 @@ def test_generate_against_nothing_fails_fast_with_unavailable():
     assert "UNAVAILABLE" in result.stderr
 
 
+# Every server of the stack on a free port, so tests never collide with each other or a running stack.
+FREE_PORTS = ("--edge-port", "0", "--router-port", "0", "--cloud-port", "0", "--http-port", "0")
+
+
 def test_up_once_serves_a_generated_answer(int8_artifact, tmp_path):
     result = hybrid(
         "up",
         "--state-dir",
         str(tmp_path),
-        "--edge-port",
-        "0",
+        *FREE_PORTS,
         "--prompt",
         "What is 2 + 3?",
         "--once",
@@ -57,7 +60,8 @@ def test_up_once_serves_a_generated_answer(int8_artifact, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip(), "no answer was printed"
-    assert "served by edge replica" in result.stderr
+    # A cold INTERACTIVE request: the router sends it to the private cloud tier.
+    assert "served by private replica" in result.stderr
     assert (tmp_path / "artifact" / "manifest.json").is_file()
     # Everything deregistered on the way out.
     assert "services: []" in (tmp_path / "discovery.yaml").read_text()
@@ -69,9 +73,13 @@ def test_up_serves_until_interrupted_and_then_stops_cleanly(int8_artifact, tmp_p
     from hybrid.client import HybridClient
     from tests.conftest import running_hybrid
 
-    with running_hybrid("up", "--state-dir", str(tmp_path), "--edge-port", "0") as (process, address):
+    with running_hybrid(
+        "up", "--state-dir", str(tmp_path), *FREE_PORTS, ready_marker="stack ready on ", ready_timeout_s=300
+    ) as (process, address):
         with HybridClient(address) as client:
-            assert client.complete(prompt="Hello", max_new_tokens=3).served_by.tier == 1
+            # Through the router: REALTIME to the nearest tier, the edge; BATCH to the public cloud.
+            assert client.complete(prompt="Hello", max_new_tokens=3, priority="realtime").served_by.tier == 1
+            assert client.complete(prompt="Hello", max_new_tokens=3, priority="batch").served_by.tier == 3
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
         assert "services: []" in (tmp_path / "discovery.yaml").read_text()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
+from cloud.config import DeploymentSettings
+from cloud.serve_config import load_serve_config
 from hybrid import constants
 from hybrid.discovery import ReplicaRecord
 from tests.terraform.conftest import SAMPLE_TIER, write_tfvars
@@ -82,9 +85,15 @@ def apply_sample(tier_spec, tmp_path, **extra) -> dict:
     return {name: output["value"] for name, output in outputs.value.items()}
 
 
-def test_consul_payload_parses_into_the_routers_record(tier_spec, tmp_path):
-    outputs = apply_sample(tier_spec, tmp_path, grpc_addresses={"private-eu": "10.20.0.5"})
-    payload = outputs["consul_services"]["private-eu"]
+@pytest.fixture(scope="module")
+def sample_outputs(tier_spec, tmp_path_factory) -> dict:
+    """The module's outputs for SAMPLE_TIER at a given address, applied once for the checks that read them."""
+    return apply_sample(tier_spec, tmp_path_factory.mktemp("sample"), grpc_addresses={"private-eu": "10.20.0.5"})
+
+
+def test_consul_payload_parses_into_the_routers_record(sample_outputs):
+    # The payload has agent/service/register's capitalised keys, which from_service reads as they are.
+    payload = sample_outputs["consul_services"]["private-eu"]
 
     record = ReplicaRecord.from_service(payload)
 
@@ -107,24 +116,61 @@ def test_consul_payload_parses_into_the_routers_record(tier_spec, tmp_path):
     assert payload["Tags"] == expected["Tags"]
     assert set(payload["Meta"]) == set(expected["Meta"])
     assert all(isinstance(value, str) for value in payload["Meta"].values())
+    # Consul's native gRPC check at the proxy, which routes grpc.health.v1 to the deployment's Check.
     assert payload["Check"]["GRPC"] == "10.20.0.5:9000"
+    assert payload["Check"]["GRPCUseTLS"] is False
     assert payload["Check"]["Interval"] and payload["Check"]["DeregisterCriticalServiceAfter"]
 
 
-def test_serve_config_structure(tier_spec, tmp_path):
-    outputs = apply_sample(tier_spec, tmp_path)
+def test_serve_config_is_what_the_cloud_tier_loads(sample_outputs):
+    """The cross-check: the cloud tier's own loader reads the module's Serve config as the tier was given,
+    and the router's parser reads the tier's Consul entry to the same tier, model and numbers."""
+    [tier] = load_serve_config(sample_outputs["serve_configs"]["private-eu"])
+
+    assert tier.app_name == SAMPLE_TIER["name"]
+    assert tier.grpc_port == constants.DEFAULT_CLOUD_GRPC_PORT
+    settings = tier.settings
+    assert (settings.tier, settings.region, settings.zone, settings.model, settings.precision) == (
+        SAMPLE_TIER["kind"],
+        SAMPLE_TIER["region"],
+        SAMPLE_TIER["zone"],
+        SAMPLE_TIER["model"],
+        "bf16",
+    )
+    assert tier.deployment == DeploymentSettings(
+        min_replicas=SAMPLE_TIER["min_replicas"],
+        max_replicas=SAMPLE_TIER["max_replicas"],
+        target_ongoing_requests=SAMPLE_TIER["target_ongoing_requests"],
+        max_ongoing_requests=constants.MAX_BATCH_SIZE,
+        max_queued_requests=SAMPLE_TIER["max_queued_requests"],
+        num_gpus=SAMPLE_TIER["gpu_count"],
+        num_cpus=4,
+    )
+
+    record = ReplicaRecord.from_service(sample_outputs["consul_services"]["private-eu"])
+    assert (record.tier, record.model, record.precision, record.region, record.zone) == (
+        settings.tier,
+        settings.model,
+        settings.precision,
+        settings.region,
+        settings.zone,
+    )
+    assert record.port == tier.grpc_port
+    assert record.capacity == tier.deployment.max_replicas * tier.deployment.max_ongoing_requests
+    assert record.cost_per_hour == tier.deployment.max_replicas * SAMPLE_TIER["cost_per_hour"]
+
+
+def test_serve_config_structure(sample_outputs):
+    outputs = sample_outputs
     config = outputs["serve_configs"]["private-eu"]
 
     assert config["grpc_options"] == {
         "port": 9000,
-        "grpc_servicer_functions": [
-            "hybrid.v1.inference_pb2_grpc.add_InferenceServicer_to_server",
-            "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
-        ],
+        "grpc_servicer_functions": list(constants.CLOUD_GRPC_SERVICER_FUNCTIONS),
     }
     [application] = config["applications"]
     assert application["name"] == "private-eu"
-    assert application["route_prefix"] is None
+    assert application["route_prefix"] == "/private-eu"
     assert application["import_path"] == "cloud.app:build_app"
     assert application["runtime_env"]["env_vars"]["HYBRID_TIER"] == "private"
     [deployment] = application["deployments"]

@@ -32,8 +32,10 @@ locals {
       }
       applications = [{
         name = name
-        # No HTTP route: the tier is reached through the gRPC proxy only.
-        route_prefix = null
+        # Never null: Ray gives an application without a route prefix no gRPC ingress either. The
+        # proxy picks the application by the `application` metadata key, and with one application
+        # per cluster every request (Consul's check included, which sends none) goes to this one.
+        route_prefix = "/${name}"
         import_path  = var.import_path
         runtime_env = {
           env_vars = merge(t.env_vars, {
@@ -170,6 +172,7 @@ locals {
         cost_per_hour = tostring(t.max_replicas * t.cost_per_hour)
         grpc_port     = tostring(var.grpc_port)
       }
+      # Consul's native gRPC check: the proxy routes grpc.health.v1.Health/Check to the deployment's Check method.
       Check = {
         Name                           = "gRPC health of tier ${name}"
         GRPC                           = "${local.grpc_addresses[name]}:${var.grpc_port}"

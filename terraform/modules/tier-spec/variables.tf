@@ -213,19 +213,21 @@ variable "grpc_port" {
 
 variable "grpc_servicer_functions" {
   description = <<-EOT
-    Functions that add gRPC servicers to Ray Serve's gRPC proxy. The health servicer is there so
-    Consul's gRPC check (grpc.health.v1) reaches the application through the proxy.
+    Functions that add gRPC servicers to Ray Serve's gRPC proxy (hybrid.constants.CLOUD_GRPC_SERVICER_FUNCTIONS).
+    cloud.grpc_servicers.add_inference_servicer serves hybrid.v1.Inference with Generate's request
+    left as bytes, so the replica answers a malformed request with INVALID_ARGUMENT. The health
+    servicer is there so Consul's gRPC check (grpc.health.v1) reaches the application through the proxy.
   EOT
   type        = list(string)
   default = [
-    "hybrid.v1.inference_pb2_grpc.add_InferenceServicer_to_server",
+    "cloud.grpc_servicers.add_inference_servicer",
     "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
   ]
   nullable = false
 
   validation {
     condition     = length(var.grpc_servicer_functions) > 0 && alltrue([for f in var.grpc_servicer_functions : can(regex("^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)+$", f))])
-    error_message = "grpc_servicer_functions must list at least one dotted Python path such as hybrid.v1.inference_pb2_grpc.add_InferenceServicer_to_server."
+    error_message = "grpc_servicer_functions must list at least one dotted Python path such as cloud.grpc_servicers.add_inference_servicer."
   }
 }
 

@@ -56,18 +56,21 @@ run "serve_config" {
   assert {
     condition = (
       output.serve_configs["private-eu"].applications[0].name == "private-eu" &&
-      output.serve_configs["private-eu"].applications[0].route_prefix == null &&
+      output.serve_configs["private-eu"].applications[0].route_prefix == "/private-eu" &&
       output.serve_configs["private-eu"].applications[0].import_path == "cloud.app:build_app"
     )
-    error_message = "The application is named after the tier, has no HTTP route and imports cloud.app:build_app."
+    error_message = "The application is named after the tier, has a route prefix (without one Ray gives it no gRPC ingress) and imports cloud.app:build_app."
   }
 
   assert {
     condition = (
       output.serve_configs["private-eu"].grpc_options.port == 9000 &&
-      contains(output.serve_configs["private-eu"].grpc_options.grpc_servicer_functions, "hybrid.v1.inference_pb2_grpc.add_InferenceServicer_to_server")
+      jsonencode(output.serve_configs["private-eu"].grpc_options.grpc_servicer_functions) == jsonencode([
+        "cloud.grpc_servicers.add_inference_servicer",
+        "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
+      ])
     )
-    error_message = "The gRPC proxy listens on grpc_port and serves hybrid.v1.Inference."
+    error_message = "The gRPC proxy listens on grpc_port and serves hybrid.v1.Inference (Generate's request as bytes) and grpc.health.v1."
   }
 
   assert {
@@ -195,6 +198,7 @@ run "consul_registration" {
   assert {
     condition = (
       output.consul_services["private-eu"].Check.GRPC == "10.20.0.5:9000" &&
+      output.consul_services["private-eu"].Check.GRPCUseTLS == false &&
       output.consul_services["private-eu"].Check.Interval == "10s" &&
       output.consul_services["private-eu"].Check.DeregisterCriticalServiceAfter == "10m"
     )

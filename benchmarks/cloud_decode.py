@@ -1,0 +1,373 @@
+"""Cloud engine throughput against transformers on the same GPU, in one run.
+
+For each model shape and batch size: B prompts of --prompt-tokens random tokens, --new-tokens
+forced new tokens each (random weights, end tokens ignored), greedy. Paths:
+
+* ``eager``   transformers ``generate`` with its dynamic cache;
+* ``static``  transformers ``generate(cache_implementation="static")``, which compiles the step;
+* ``cb``      transformers ``generate_batch`` (its continuous batching), where the version has it;
+* ``engine``  hybrid's TorchEngine (StaticCacheLlama + CUDA graphs) driven through its public
+  ``generate`` stream, scheduler and text streaming included;
+* ``serve``   the same engine inside the Ray Serve deployment, reached through Serve's gRPC
+  proxy on loopback with hybrid's async client (135M shape only).
+
+tokens/s = B * new tokens / wall time of the whole call (prefill included, on every path).
+Weights are random (the packaged model is too big to carry to the GPU machine); decode speed does
+not depend on weight values. Prompts are synthetic words of a word-level tokenizer of the model's
+vocabulary size, so each prompt is exactly --prompt-tokens tokens.
+
+    python benchmarks/cloud_decode.py --shapes smollm2-135m --paths eager,static,engine,serve --out results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SHAPES = {
+    "smollm2-135m": dict(
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+        rope_theta=100000.0,
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-5,
+    ),
+    "llama-3.2-1b": dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        tie_word_embeddings=True,
+        rope_theta=500000.0,
+        rope_scaling={
+            "rope_type": "llama3",
+            "factor": 32.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        },
+        max_position_embeddings=131072,
+        rms_norm_eps=1e-5,
+    ),
+}
+
+
+def word_tokenizer(vocab_size: int):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.WordLevel({f"w{i}": i for i in range(vocab_size)}, unk_token="w0"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=core, unk_token="w0", pad_token="w0", eos_token="w0")
+
+
+def random_model(shape: str, device: str):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(**SHAPES[shape], bos_token_id=1, eos_token_id=0, pad_token_id=0)
+    with torch.device(device):
+        model = LlamaForCausalLM(config).to(torch.bfloat16).eval()
+    return model
+
+
+def prompts(batch: int, length: int, vocab: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(10, vocab - 10, (batch, length), generator=generator)
+
+
+def timed(fn, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def hf_generate(model, ids: torch.Tensor, new: int, repeats: int, static: bool) -> dict:
+    ids = ids.to(model.device)
+    kwargs = dict(
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=new,
+        min_new_tokens=new,
+        do_sample=False,
+        pad_token_id=0,
+    )
+    if static:
+        kwargs["cache_implementation"] = "static"
+
+    def run():
+        with torch.inference_mode():
+            out = model.generate(ids, **kwargs)
+        assert out.shape[1] == ids.shape[1] + new, out.shape
+
+    run()  # warm-up (and compile, for the static cache)
+    return summarize(timed(run, repeats), ids.shape[0], new)
+
+
+def hf_continuous(model, ids: torch.Tensor, new: int, repeats: int) -> dict:
+    from transformers import GenerationConfig
+
+    if not hasattr(model, "generate_batch"):
+        return {"error": "this transformers has no generate_batch"}
+    config = GenerationConfig(max_new_tokens=new, min_new_tokens=new, do_sample=False, eos_token_id=-1, pad_token_id=0)
+    inputs = ids.tolist()
+
+    def run():
+        # generate_batch manages its own no-grad state; inference_mode breaks its in-place resets.
+        results = model.generate_batch(inputs=inputs, generation_config=config, progress_bar=False)
+        produced = [len(r.generated_tokens) for r in results.values()]
+        assert len(produced) == len(inputs) and min(produced) == new, (len(produced), min(produced, default=0))
+
+    run()
+    return summarize(timed(run, repeats), ids.shape[0], new)
+
+
+def summarize(times: list[float], batch: int, new: int) -> dict:
+    best = statistics.median(times)
+    return {"seconds": best, "tokens_per_s": batch * new / best, "runs": times}
+
+
+def engine_run(engine, tokenizer, ids: torch.Tensor, new: int) -> tuple[float, int]:
+    from hybrid.client import build_request
+    from hybrid.protocol import request_from_proto
+
+    texts = [tokenizer.decode(row) for row in ids.tolist()]
+
+    async def one(text):
+        request = request_from_proto(build_request(prompt=text, max_new_tokens=new))
+        count = 0
+        async for chunk in engine.generate(request):
+            count += len(chunk.token_ids)
+        return count
+
+    async def all_of_them():
+        return await asyncio.gather(*(one(t) for t in texts))
+
+    started = time.perf_counter()
+    counts = asyncio.run(all_of_them())
+    return time.perf_counter() - started, sum(counts)
+
+
+def engine_path(model, tokenizer, ids: torch.Tensor, new: int, repeats: int, max_batch: int) -> dict:
+    from cloud.engine import TorchEngine
+    from cloud.model import StaticCacheLlama
+    from hybrid.protocol import ServedBy, Tier
+
+    static = StaticCacheLlama(model, max_batch=max_batch, max_context=ids.shape[1] + new + 8)
+    engine = TorchEngine(
+        static,
+        tokenizer,
+        served_by=ServedBy(Tier.PRIVATE, "bench", "local", "bf16-random"),
+        model_name="bench",
+        full_precision=True,
+        end_ids=set(),
+        max_wait_ms=0.0,
+        max_queued_requests=4096,
+    )
+    engine.start()
+    try:
+        engine_run(engine, tokenizer, ids, new)  # warm-up: captures the graphs this batch uses
+        times, steps, step_s = [], 0, 0.0
+        for _ in range(repeats):
+            before_steps, before_s = engine.decode_steps, engine.decode_seconds
+            seconds, produced = engine_run(engine, tokenizer, ids, new)
+            assert produced == ids.shape[0] * new, (produced, ids.shape)
+            times.append(seconds)
+            steps += engine.decode_steps - before_steps
+            step_s += engine.decode_seconds - before_s
+        result = summarize(times, ids.shape[0], new)
+        result["decode_step_ms"] = 1000 * step_s / max(1, steps)
+        result["graph_step_ms"] = graph_step_ms(static, ids.shape[0])
+        return result
+    finally:
+        engine.stop()
+        del engine, static
+
+
+def graph_step_ms(static, batch: int, steps: int = 200) -> float:
+    """The decode step alone (graph replay + argmax copy), rows 0..batch-1, no scheduler."""
+    tokens, positions = [5] * batch, [100] * batch
+    for _ in range(5):
+        static.decode(tokens, positions).tokens[:batch].tolist()
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(steps):
+        static.decode(tokens, positions).tokens[:batch].tolist()
+    return 1000 * (time.perf_counter() - started) / steps
+
+
+def serve_path(
+    shape: str, vocab: int, batches: list[int], prompt_tokens: int, new: int, repeats: int, max_batch: int
+) -> dict:
+    from transformers import LlamaConfig
+
+    from cloud.config import DeploymentSettings, ReplicaSettings
+    from cloud.server import deploy, free_port, init_ray, start_serve
+    from hybrid.client import AsyncHybridClient
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-model-"))
+    LlamaConfig(**SHAPES[shape], eos_token_id=0, pad_token_id=0).save_pretrained(folder)
+    tokenizer = word_tokenizer(vocab)
+    tokenizer.save_pretrained(folder)
+    init_ray(num_cpus=8)
+    port = free_port()
+    start_serve(port)
+    settings = ReplicaSettings(
+        tier="private",
+        model=str(folder),
+        random_weights=True,
+        max_batch_size=max_batch,
+        max_wait_ms=0,
+        max_queued_requests=4096,
+        max_context_tokens=prompt_tokens + new + 8,
+    )
+    deployment = DeploymentSettings(
+        num_gpus=1, num_cpus=1, max_ongoing_requests=4 * max_batch, max_queued_requests=4096
+    )
+    started = time.perf_counter()
+    deploy(settings, deployment, "bench")
+    results = {"deploy_seconds": time.perf_counter() - started}
+
+    async def run(batch: int) -> tuple[float, int]:
+        texts = [tokenizer.decode(row) for row in prompts(batch, prompt_tokens, vocab).tolist()]
+        async with AsyncHybridClient(f"127.0.0.1:{port}", timeout_s=600) as client:
+            began = time.perf_counter()
+            answers = await asyncio.gather(*(client.complete(prompt=t, max_new_tokens=new) for t in texts))
+            return time.perf_counter() - began, sum(len(a.token_ids) for a in answers)
+
+    for batch in batches:
+        asyncio.run(run(batch))  # warm-up
+        times = []
+        for _ in range(repeats):
+            seconds, produced = asyncio.run(run(batch))
+            assert produced == batch * new, (produced, batch)
+            times.append(seconds)
+        results[str(batch)] = summarize(times, batch, new)
+    from ray import serve
+
+    serve.shutdown()
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", default="smollm2-135m,llama-3.2-1b")
+    parser.add_argument("--batches", default="1,8,32,128")
+    parser.add_argument("--paths", default="eager,static,cb,engine,serve")
+    parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default="cloud_decode.json")
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import transformers
+
+    batches = [int(b) for b in args.batches.split(",")]
+    paths = args.paths.split(",")
+    report = {
+        "card": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "prompt_tokens": args.prompt_tokens,
+        "new_tokens": args.new_tokens,
+        "weights": "random (bf16); end tokens ignored",
+        "results": {},
+    }
+    out = Path(args.out)
+    for shape in args.shapes.split(","):
+        vocab = SHAPES[shape]["vocab_size"]
+        tokenizer = word_tokenizer(vocab)
+        model = random_model(shape, "cuda")
+        shape_results = report["results"].setdefault(shape, {})
+        for batch in batches:
+            ids = prompts(batch, args.prompt_tokens, vocab)
+            row = shape_results.setdefault(str(batch), {})
+            for path in paths:
+                if path == "serve":
+                    continue
+                began = time.perf_counter()
+                try:
+                    if path == "eager":
+                        row[path] = hf_generate(model, ids, args.new_tokens, args.repeats, static=False)
+                    elif path == "static":
+                        row[path] = hf_generate(model, ids, args.new_tokens, args.repeats, static=True)
+                    elif path == "cb":
+                        row[path] = hf_continuous(model, ids, args.new_tokens, args.repeats)
+                    elif path == "engine":
+                        row[path] = engine_path(model, tokenizer, ids, args.new_tokens, args.repeats, max(batches))
+                except Exception as error:  # one failing path must not lose the others' figures
+                    row[path] = {"error": f"{type(error).__name__}: {error}"[:600]}
+                    traceback.print_exc()
+                row[path]["wall_s"] = time.perf_counter() - began
+                print(shape, batch, path, {k: v for k, v in row[path].items() if k != "runs"}, flush=True)
+                gc.collect()
+                torch.cuda.empty_cache()
+                out.write_text(json.dumps(report, indent=2))
+        del model
+        gc.collect()
+        torch.cuda.empty_cache()
+        if "serve" in paths and shape == "smollm2-135m":
+            try:
+                report["results"][shape]["serve"] = serve_path(
+                    shape, vocab, batches, args.prompt_tokens, args.new_tokens, args.repeats, max(batches)
+                )
+            except Exception as error:
+                report["results"][shape]["serve"] = {"error": f"{type(error).__name__}: {error}"[:600]}
+                traceback.print_exc()
+            print(shape, "serve", report["results"][shape]["serve"], flush=True)
+        out.write_text(json.dumps(report, indent=2))
+    print_table(report)
+    return 0
+
+
+def print_table(report: dict) -> None:
+    print(f"\n{report['card']}, torch {report['torch']}, transformers {report['transformers']}")
+    for shape, rows in report["results"].items():
+        print(f"\n{shape}: tokens/s (engine step ms)")
+        for batch, row in rows.items():
+            if batch == "serve":
+                continue
+            cells = []
+            for path, result in row.items():
+                if "tokens_per_s" in result:
+                    extra = (
+                        f" ({result['decode_step_ms']:.2f}/{result['graph_step_ms']:.2f} ms)"
+                        if path == "engine"
+                        else ""
+                    )
+                    cells.append(f"{path} {result['tokens_per_s']:.0f}{extra}")
+                else:
+                    cells.append(f"{path} ERR")
+            serve = rows.get("serve", {}).get(batch, {})
+            if "tokens_per_s" in serve:
+                cells.append(f"serve {serve['tokens_per_s']:.0f}")
+            print(f"  b{batch}: " + ", ".join(cells))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

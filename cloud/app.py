@@ -1,0 +1,136 @@
+"""The cloud tier as a Ray Serve application: ``InferenceDeployment`` behind Serve's gRPC proxy.
+
+Serve routes ``/hybrid.v1.Inference/Generate`` to the method named ``Generate`` of the app's
+ingress deployment, and ``/grpc.health.v1.Health/Check`` to ``Check``: that is how Consul's
+native gRPC check reaches a cluster whose proxy has no health service of its own (see
+``hybrid.constants.CLOUD_GRPC_SERVICER_FUNCTIONS``).
+
+Build it with ``build_app(args)``: from Python (``hybrid cloud serve``), or from a Serve config
+file (``import_path: cloud.app:build_app``) where the replica settings arrive as ``HYBRID_*``
+environment variables and ``args`` may override them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from grpc_health.v1 import health_pb2
+from pydantic import ValidationError
+from ray import serve
+from ray.serve import Application
+
+from cloud.config import CloudConfigError, DeploymentSettings, ReplicaSettings
+from hybrid import constants
+from hybrid._private.grpc_server import TIMEOUT_KEY, parse_generate_request
+from hybrid.errors import HybridError
+from hybrid.protocol import request_from_proto
+from hybrid.v1 import inference_pb2 as pb
+
+log = logging.getLogger("hybrid.cloud")
+
+
+def _deadline(grpc_context) -> float | None:
+    """The caller's budget, from the metadata Hybrid clients send (the proxy drops the gRPC deadline)."""
+    if grpc_context is None:
+        return None
+    for key, value in grpc_context.invocation_metadata() or ():
+        if key == TIMEOUT_KEY:
+            try:
+                return time.monotonic() + int(value) / 1000
+            except ValueError:
+                return None
+    return None
+
+
+def _fail(grpc_context, error: HybridError) -> HybridError:
+    # Ray's proxy answers with the code and details set here; trailing metadata would be dropped
+    # for a stream that has sent nothing yet, so OverloadedError keeps its retry hint in the text.
+    if grpc_context is not None:
+        grpc_context.set_code(error.code)
+        grpc_context.set_details(error.message)
+    return error
+
+
+@serve.deployment(name=constants.CLOUD_DEPLOYMENT_NAME)
+class InferenceDeployment:
+    def __init__(self, settings: dict):
+        from cloud.engine import build_engine
+
+        self.settings = ReplicaSettings.model_validate(settings)
+        context = serve.get_replica_context()
+        unique = getattr(getattr(context, "replica_id", None), "unique_id", None) or context.replica_tag
+        self.replica_id = f"cloud-{self.settings.tier}-{self.settings.region}-{unique}"
+        self.engine = build_engine(self.settings, self.replica_id)
+        self.engine.start()
+        log.info("replica %s serving %s on %s", self.replica_id, self.engine.model_name, self.engine.model.device)
+
+    async def Generate(self, raw: bytes, grpc_context=None):
+        try:
+            request = request_from_proto(parse_generate_request(raw), _deadline(grpc_context))
+            # Every message a Serve replica streams costs a round of Ray's streaming protocol, so
+            # after the first one, chunks within stream_interval_ms of each other go out together.
+            interval_s = self.settings.stream_interval_ms / 1000
+            pending, sent_at = None, None
+            async for chunk in self.engine.generate(request):
+                pending = chunk if pending is None else pending.followed_by(chunk)
+                now = time.monotonic()
+                if sent_at is None or pending.is_last or now - sent_at >= interval_s:
+                    yield pending.to_proto()
+                    pending, sent_at = None, now
+        except HybridError as error:
+            raise _fail(grpc_context, error) from None
+
+    async def GetLoad(self, request: pb.GetLoadRequest, grpc_context=None) -> pb.LoadReport:
+        served_by = self.engine.served_by
+        return self.engine.load().to_proto(self.replica_id, self.engine.model_name, served_by.precision)
+
+    async def Check(self, request: health_pb2.HealthCheckRequest, grpc_context=None):
+        healthy = self._engine_alive() and not self.engine.load().draining
+        status = health_pb2.HealthCheckResponse.SERVING if healthy else health_pb2.HealthCheckResponse.NOT_SERVING
+        return health_pb2.HealthCheckResponse(status=status)
+
+    def stats(self) -> dict:
+        """The engine's own counters, for tests and operators (through a DeploymentHandle)."""
+        engine = self.engine
+        return {
+            "replica_id": self.replica_id,
+            "decode_steps": engine.decode_steps,
+            "rows_decoded": engine.rows_decoded,
+            "max_rows_in_step": engine.max_rows_in_step,
+            "device": str(engine.model.device),
+        }
+
+    def reset_stats(self) -> None:
+        self.engine.max_rows_in_step = 0
+
+    def _engine_alive(self) -> bool:
+        thread = self.engine._thread
+        return thread is not None and thread.is_alive()
+
+    def check_health(self) -> None:
+        # Serve replaces a replica whose health check raises: a dead engine thread is a crash.
+        if not self._engine_alive():
+            raise RuntimeError(f"the engine thread of {self.replica_id} has stopped")
+
+    def __del__(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.stop(constants.DRAIN_GRACE_S)
+
+
+def build_app(args: dict | None = None) -> Application:
+    """The Serve application. ``args``: ReplicaSettings fields (override HYBRID_* variables), plus
+    ``deployment``: DeploymentSettings fields (a Serve config file's deployment options win over these)."""
+    args = dict(args or {})
+    try:
+        deployment = DeploymentSettings.model_validate(args.pop("deployment", {}))
+        settings = ReplicaSettings.from_env_and_args(None, args)
+    except ValidationError as error:
+        raise CloudConfigError(f"the cloud tier's settings are wrong: {error}") from None
+    return InferenceDeployment.options(
+        autoscaling_config=deployment.autoscaling_config(),
+        max_ongoing_requests=deployment.max_ongoing_requests,
+        max_queued_requests=deployment.max_queued_requests,
+        ray_actor_options=deployment.ray_actor_options(),
+    ).bind(settings.model_dump())

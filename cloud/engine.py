@@ -1,0 +1,105 @@
+"""The cloud tier's engine: the full model on PyTorch under hybrid.engine's continuous batching.
+
+Running sequence ``i`` is cache slot ``i`` of StaticCacheLlama; joiners take the slots after the
+running rows, and rows that leave are compacted away. Greedy rows take the argmax computed on the
+device; rows that sample get their logits on the host and go through the same TokenSampler as the
+edge agent, so temperature, top_p and seed mean the same thing on every tier.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from cloud.config import CloudConfigError, ReplicaSettings
+from cloud.model import StaticCacheLlama
+from hybrid.engine import ContinuousBatchingEngine, Sequence
+from hybrid.metrics import ReplicaMetrics
+from hybrid.models.registry import end_token_ids, load_tokenizer, resolve_model
+from hybrid.protocol import ServedBy, Tier
+
+
+class TorchEngine(ContinuousBatchingEngine):
+    thread_name = "cloud-engine"
+
+    def __init__(self, model: StaticCacheLlama, tokenizer, **settings):
+        settings.setdefault("max_batch_size", model.max_batch)
+        if settings["max_batch_size"] > model.max_batch:
+            raise ValueError(
+                f"max_batch_size {settings['max_batch_size']} exceeds the model's {model.max_batch} cache slots"
+            )
+        settings.setdefault("max_context_tokens", model.max_context)
+        super().__init__(tokenizer, **settings)
+        self.model = model
+
+    def _pick(self, rows: list[Sequence], logits: torch.Tensor, greedy: torch.Tensor | None) -> list[int]:
+        if greedy is None:
+            greedy = logits.argmax(dim=-1)
+        picked = greedy[: len(rows)].tolist()
+        for i, seq in enumerate(rows):
+            if not seq.sampler.greedy:
+                picked[i] = seq.sampler.pick(logits[i].float().cpu().numpy())
+        return picked
+
+    def _prefill(self, joiners: list[Sequence]) -> list[int]:
+        logits = self.model.prefill([s.prompt_ids for s in joiners], first_slot=len(self.rows))
+        return self._pick(joiners, logits, None)
+
+    def _decode(self, rows: list[Sequence]) -> list[int]:
+        output = self.model.decode([s.next_token for s in rows], [s.cached for s in rows])
+        return self._pick(rows, output.logits, output.tokens)
+
+    def _keep(self, indices: list[int]) -> None:
+        # Called after self.rows was narrowed to the kept rows, in the same order as indices.
+        self.model.move_rows(indices, [s.cached + 1 for s in self.rows])
+
+
+def _device(settings: ReplicaSettings) -> torch.device:
+    if settings.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if settings.device == "cuda" and not torch.cuda.is_available():
+        raise CloudConfigError("device cuda was asked but no GPU is visible to this replica: use device auto or cpu")
+    return torch.device(settings.device)
+
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def build_engine(settings: ReplicaSettings, replica_id: str, metrics: ReplicaMetrics | None = None) -> TorchEngine:
+    """Loads the model the settings name and wraps it in a TorchEngine (not started)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    device = _device(settings)
+    precision = settings.precision if settings.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    resolved = resolve_model(settings.model)
+    tokenizer = load_tokenizer(resolved.hf_dir)
+    if settings.random_weights:
+        config = AutoConfig.from_pretrained(resolved.hf_dir)
+        with device:  # initialising on the GPU takes seconds where the CPU takes minutes for 1B weights
+            hf_model = AutoModelForCausalLM.from_config(config, dtype=_DTYPES[precision])
+        end_ids: set[int] = set()
+    else:
+        hf_model = AutoModelForCausalLM.from_pretrained(resolved.hf_dir, dtype=_DTYPES[precision])
+        end_ids = end_token_ids(resolved.hf_dir, tokenizer)
+    window = getattr(hf_model.config, "max_position_embeddings", None) or settings.max_context_tokens
+    model = StaticCacheLlama(
+        hf_model,
+        max_batch=settings.max_batch_size,
+        max_context=min(settings.max_context_tokens, window),
+        device=device,
+        dtype=_DTYPES[precision],
+    )
+    del hf_model
+    tier = Tier.parse(settings.tier)
+    label = precision + ("-random" if settings.random_weights else "")
+    return TorchEngine(
+        model,
+        tokenizer,
+        served_by=ServedBy(tier, replica_id, settings.region, label),
+        model_name=resolved.name,
+        full_precision=not settings.random_weights,
+        end_ids=end_ids,
+        metrics=metrics,
+        max_batch_size=settings.max_batch_size,
+        max_wait_ms=settings.max_wait_ms,
+        max_queued_requests=settings.max_queued_requests,
+    )

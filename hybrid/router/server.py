@@ -1,0 +1,180 @@
+"""The router's gRPC server: hybrid.v1.Inference and RouterAdmin over RouterDataPlane, thin."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import grpc
+from prometheus_client import start_http_server
+from pydantic import BaseModel, Field
+
+from hybrid import constants
+from hybrid._private.background import BackgroundLoop, serve_until_signalled
+from hybrid._private.grpc_server import INFERENCE_SERVICE, ServerShell, inference_handler
+from hybrid.discovery import DISCOVERY_SPEC_HELP
+from hybrid.errors import HybridError
+from hybrid.protocol import Tier, request_from_proto
+from hybrid.router.dataplane import RouterDataPlane
+from hybrid.router.view import ReplicaView, source_from_spec
+from hybrid.routing import ReplicaState
+from hybrid.v1 import inference_pb2 as pb
+from hybrid.v1 import router_admin_pb2 as admin_pb
+from hybrid.v1 import router_admin_pb2_grpc as admin_grpc
+
+log = logging.getLogger("hybrid.router")
+
+ROUTER_ADMIN_SERVICE = "hybrid.v1.RouterAdmin"
+
+
+class RouterConfig(BaseModel):
+    host: str = Field(default=constants.DEFAULT_HOST, description="Address the gRPC server binds.")
+    port: int = Field(default=constants.DEFAULT_ROUTER_PORT, ge=0, le=65535, description="gRPC port; 0 picks one.")
+    discovery: str = Field(description=f"Where replicas are found: {DISCOVERY_SPEC_HELP} (not none).")
+    http_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Port of the OpenAI-compatible HTTP front; None turns it off."
+    )
+    metrics_port: int | None = Field(default=None, ge=0, le=65535, description="Prometheus /metrics port.")
+    poll_interval_s: float = Field(
+        default=constants.ROUTER_LOAD_POLL_S, gt=0, description="How often every replica's load is polled."
+    )
+    drain_grace_s: float = Field(default=constants.DRAIN_GRACE_S, ge=0, description="Streams' time to finish on stop.")
+
+
+def replica_message(state: ReplicaState, ejected: bool) -> admin_pb.Replica:
+    record = state.record
+    return admin_pb.Replica(
+        replica_id=record.id,
+        address=f"{record.address}:{record.port}",
+        tier=int(Tier.parse(record.tier)),
+        model=record.model,
+        precision=record.precision,
+        region=record.region,
+        zone=record.zone,
+        capacity=record.capacity,
+        cost_per_hour=record.cost_per_hour,
+        outstanding=state.outstanding,
+        queue_depth=state.queue_depth,
+        rtt_ms=state.rtt_ms or 0.0,
+        ejected=ejected,
+    )
+
+
+class RouterServicer(admin_grpc.RouterAdminServicer):
+    def __init__(self, dataplane: RouterDataPlane):
+        self.dataplane = dataplane
+
+    async def Generate(self, message: pb.GenerateRequest, context: grpc.aio.ServicerContext):
+        remaining = context.time_remaining()
+        request = request_from_proto(message, None if remaining is None else time.monotonic() + remaining)
+        async for response in self.dataplane.generate(request, message):
+            yield response
+
+    async def GetLoad(self, message: pb.GetLoadRequest, context: grpc.aio.ServicerContext) -> pb.LoadReport:
+        return self.dataplane.load()
+
+    async def ListReplicas(self, message, context) -> admin_pb.ListReplicasResponse:
+        self.dataplane.view.refresh()
+        outliers = self.dataplane.policy.outliers
+        return admin_pb.ListReplicasResponse(
+            replicas=[replica_message(r, outliers.ejected(r)) for r in self.dataplane.view.replicas()]
+        )
+
+    async def Explain(self, message: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> admin_pb.ExplainResponse:
+        remaining = context.time_remaining()
+        try:
+            request = request_from_proto(message, None if remaining is None else time.monotonic() + remaining)
+        except HybridError as error:
+            await context.abort(error.code, error.message)
+        self.dataplane.view.refresh()
+        decision = self.dataplane.explain(request)
+        reply = admin_pb.ExplainResponse(
+            request_class=decision.request_class.value,
+            tier_order=[int(t) for t in decision.tier_order],
+            reasons=decision.reasons,
+        )
+        if decision.chosen is not None:
+            reply.chosen.CopyFrom(replica_message(decision.chosen, False))
+        return reply
+
+
+class Router:
+    """``start`` serves, ``stop`` drains. Build it inside the event loop it will run on."""
+
+    def __init__(self, config: RouterConfig):
+        self.config = config
+        self.view = ReplicaView(source_from_spec(config.discovery), config.poll_interval_s)
+        self.dataplane = RouterDataPlane(self.view)
+        self.shell = ServerShell(config.host, config.port, [INFERENCE_SERVICE, ROUTER_ADMIN_SERVICE])
+        self.address = self.shell.address
+        servicer = RouterServicer(self.dataplane)
+        self.shell.server.add_generic_rpc_handlers((inference_handler(servicer.Generate, servicer.GetLoad),))
+        admin_grpc.add_RouterAdminServicer_to_server(servicer, self.shell.server)
+        self.http_address: str | None = None
+        self.metrics_address: str | None = None
+        self._http = None
+        self._metrics_server = None
+        self._metrics_task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self.view.start()
+        await self.view.poll_once()
+        await self.shell.start()
+        if self.config.metrics_port is not None:
+            self._metrics_server, _ = start_http_server(
+                self.config.metrics_port, self.config.host, registry=self.dataplane.metrics.registry
+            )
+            self.metrics_address = f"{self.config.host}:{self._metrics_server.server_port}"
+        if self.config.http_port is not None:
+            from hybrid.router.openai import OpenAIFront
+
+            self._http = OpenAIFront(self.dataplane, self.config.host, self.config.http_port)
+            await self._http.start()
+            self.http_address = self._http.address
+        self._metrics_task = asyncio.ensure_future(self._observe())
+        tiers = {r.record.tier for r in self.view.replicas()}
+        log.info(
+            "router ready on %s (%d replicas: %s; discovery %s%s)",
+            self.address,
+            len(self.view.states),
+            ", ".join(sorted(tiers)) or "none yet",
+            self.config.discovery,
+            f"; OpenAI front on http://{self.http_address}" if self.http_address else "",
+        )
+
+    async def _observe(self) -> None:
+        while True:
+            self.dataplane.observe_discovery()
+            await asyncio.sleep(1.0)
+
+    async def stop(self) -> None:
+        await self.shell.set_not_serving()
+        if self._http is not None:
+            await self._http.stop()
+        await self.shell.stop(self.config.drain_grace_s)
+        if self._metrics_task is not None:
+            self._metrics_task.cancel()
+        await self.view.close()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+        log.info("router stopped")
+
+
+async def serve_forever(config: RouterConfig) -> None:
+    """Runs the router until SIGINT or SIGTERM, then drains and exits."""
+    await serve_until_signalled(Router(config))
+
+
+class BackgroundRouter(BackgroundLoop):
+    """A router on its own event loop thread: for tests, benchmarks and `hybrid up`."""
+
+    def __init__(self, config: RouterConfig):
+        super().__init__("router-loop")
+        self.router: Router = self.start_server(Router, config)
+        self.address = self.router.address
+        self.http_address = self.router.http_address
+
+    def stop(self) -> None:
+        self.call(self.router.stop())
+        self.close()
