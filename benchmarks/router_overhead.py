@@ -104,6 +104,12 @@ async def open_loop(target: str, rate: float, seconds: float, seed: int) -> list
     return latencies
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -162,15 +168,21 @@ def main() -> int:
         results = {}
         for rate in [float(r) for r in args.rates.split(",")]:
             runs = {"direct": [], "routed": []}
+            router_cpu_s = 0.0
             for round_ in range(args.rounds):
                 for name, target in (("direct", direct), ("routed", routed)):
+                    before = cpu_seconds(router.pid)
                     runs[name] += asyncio.run(open_loop(target, rate, args.seconds, seed=round_))
+                    if name == "routed":
+                        router_cpu_s += cpu_seconds(router.pid) - before
             direct_s, routed_s = summarize(runs["direct"]), summarize(runs["routed"])
             results[str(int(rate))] = {
                 "direct": direct_s,
                 "routed": routed_s,
                 "added_p50_ms": routed_s["p50_ms"] - direct_s["p50_ms"],
                 "added_p99_ms": routed_s["p99_ms"] - direct_s["p99_ms"],
+                # The router's own CPU per routed request: what bounds its rate on one core.
+                "router_cpu_ms_per_request": 1000 * router_cpu_s / max(1, routed_s["sent"]),
             }
             print(f"{rate:.0f}/s", json.dumps(results[str(int(rate))]), flush=True)
     finally:
@@ -186,12 +198,13 @@ def main() -> int:
         "results": results,
     }
     Path(args.out).write_text(json.dumps(report, indent=2))
-    print("\nrate  direct p50/p99 ms  routed p50/p99 ms  added p50/p99 ms  failed")
+    print("\nrate  direct p50/p99 ms  routed p50/p99 ms  added p50/p99 ms  failed  router CPU ms/request")
     for rate, r in results.items():
         print(
             f"{rate:>4}  {r['direct']['p50_ms']:6.2f} / {r['direct']['p99_ms']:6.2f}   "
             f"{r['routed']['p50_ms']:6.2f} / {r['routed']['p99_ms']:6.2f}   "
             f"{r['added_p50_ms']:6.2f} / {r['added_p99_ms']:6.2f}   {r['direct']['failed'] + r['routed']['failed']}"
+            f"       {r['router_cpu_ms_per_request']:.2f}"
         )
     return 0
 

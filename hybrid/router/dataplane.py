@@ -131,7 +131,6 @@ class RouterDataPlane:
         self, request: GenerationRequest, message: pb.GenerateRequest
     ) -> AsyncIterator[pb.GenerateResponse]:
         """Streams the answer from the replica the policy picks. Raises HybridError subclasses."""
-        self.view.refresh()
         self._check_model(request)
         self.policy.observe(request)
         tried: set[str] = set()
