@@ -84,6 +84,8 @@ ROUTER_LOAD_POLL_S = 0.5
 ROUTER_LOAD_TIMEOUT_S = 2.0
 # Replicas one request may be sent to: it is resent only when a replica fails before its first token.
 ROUTER_MAX_ATTEMPTS = 3
+# How long a starting router waits for discovery's first answer before it serves anyway.
+ROUTER_DISCOVERY_WAIT_S = 10.0
 DEFAULT_ROUTER_HTTP_PORT = 8080
 
 # --- Routing (DESIGN "Tiers and routing") ---

@@ -134,14 +134,14 @@ class RouterDataPlane:
         self._check_model(request)
         self.policy.observe(request)
         tried: set[str] = set()
-        last_error = ""
+        last_error, last_code = "", None
         for attempt in range(self.max_attempts):
             decision = self.policy.choose(request, self.view.replicas(), exclude=frozenset(tried))
             request_class = decision.request_class.value
             state = decision.chosen
             if state is None:
                 self.metrics.requests.labels("none", request_class, "refused").inc()
-                if tried:
+                if tried and last_code != grpc.StatusCode.RESOURCE_EXHAUSTED:
                     raise UnavailableError(f"every replica tried failed before answering (last: {last_error}); retry")
                 raise OverloadedError("no tier has room for this request within its deadline", decision.retry_after_ms)
             first_choice = decision.tier_order[0].name.lower()
@@ -156,7 +156,7 @@ class RouterDataPlane:
                     yield response
                 return
             except ReplicaFailed as error:
-                last_error = f"{state.record.id}: {error.code.name}: {error.message}"
+                last_error, last_code = f"{state.record.id}: {error.code.name}: {error.message}", error.code
                 if streamed or error.code in _CALLER_CODES:
                     raise
                 tried.add(state.record.id)

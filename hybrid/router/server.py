@@ -118,6 +118,11 @@ class Router:
         self._metrics_task: asyncio.Task | None = None
 
     async def start(self) -> None:
+        # Requests that arrive before discovery's first answer would find no replica at all.
+        if not await asyncio.to_thread(self.view.source.wait_ready, constants.ROUTER_DISCOVERY_WAIT_S):
+            log.warning(
+                "discovery %s has not answered yet; serving with an empty view until it does", self.config.discovery
+            )
         self.view.start()
         await self.view.poll_once()
         await self.shell.start()

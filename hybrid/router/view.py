@@ -34,6 +34,10 @@ class DiscoverySource(Protocol):
 
     def staleness_s(self) -> float: ...
 
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Waits (bounded) for the first answer; False when none came in time."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -68,6 +72,9 @@ class StaticSource:
     def staleness_s(self) -> float:
         return time.monotonic() - self._read_at
 
+    def wait_ready(self, timeout_s: float) -> bool:
+        return True  # a missing file is an empty view, known at once
+
     def close(self) -> None:
         pass
 
@@ -87,6 +94,14 @@ class ConsulSource:
 
     def staleness_s(self) -> float:
         return self.watcher.staleness_s()
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while self.watcher.staleness_s() == float("inf"):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def close(self) -> None:
         self.watcher.stop()
