@@ -318,6 +318,63 @@ def _stop_cloud_tiers(tiers: list) -> None:
     shutdown_serve()
 
 
+def _class_mix(text: str) -> dict[str, float]:
+    """'REALTIME=0.3,INTERACTIVE=0.5,BATCH=0.2' as a dict."""
+    mix = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"--mix takes CLASS=FRACTION pairs separated by commas, e.g. REALTIME=0.3; got {part!r}")
+        mix[name.strip().upper()] = float(value)
+    return mix
+
+
+def cmd_bench_overload(args: argparse.Namespace) -> int:
+    """The overload scenario (issue 5): the same burst against round-robin and against the router."""
+    import shlex
+
+    import yaml
+
+    from hybrid.bench.overload import OverloadConfig, run_overload
+    from hybrid.bench.report import markdown
+    from hybrid.bench.workload import WorkloadConfig
+
+    console = _console()
+    fields = yaml.safe_load(Path(args.workload).read_text()) if args.workload else {}
+    if args.steady_rps is not None:
+        fields["steady_rps"] = args.steady_rps
+    if args.burst_x is not None:
+        fields["burst_multiplier"] = args.burst_x
+    if args.seconds is not None:
+        # The whole run in three equal phases: steady, burst, steady again.
+        fields.update(steady_s=args.seconds / 3, burst_s=args.seconds / 3, recovery_s=args.seconds / 3)
+    for name in ("steady_s", "burst_s", "recovery_s", "seed"):
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
+    if args.mix:
+        fields["class_mix"] = _class_mix(args.mix)
+    if args.max_new_tokens is not None:
+        low = min(WorkloadConfig.model_fields["max_new_tokens"].default[0], args.max_new_tokens)
+        fields["max_new_tokens"] = (low, args.max_new_tokens)
+    config = OverloadConfig(
+        workload=WorkloadConfig(**fields),
+        out=Path(args.out),
+        configurations=args.only or ["baseline", "router"],
+        artifact=Path(args.artifact) if args.artifact else None,
+        edge_agents=args.edge_agents,
+        cloud=not args.no_cloud,
+        cloud_port=args.cloud_port,
+        cooldown_s=args.cooldown_s,
+        plots=not args.no_plots,
+    )
+    # The command line, for the report, when this process is the `hybrid` command (not a test calling main()).
+    command = shlex.join(["hybrid", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("hybrid", "cli.py") else ""
+    report = run_overload(config, say=console.log, command=command)
+    console.print(markdown(report), markup=False, highlight=False)
+    print(config.out / "report.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hybrid", description="Edge-and-cloud LLM inference.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -458,6 +515,36 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--max-new-tokens", type=int, default=64)
     up.add_argument("--once", action="store_true", help="stop after answering --prompt")
     up.set_defaults(func=cmd_up)
+
+    bench = commands.add_parser("bench", help="load generation and benchmark reports").add_subparsers(
+        dest="bench_command", required=True
+    )
+    overload = bench.add_parser(
+        "overload", help="the same burst against plain round-robin and the hybrid router, with a report"
+    )
+    overload.add_argument("--steady-rps", type=float, default=None, help="requests a second outside the burst")
+    overload.add_argument(
+        "--burst-x", type=float, default=None, help="the burst's rate as a multiple of the steady one"
+    )
+    overload.add_argument(
+        "--seconds", type=float, default=None, help="whole run, split in thirds: steady, burst, steady"
+    )
+    overload.add_argument("--steady-s", type=float, default=None, help="steady phase before the burst")
+    overload.add_argument("--burst-s", type=float, default=None)
+    overload.add_argument("--recovery-s", type=float, default=None, help="steady phase after the burst")
+    overload.add_argument("--mix", default="", help="class mix, e.g. REALTIME=0.3,INTERACTIVE=0.5,BATCH=0.2")
+    overload.add_argument("--max-new-tokens", type=int, default=None, help="longest answer asked for")
+    overload.add_argument("--seed", type=int, default=None)
+    overload.add_argument("--workload", default="", help="YAML file of WorkloadConfig fields; flags override it")
+    overload.add_argument("--out", default="bench-overload", help="folder for report.json, report.md and the plots")
+    overload.add_argument("--only", action="append", choices=["baseline", "router"], help="run only this configuration")
+    overload.add_argument("--artifact", default="", help="edge artifact folder; default: the int8 one, built once")
+    overload.add_argument("--edge-agents", type=int, default=1)
+    overload.add_argument("--no-cloud", action="store_true", help="edge agents only (no Ray)")
+    overload.add_argument("--cloud-port", type=int, default=0, help="Serve's gRPC proxy port; 0 picks one")
+    overload.add_argument("--cooldown-s", type=float, default=constants.BENCH_COOLDOWN_S)
+    overload.add_argument("--no-plots", action="store_true")
+    overload.set_defaults(func=cmd_bench_overload)
     return parser
 
 

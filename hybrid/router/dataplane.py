@@ -27,13 +27,14 @@ log = logging.getLogger("hybrid.router")
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 # Answers that say the request itself is wrong or over: another replica would answer the same.
+# CANCELLED is not one: a caller that hangs up cancels this coroutine; a CANCELLED status comes
+# from a replica that is going away (its server stopped mid-call), so another one may serve.
 _CALLER_CODES = frozenset(
     {
         grpc.StatusCode.INVALID_ARGUMENT,
         grpc.StatusCode.NOT_FOUND,
         grpc.StatusCode.FAILED_PRECONDITION,
         grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.CANCELLED,
         grpc.StatusCode.OUT_OF_RANGE,
     }
 )

@@ -93,15 +93,9 @@ def test_malformed_bytes_are_invalid_argument_not_unknown(serve_cluster, private
     assert "not a valid hybrid.v1.GenerateRequest" in error.details()
 
 
-def test_backpressure_is_resource_exhausted(serve_cluster):
-    """Past the replica's own queue and Serve's queue, callers get RESOURCE_EXHAUSTED, never a hang."""
-    app = serve_cluster.deploy(
-        "tight",
-        max_batch_size=1,
-        max_queued_requests=1,
-        deployment=DeploymentSettings(num_gpus=0, num_cpus=0, max_ongoing_requests=3, max_queued_requests=1),
-    )
-    with HybridClient(serve_cluster.address, application=app) as client:
+def burst(address: str, app: str, count: int) -> list:
+    """``count`` concurrent long requests; each outcome is a Completion or the RequestFailed."""
+    with HybridClient(address, application=app) as client:
 
         def ask():
             try:
@@ -109,17 +103,43 @@ def test_backpressure_is_resource_exhausted(serve_cluster):
             except RequestFailed as failure:
                 return failure
 
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            outcomes = list(pool.map(lambda _: ask(), range(8)))
-        refused = [o for o in outcomes if isinstance(o, RequestFailed)]
-        assert refused, "8 requests against 1 running + 1 + 1 queued places were all accepted"
-        assert {r.code for r in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}, [str(r) for r in refused]
-        # Both bounds answer: Serve's own queue, and the replica's, which names when to retry.
-        assert any("backpressure" in r.details for r in refused), [r.details for r in refused]
-        assert any(r.retry_after_ms for r in refused), [r.details for r in refused]
-        assert len(refused) < len(outcomes), "no request was served at all"
+        with concurrent.futures.ThreadPoolExecutor(count) as pool:
+            outcomes = list(pool.map(lambda _: ask(), range(count)))
         assert client.complete(prompt="Hello", max_new_tokens=2).token_ids, "the tier must serve once the burst is over"
+    return outcomes
+
+
+@pytest.mark.parametrize(
+    ("bound", "replica", "deployment", "says"),
+    [
+        # The replica's own queue: Serve passes all 8 on, the engine takes 1 and queues 1.
+        (
+            "replica queue",
+            dict(max_batch_size=1, max_queued_requests=1),
+            dict(max_ongoing_requests=16, max_queued_requests=16),
+            "retry after",
+        ),
+        # Serve's queue: one request on the replica, one waiting in Serve, the rest dropped by Serve.
+        (
+            "Serve queue",
+            dict(max_batch_size=2, max_queued_requests=8),
+            dict(max_ongoing_requests=1, max_queued_requests=1),
+            "backpressure",
+        ),
+    ],
+)
+def test_backpressure_is_resource_exhausted(serve_cluster, bound, replica, deployment, says):
+    """Past either queue bound, callers get RESOURCE_EXHAUSTED at once, never a hang."""
+    app = serve_cluster.deploy("tight", deployment=DeploymentSettings(num_gpus=0, num_cpus=0, **deployment), **replica)
+    outcomes = burst(serve_cluster.address, app, 8)
     serve_cluster.delete(app)  # frees its replica's memory for the rest of the session
+    refused = [o for o in outcomes if isinstance(o, RequestFailed)]
+    assert refused, f"8 requests against the {bound} bound were all accepted"
+    assert {r.code for r in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}, [str(r) for r in refused]
+    assert all(says in r.details for r in refused), [r.details for r in refused]
+    if bound == "replica queue":
+        assert all(r.retry_after_ms for r in refused), "the replica's refusal names when to retry"
+    assert len(refused) < len(outcomes), "no request was served at all"
 
 
 def test_a_killed_replica_fails_its_streams_and_serve_replaces_it(serve_cluster):

@@ -8,6 +8,7 @@ stub — the same test runs on both).
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
 
 import grpc
@@ -112,6 +113,7 @@ def test_killing_the_edge_mid_load_moves_realtime_to_the_cloud(cloud_apps, int8_
     edge = start_agent(int8_artifact, tmp_path, discovery=spec)
     router = start_router(spec)
     outcomes: list[tuple[str, object]] = []
+    served_on_edge = threading.Event()
 
     def one(i: int):
         streamed = False
@@ -121,6 +123,8 @@ def test_killing_the_edge_mid_load_moves_realtime_to_the_cloud(cloud_apps, int8_
                 for chunk in client.stream(prompt=f"Count to {i}.", max_new_tokens=8, priority="realtime"):
                     streamed = True
                     answer = chunk
+                if served_tier(answer) == "edge":
+                    served_on_edge.set()
                 return ("ok", served_tier(answer))
         except RequestFailed as failure:
             return ("failed after a token" if streamed else "failed before a token", failure)
@@ -128,7 +132,8 @@ def test_killing_the_edge_mid_load_moves_realtime_to_the_cloud(cloud_apps, int8_
     try:
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             futures = [pool.submit(one, i) for i in range(6)]
-            time.sleep(1.0)
+            # Mid-load: the edge has answered at least once and more requests are in flight.
+            assert served_on_edge.wait(timeout=60), "no REALTIME request was served on the edge before the kill"
             kill(edge)
             futures += [pool.submit(one, i) for i in range(6, 14)]
             outcomes = [f.result() for f in futures]

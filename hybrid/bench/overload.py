@@ -1,0 +1,324 @@
+"""`hybrid bench overload`: the same burst against plain round-robin and against the hybrid router.
+
+On this machine it starts:
+
+* the edge agent(s), on the int8 artifact (built once and cached, as `hybrid up` does);
+* the cloud tier's private and public Serve applications on local Ray, behind one Serve gRPC
+  proxy (or on the cluster already running in this process, e.g. a test session's);
+* one WAN proxy (``hybrid.bench.wan``) in front of each replica, with that tier's round trip;
+* the router, on static discovery listing the replicas at their WAN proxies' addresses;
+* the baseline (``hybrid.bench.baseline``): round-robin over the very same proxied replicas.
+
+Then it sends one schedule (``hybrid.bench.workload``) open-loop to each configuration in turn,
+with a pause between them, and writes the report (``hybrid.bench.report``) into ``out``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from hybrid import constants
+from hybrid.bench.loadgen import Record, RunResult, run_open_loop
+from hybrid.bench.report import TierCost, write_report
+from hybrid.bench.workload import Arrival, WorkloadConfig, schedule
+from hybrid.discovery import ReplicaRecord
+
+log = logging.getLogger("hybrid.bench")
+
+CONFIGURATIONS = ("baseline", "router")
+
+
+class OverloadConfig(BaseModel):
+    workload: WorkloadConfig = Field(default_factory=WorkloadConfig)
+    out: Path = Field(default=Path("bench-overload"), description="Folder the report is written to.")
+    configurations: list[Literal["baseline", "router"]] = Field(
+        default_factory=lambda: list(CONFIGURATIONS), description="Which configurations run, in this order."
+    )
+    artifact: Path | None = Field(default=None, description="Edge artifact; default: the int8 one, built once.")
+    edge_agents: int = Field(default=1, ge=1, le=8, description="Edge agents, each behind its own WAN proxy.")
+    edge_max_batch_size: int = Field(default=constants.MAX_BATCH_SIZE, ge=1, le=256)
+    cloud: bool = Field(default=True, description="Start the cloud tier (private and public) on local Ray.")
+    cloud_port: int = Field(default=0, ge=0, le=65535, description="Serve's gRPC proxy port; 0 picks a free one.")
+    cloud_max_batch_size: int = Field(default=constants.MAX_BATCH_SIZE, ge=1, le=1024)
+    ray_cpus: int | None = Field(default=None, ge=1, description="CPUs of the local Ray cluster started here.")
+    rtt_ms: dict[str, float] = Field(
+        default_factory=lambda: {
+            "edge": constants.BENCH_EDGE_RTT_MS,
+            "private": constants.BENCH_PRIVATE_RTT_MS,
+            "public": constants.BENCH_PUBLIC_RTT_MS,
+        },
+        description="Emulated round trip to each tier, ms.",
+    )
+    cost_per_hour: dict[str, float] = Field(
+        default_factory=lambda: {
+            "edge": constants.BENCH_EDGE_COST_PER_HOUR,
+            "private": constants.BENCH_PRIVATE_COST_PER_HOUR,
+            "public": constants.BENCH_PUBLIC_COST_PER_HOUR,
+        },
+        description="Price of one replica of each tier per hour, dollars.",
+    )
+    cooldown_s: float = Field(default=constants.BENCH_COOLDOWN_S, ge=0, description="Pause between configurations.")
+    chat: bool = Field(default=True, description="Send prompts as a chat message (else as raw prompts).")
+    plots: bool = True
+    progress: bool = True
+
+    @field_validator("rtt_ms", "cost_per_hour")
+    @classmethod
+    def _per_tier(cls, values: dict[str, float]) -> dict[str, float]:
+        tiers = ("edge", "private", "public")
+        unknown = sorted(set(values) - set(tiers))
+        if unknown:
+            raise ValueError(f"unknown tier(s) {', '.join(unknown)}: use edge, private and public")
+        missing = [t for t in tiers if t not in values]
+        if missing:
+            raise ValueError(f"give a value for every tier; missing: {', '.join(missing)}")
+        if any(v < 0 for v in values.values()):
+            raise ValueError("values must be 0 or more")
+        return values
+
+    @field_validator("configurations")
+    @classmethod
+    def _some(cls, names: list[str]) -> list[str]:
+        if not names or len(set(names)) != len(names):
+            raise ValueError("name each configuration once: baseline, router or both")
+        return names
+
+
+class BenchStack:
+    """Everything the bench sends to, started on this machine; ``stop`` tears down what ``start`` started."""
+
+    def __init__(self, config: OverloadConfig, say=None):
+        self.config = config
+        self.say = say or (lambda message: log.info("%s", message))
+        self.records: list[ReplicaRecord] = []  # as the router and the baseline see them: at the WAN proxies
+        self.tier_costs: dict[str, TierCost] = {}
+        self.router_address = ""
+        self.baseline_address = ""
+        self._stoppers: list = []
+        self._folder = Path(tempfile.mkdtemp(prefix="hybrid-bench-"))
+
+    def __enter__(self) -> BenchStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _artifact(self) -> Path:
+        if self.config.artifact is not None:
+            return self.config.artifact
+        from hybrid.models.export import export_artifact
+
+        self.say("building the int8 edge artifact (cached after the first run)")
+        folder, _ = export_artifact(precision="int8", progress=self.say)
+        return folder
+
+    def start(self) -> None:
+        from edge_agent.config import EdgeAgentConfig
+        from edge_agent.server import BackgroundEdgeAgent
+        from hybrid.bench.wan import BackgroundDelayProxies
+
+        config = self.config
+        self._stoppers.append(lambda: shutil.rmtree(self._folder, ignore_errors=True))
+        wan = BackgroundDelayProxies()
+        self._stoppers.append(wan.stop)
+        artifact = self._artifact()
+        direct: list[ReplicaRecord] = []
+        for index in range(config.edge_agents):
+            self.say(f"starting edge agent {index + 1} of {config.edge_agents}")
+            agent = BackgroundEdgeAgent(
+                EdgeAgentConfig(
+                    artifact=artifact,
+                    port=0,
+                    region="bench-edge",
+                    replica_id=f"bench-edge-{index}",
+                    discovery="none",
+                    max_batch_size=config.edge_max_batch_size,
+                    cost_per_hour=config.cost_per_hour["edge"],
+                )
+            )
+            self._stoppers.append(agent.stop)
+            direct.append(agent.agent.record())
+        self.tier_costs["edge"] = TierCost(config.edge_agents, config.cost_per_hour["edge"])
+        if config.cloud:
+            direct += self._start_cloud()
+        for record in direct:
+            address = wan.add(f"{record.address}:{record.port}", config.rtt_ms[record.tier], name=record.id)
+            host, port = address.rsplit(":", 1)
+            self.records.append(record.model_copy(update={"address": host, "port": int(port)}))
+        self.say(
+            "WAN proxies: "
+            + ", ".join(f"{r.id} {r.tier} {config.rtt_ms[r.tier]:.0f} ms at {r.address}:{r.port}" for r in self.records)
+        )
+        self._warm_up()
+        if "router" in config.configurations:
+            self._start_router()
+        if "baseline" in config.configurations:
+            from hybrid.bench.baseline import BackgroundBaseline, BaselineConfig
+
+            baseline = BackgroundBaseline(BaselineConfig(port=0, replicas=self.records))
+            self._stoppers.append(baseline.stop)
+            self.baseline_address = baseline.address
+
+    def _start_cloud(self) -> list[ReplicaRecord]:
+        try:
+            import ray
+        except ImportError:
+            raise ValueError(
+                "the cloud tier needs Ray: pip install 'hybrid-inference[cloud]', or pass --no-cloud for edge only"
+            ) from None
+
+        from cloud.config import DeploymentSettings, ReplicaSettings
+        from cloud.server import CloudTier, free_port, shutdown_serve
+
+        config = self.config
+        if not ray.is_initialized():
+            self._stoppers.append(shutdown_serve)  # we start Ray, so we stop it; a cluster we joined goes on
+        port = config.cloud_port or free_port()
+        records = []
+        for kind in ("private", "public"):
+            self.say(f"starting the cloud tier's {kind} application on local Ray (first start ~30 s)")
+            deployment = DeploymentSettings(
+                num_cpus=0,  # on a small machine the replicas share the cores with the edge agents
+                max_ongoing_requests=config.cloud_max_batch_size,
+                target_ongoing_requests=max(1.0, config.cloud_max_batch_size / 2),
+            )
+            tier = CloudTier(
+                ReplicaSettings(tier=kind, region=f"bench-{kind}", max_batch_size=config.cloud_max_batch_size),
+                deployment,
+                port=port,
+                discovery="none",
+                cost_per_hour=config.cost_per_hour[kind],
+                app_name=f"bench-{kind}",
+                num_cpus=config.ray_cpus,
+            )
+            tier.start()
+            self._stoppers.append(tier.stop)
+            records.append(tier.record())
+            self.tier_costs[kind] = TierCost(tier.deployment.max_replicas, config.cost_per_hour[kind])
+        return records
+
+    def _start_router(self) -> None:
+        from hybrid.discovery import StaticFileRegistry
+        from hybrid.router.server import BackgroundRouter, RouterConfig
+
+        discovery = self._folder / "discovery.yaml"
+        registry = StaticFileRegistry(discovery)
+        for record in self.records:
+            registry.register(record)
+        router = BackgroundRouter(RouterConfig(port=0, discovery=f"static:{discovery}"))
+        self._stoppers.append(router.stop)
+        self.router_address = router.address
+        time.sleep(3 * router.router.config.poll_interval_s)  # a few load polls: RTTs measured through the proxies
+
+    def _warm_up(self) -> None:
+        """One short answer from every replica (through its proxy) before anything is measured."""
+        from hybrid.client import AsyncHybridClient
+
+        async def one(record: ReplicaRecord) -> None:
+            async with AsyncHybridClient(
+                f"{record.address}:{record.port}", timeout_s=180, application=record.application or None
+            ) as client:
+                await client.complete(messages=[{"role": "user", "content": "Say hi."}], max_new_tokens=2)
+
+        async def all_of_them() -> None:
+            await asyncio.gather(*(one(r) for r in self.records))
+
+        self.say("warming up every replica")
+        asyncio.run(all_of_them())
+
+    def target(self, name: str) -> str:
+        return self.router_address if name == "router" else self.baseline_address
+
+    def stop(self) -> None:
+        while self._stoppers:
+            stopper = self._stoppers.pop()
+            try:
+                stopper()
+            except Exception as error:  # tear down the rest all the same
+                log.warning("stopping a part of the bench stack failed: %s", error)
+
+
+def _run_with_progress(target: str, arrivals: list[Arrival], name: str, chat: bool, show: bool) -> RunResult:
+    if not show:
+        return asyncio.run(run_open_loop(target, arrivals, name, chat))
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    failed = 0
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+    ) as progress:
+        sent = progress.add_task(f"{name}: sent", total=len(arrivals), note="")
+        done = progress.add_task(f"{name}: answered", total=len(arrivals), note="")
+
+        def on_done(record: Record) -> None:
+            nonlocal failed
+            failed += not record.ok
+            progress.update(done, advance=1, note=f"failed {failed}")
+
+        return asyncio.run(
+            run_open_loop(target, arrivals, name, chat, on_sent=lambda _: progress.advance(sent), on_done=on_done)
+        )
+
+
+def run_overload(config: OverloadConfig, say=None, command: str = "") -> dict:
+    """Starts the stack, runs the schedule against each configuration, writes and returns the report.
+
+    ``command`` is recorded in the report as the command line that produced it."""
+    say = say or (lambda message: log.info("%s", message))
+    if config.plots:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            # Said before anything starts, not after a long run.
+            raise ValueError(
+                "the plots need matplotlib: pip install 'hybrid-inference[bench]' (or matplotlib), or pass --no-plots"
+            ) from None
+    arrivals = schedule(config.workload)
+    say(
+        f"workload: {len(arrivals)} requests over {config.workload.duration_s:.0f} s "
+        f"({config.workload.steady_rps:g}/s steady, x{config.workload.burst_multiplier:g} burst)"
+    )
+    runs: list[RunResult] = []
+    started = time.time()
+    with BenchStack(config, say) as stack:
+        for index, name in enumerate(config.configurations):
+            if index and config.cooldown_s:
+                say(f"cooling down {config.cooldown_s:.0f} s")
+                time.sleep(config.cooldown_s)
+            say(f"running the schedule against the {name} at {stack.target(name)}")
+            runs.append(_run_with_progress(stack.target(name), arrivals, name, config.chat, config.progress))
+        tiers = dict(stack.tier_costs)
+        replicas = [r.model_dump() for r in stack.records]
+    meta = {
+        "command": command,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "started_at": started,
+        "replicas": replicas,
+        "rtt_ms": config.rtt_ms,
+        "arrivals": len(arrivals),
+    }
+    report = write_report(runs, tiers, config.out, config.workload, meta, plots=config.plots)
+    say(f"report written to {config.out}/report.json, report.md and the plots")
+    return report

@@ -1,0 +1,70 @@
+"""`hybrid bench overload` end to end, and its command line's refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hybrid.cli import main
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--mix", "REALTIME=0.5,INTERACTIVE=0.2"], "sum to 1"),
+        (["--mix", "REALTIME"], "CLASS=FRACTION"),
+        (["--steady-rps", "0"], "greater than 0"),
+        (["--max-new-tokens", "0"], "at least 1 token"),
+    ],
+)
+def test_a_wrong_workload_is_refused_before_anything_starts(flags, says, tmp_path, capsys):
+    assert main(["bench", "overload", "--no-cloud", "--out", str(tmp_path), *flags]) == 2
+    assert says in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_bench_smoke_accounts_for_every_request(serve_cluster, int8_artifact, tmp_path):
+    """A few seconds of the overload bench on the whole stack: every request sent ends in the report."""
+    out = tmp_path / "report"
+    code = main(
+        [
+            "bench",
+            "overload",
+            "--seconds", "6",
+            "--steady-rps", "1",
+            "--burst-x", "3",
+            "--max-new-tokens", "4",
+            "--cooldown-s", "1",
+            "--artifact", str(int8_artifact),
+            "--cloud-port", str(serve_cluster.port),
+            "--out", str(out),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    arrivals = report["meta"]["arrivals"]
+    assert arrivals > 0
+    assert {r["tier"] for r in report["meta"]["replicas"]} == {"edge", "private", "public"}
+    assert list(report["configurations"]) == ["baseline", "router"]
+    stored = {run["name"]: run["records"] for run in json.loads((out / "records.json").read_text())}
+    for name, summary in report["configurations"].items():
+        whole = summary["all"]
+        assert whole["sent"] == arrivals == whole["succeeded"] + whole["failed"]
+        assert sum(whole["failed_by_code"].values()) == whole["failed"]
+        assert set(summary["classes"]) == {"REALTIME", "INTERACTIVE", "BATCH"}
+        assert sum(c["sent"] for c in summary["classes"].values()) == arrivals
+        for figures in summary["classes"].values():
+            assert figures["sent"] == figures["succeeded"] + figures["failed"]
+            assert set(figures["ttft_ms"]) == set(figures["latency_ms"]) == {"p50", "p95", "p99"}
+        assert whole["succeeded"] > 0, f"{name}: nothing succeeded: {whole['failed_by_code']}"
+        assert summary["cost"]["dollars"] > 0 and set(summary["cost"]["tiers"]) == {"edge", "private", "public"}
+        assert sum(row["sent"] for row in summary["timeline"]) == arrivals
+        ids = [r["request_id"] for r in stored[name]]
+        assert len(ids) == len(set(ids)) == arrivals
+    assert {r["request_id"] for r in stored["baseline"]} == {r["request_id"] for r in stored["router"]}
+    assert report["goal"] is not None
+    for plot in report["files"]["plots"]:
+        assert (out / plot).stat().st_size > 0
+    assert "| router | all |" in (out / "report.md").read_text()
