@@ -151,9 +151,13 @@ class ServeCluster:
         return serve.get_app_handle(app_name)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def serve_cluster(resolved_model):
-    """One Ray cluster per test session (starting one takes ~10 s and ~1.3 GB here)."""
+    """A local Ray cluster with Serve for the tests of one module (starting one takes ~10 s and ~1.3 GB).
+
+    Module-scoped, not session-scoped: tests that start a cluster of their own (`hybrid up`,
+    `hybrid cloud serve` in a subprocess) must not find another one busy on these two cores, or
+    Ray's fixed 30 s node start-up limit runs out."""
     import ray
     from ray import serve
 

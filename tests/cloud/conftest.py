@@ -18,6 +18,6 @@ def cloud_engine(resolved_model):
     engine.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def private_app(serve_cluster) -> str:
     return serve_cluster.deploy("private", tier="private")

@@ -8,13 +8,12 @@ import time
 import grpc
 import pytest
 import ray
-import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cloud.config import DeploymentSettings
 from hybrid.client import HybridClient, RequestFailed
 from hybrid.v1 import inference_pb2 as pb
-from tests.conftest import PROMPTS, running_hybrid
+from tests.conftest import PROMPTS
 
 
 def chat(prompt: str) -> list[dict[str, str]]:
@@ -172,23 +171,3 @@ def test_a_killed_replica_fails_its_streams_and_serve_replaces_it(serve_cluster)
         assert answer.token_ids
         assert serve_cluster.handle(app).stats.remote().result()["replica_id"] != before
     serve_cluster.delete(app)
-
-
-def test_hybrid_cloud_serve_registers_streams_and_deregisters(tmp_path):
-    """The command an operator runs: its own Ray cluster, the static discovery file, clean Ctrl-C."""
-    discovery = tmp_path / "discovery.yaml"
-    args = ["cloud", "serve", "--port", "0", "--tier", "public", "--region", "test-public", "--device", "cpu"]
-    args += ["--discovery", f"static:{discovery}", "--num-gpus", "0", "--num-cpus", "0", "--ray-cpus", "1"]
-    args += ["--cost-per-hour", "2.5", "--max-batch-size", "4"]
-    with running_hybrid(*args, ready_timeout_s=240) as (process, address):
-        services = yaml.safe_load(discovery.read_text())["services"]
-        assert len(services) == 1
-        service = services[0]
-        assert service["Tags"][0] == "tier:public" and service["Meta"]["cost_per_hour"] == "2.5"
-        assert f"{service['Address']}:{service['Port']}" == address
-        with HybridClient(address) as client:
-            answer = client.complete(prompt="Hello", max_new_tokens=4)
-        assert answer.served_by.tier == pb.PUBLIC and answer.token_ids
-        process.send_signal(2)
-        assert process.wait(timeout=60) == 0
-    assert yaml.safe_load(discovery.read_text())["services"] == []
