@@ -275,13 +275,3 @@ class StaticCacheLlama:
             output = self._decode_body(batch, length)
         log.debug("captured the decode step for batch %d, length %d", batch, length)
         return graph, output
-
-    def memory_bytes(self) -> int:
-        """Bytes held by the weights and the KV cache."""
-        weights = {t.data_ptr(): t.numel() * t.element_size() for t in self._tensors()}
-        return sum(weights.values()) + 2 * self.k_cache.numel() * self.k_cache.element_size()
-
-    def _tensors(self):
-        yield from (self.embed, self.lm_head, self.final_norm)
-        for layer in self.layers:
-            yield from (layer.input_norm, layer.qkv, layer.out, layer.post_norm, layer.gate_up, layer.down)
