@@ -17,6 +17,7 @@ import threading
 from cloud.config import DeploymentSettings, ReplicaSettings
 from hybrid import constants
 from hybrid.discovery import ReplicaRecord, registry_from_spec
+from hybrid.models.registry import model_name
 
 log = logging.getLogger("hybrid.cloud")
 
@@ -115,7 +116,7 @@ class CloudTier:
             address=self.advertise_host,
             port=self.port,
             tier=self.settings.tier,
-            model=self.settings.model,
+            model=model_name(self.settings.model),
             precision=precision,
             region=self.settings.region,
             zone=self.settings.zone,

@@ -11,8 +11,9 @@ from hybrid import constants
 from hybrid.discovery import DISCOVERY_SPEC_HELP
 
 
-class EdgeAgentConfig(BaseModel):
-    artifact: Path = Field(description="Folder of the edge artifact built by `hybrid export`.")
+class EdgeAgentSettings(BaseModel):
+    """Everything about an edge agent but the artifact it serves: `hybrid-edge` keeps these in agent.yaml."""
+
     host: str = Field(default=constants.DEFAULT_HOST, description="Address the gRPC server binds.")
     port: int = Field(default=constants.DEFAULT_EDGE_PORT, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     region: str = Field(default=constants.DEFAULT_REGION, description="Region reported in discovery and served_by.")
@@ -46,6 +47,12 @@ class EdgeAgentConfig(BaseModel):
     drain_grace_s: float = Field(
         default=constants.DRAIN_GRACE_S, ge=0, description="How long to let streams finish on shutdown."
     )
+    reregister_interval_s: float = Field(
+        default=constants.EDGE_REREGISTER_INTERVAL_S,
+        gt=0,
+        description="How often the agent checks that discovery still lists it, and registers again when not "
+        "(after an outage, or when Consul dropped it).",
+    )
 
     @field_validator("discovery")
     @classmethod
@@ -53,6 +60,13 @@ class EdgeAgentConfig(BaseModel):
         if value not in ("none", "consul") and not value.startswith(("static:", "consul:")):
             raise ValueError(f"discovery {value!r} is unknown: use {DISCOVERY_SPEC_HELP}")
         return value
+
+    def resolved_replica_id(self, port: int) -> str:
+        return self.replica_id or f"edge-{self.region}-{socket.gethostname()}-{port}"
+
+
+class EdgeAgentConfig(EdgeAgentSettings):
+    artifact: Path = Field(description="Folder of the edge artifact built by `hybrid export`.")
 
     @model_validator(mode="after")
     def _fill_ids(self) -> EdgeAgentConfig:
@@ -63,6 +77,3 @@ class EdgeAgentConfig(BaseModel):
         if self.max_context_tokens < 16:
             raise ValueError("max_context_tokens must be at least 16")
         return self
-
-    def resolved_replica_id(self, port: int) -> str:
-        return self.replica_id or f"edge-{self.region}-{socket.gethostname()}-{port}"

@@ -44,6 +44,39 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_artifacts_serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from hybrid.models.artifact_server import ArtifactServer
+
+    server = ArtifactServer(Path(args.dir), args.host, args.port)
+    served = server.catalog.all()
+    for artifact in served:
+        print(
+            f"{artifact.sha256}  {artifact.manifest.model} {artifact.manifest.precision}  {server.url(artifact.sha256)}",
+            flush=True,
+        )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    server.start()
+    logging.getLogger("hybrid.artifacts").info(
+        "artifact server ready on %s (%d artifacts from %s)", server.address, len(served), args.dir
+    )
+    stop.wait()
+    server.stop()
+    return 0
+
+
+def cmd_artifacts_hash(args: argparse.Namespace) -> int:
+    from hybrid.models.artifact import manifest_sha256, verify_artifact
+
+    verify_artifact(Path(args.dir))
+    print(manifest_sha256(Path(args.dir)))
+    return 0
+
+
 def _edge_config(args: argparse.Namespace):
     from edge_agent.config import EdgeAgentConfig
 
@@ -138,6 +171,7 @@ def cmd_router_serve(args: argparse.Namespace) -> int:
         discovery=args.discovery,
         http_port=args.http_port,
         metrics_port=args.metrics_port,
+        realtime_ttft_ms=args.realtime_ttft_ms,
     )
     asyncio.run(serve_forever(config))
     return 0
@@ -362,8 +396,14 @@ def cmd_bench_overload(args: argparse.Namespace) -> int:
         configurations=args.only or ["baseline", "router"],
         artifact=Path(args.artifact) if args.artifact else None,
         edge_agents=args.edge_agents,
+        edge_threads=args.edge_threads,
+        edge_max_batch_size=args.edge_max_batch_size,
         cloud=not args.no_cloud,
         cloud_port=args.cloud_port,
+        cloud_model=args.cloud_model,
+        cloud_random_weights=args.cloud_random_weights,
+        cloud_num_gpus=args.cloud_num_gpus,
+        ray_cpus=args.ray_cpus,
         cooldown_s=args.cooldown_s,
         plots=not args.no_plots,
     )
@@ -392,6 +432,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="ship a precision that fails the quality gate, labelled so"
     )
     export.set_defaults(func=cmd_export)
+
+    artifacts = commands.add_parser("artifacts", help="serve edge artifacts to nodes").add_subparsers(
+        dest="artifacts_command", required=True
+    )
+    artifacts_serve = artifacts.add_parser(
+        "serve", help="serve edge artifacts over HTTP at /artifacts/<manifest sha256> (what hybrid-edge fetches)"
+    )
+    artifacts_serve.add_argument("dir", help="an artifact folder, or a folder of them")
+    artifacts_serve.add_argument("--host", default=constants.DEFAULT_HOST, help="0.0.0.0 serves other machines")
+    artifacts_serve.add_argument("--port", type=int, default=constants.DEFAULT_ARTIFACT_PORT, help="0 picks one")
+    artifacts_serve.set_defaults(func=cmd_artifacts_serve)
+    artifacts_hash = artifacts.add_parser(
+        "hash", help="verify an artifact and print its manifest's sha256, the hash nodes pin with --sha256"
+    )
+    artifacts_hash.add_argument("dir", help="the artifact folder")
+    artifacts_hash.set_defaults(func=cmd_artifacts_hash)
 
     edge = commands.add_parser("edge", help="edge agent").add_subparsers(dest="edge_command", required=True)
     serve = edge.add_parser("serve", help="run an edge agent")
@@ -467,6 +523,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--http-port", type=int, default=None, help="serve the OpenAI-compatible HTTP front on this port"
     )
     router_serve.add_argument("--metrics-port", type=int, default=None)
+    router_serve.add_argument(
+        "--realtime-ttft-ms",
+        type=float,
+        default=constants.ROUTING_REALTIME_TTFT_MS,
+        help="first-token target of REALTIME requests: the nearest tier expected to meet it serves them",
+    )
     router_serve.set_defaults(func=cmd_router_serve)
 
     explain = commands.add_parser("explain", help="print the router's decision for a request, and why")
@@ -540,6 +602,25 @@ def build_parser() -> argparse.ArgumentParser:
     overload.add_argument("--only", action="append", choices=["baseline", "router"], help="run only this configuration")
     overload.add_argument("--artifact", default="", help="edge artifact folder; default: the int8 one, built once")
     overload.add_argument("--edge-agents", type=int, default=1)
+    overload.add_argument("--edge-threads", type=int, default=0, help="ONNX Runtime threads per agent; 0: all cores")
+    overload.add_argument(
+        "--edge-max-batch-size",
+        type=int,
+        default=constants.MAX_BATCH_SIZE,
+        help="sequences an edge agent decodes at once: its capacity as discovery lists it",
+    )
+    overload.add_argument(
+        "--cloud-model", default=constants.DEFAULT_MODEL, help="the cloud tier's model: a name or a local HF folder"
+    )
+    overload.add_argument(
+        "--cloud-random-weights",
+        action="store_true",
+        help="random weights of the cloud model's shape (a GPU machine without the weights): real speed, noise answers",
+    )
+    overload.add_argument(
+        "--cloud-num-gpus", type=float, default=None, help="GPUs per cloud replica; default: the two tiers share them"
+    )
+    overload.add_argument("--ray-cpus", type=int, default=None, help="CPUs of the local Ray cluster started here")
     overload.add_argument("--no-cloud", action="store_true", help="edge agents only (no Ray)")
     overload.add_argument("--cloud-port", type=int, default=0, help="Serve's gRPC proxy port; 0 picks one")
     overload.add_argument("--cooldown-s", type=float, default=constants.BENCH_COOLDOWN_S)

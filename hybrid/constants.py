@@ -63,6 +63,39 @@ DEFAULT_REGION = "local"
 # Seconds a draining server waits for streams in flight before it stops.
 DRAIN_GRACE_S = 30.0
 
+# --- Edge nodes: `hybrid-edge install`, `update`, `run` (issue 6) ---
+# Where the installer puts the virtual environment, the artifact store and the update history.
+EDGE_PREFIX = Path("/opt/hybrid-edge")
+# Where agent.yaml goes; `hybrid-edge update/status/run` read it.
+EDGE_CONFIG_DIR = Path("/etc/hybrid-edge")
+EDGE_CONFIG_NAME = "agent.yaml"
+EDGE_SYSTEMD_UNIT = Path("/etc/systemd/system/hybrid-edge.service")
+# An installed node serves routers on other machines, so it binds every interface.
+EDGE_NODE_HOST = "0.0.0.0"
+# Prometheus port of an installed agent (9100 is node_exporter's on most nodes).
+EDGE_NODE_METRICS_PORT = 9462
+# `hybrid artifacts serve`: where nodes fetch artifacts from.
+DEFAULT_ARTIFACT_PORT = 8070
+# How often an agent checks that discovery lists it (and registers again when not), and probes the router.
+EDGE_REREGISTER_INTERVAL_S = 10.0
+EDGE_ROUTER_PROBE_TIMEOUT_S = 2.0
+# Artifact downloads: per-read timeout and attempts per file before giving up.
+EDGE_FETCH_TIMEOUT_S = 30.0
+EDGE_FETCH_ATTEMPTS = 3
+# The update's health gate: canary requests answered greedily by the candidate and, for comparison,
+# by the current artifact in the same process; the candidate must decode at least this fraction of
+# the current artifact's tokens/s (loose: the node keeps serving traffic while it measures).
+EDGE_CANARY_PROMPT = "Write one sentence about the sea."
+EDGE_CANARY_MAX_NEW_TOKENS = 16
+EDGE_CANARY_REQUESTS = 2
+EDGE_GATE_MIN_SPEED_RATIO = 0.5
+# After the switch the previous engine stays loaded this long; any failure of the new one switches back.
+EDGE_PROBATION_S = 60.0
+# How long `hybrid-edge update` and `install` wait for the agent to load an artifact and answer.
+EDGE_AGENT_WAIT_S = 300.0
+# Update outcomes kept in PREFIX/state.json for `hybrid-edge status`.
+EDGE_UPDATE_HISTORY = 20
+
 # --- Cloud tier (Ray Serve) ---
 # Must match terraform/modules/tier-spec: the names the generated Serve config and KubeRay use.
 CLOUD_APP_IMPORT_PATH = "cloud.app:build_app"
@@ -93,6 +126,16 @@ DEFAULT_ROUTER_HTTP_PORT = 8080
 ROUTING_DEFAULT_BUDGET_MS = 30_000.0
 # Assumed duration of one request on a replica that has not reported its own yet.
 ROUTING_DEFAULT_REQUEST_MS = 1_000.0
+# A REALTIME request goes to the nearest tier expected to give its first token within this; where none
+# is, to the nearest that can start it within its deadline.
+ROUTING_REALTIME_TTFT_MS = 250.0
+# Replicas report the mean time to first token of the requests that started within this window.
+RECENT_TTFT_WINDOW_S = 5.0
+# A request goes first to a replica expected to finish it within this fraction of its remaining deadline
+# (the rest is margin for a guess), then to one that can at least start it in time.
+ROUTING_DEADLINE_HEADROOM = 0.5
+# The router remembers what a token took in its calls to each replica over this window.
+ROUTING_RECENT_WINDOW_S = 10.0
 # Hotness: a key is hot after HOT_COUNT requests within the window.
 HOTNESS_WINDOW_S = 60.0
 HOTNESS_BUCKETS = 6

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from hybrid import constants
+from hybrid._private.window import RecentWindow
 from hybrid.batching import DynamicBatcher, Ticket
 from hybrid.errors import (
     DeadlineExceededError,
@@ -88,6 +89,7 @@ class LoadSnapshot:
     tokens_per_second: float
     mean_request_ms: float
     draining: bool
+    recent_ttft_p90_ms: float = 0.0
 
     def to_proto(self, replica_id: str, model: str, precision: str) -> pb.LoadReport:
         return pb.LoadReport(
@@ -101,6 +103,7 @@ class LoadSnapshot:
             tokens_per_second=self.tokens_per_second,
             mean_request_ms=self.mean_request_ms,
             draining=self.draining,
+            recent_ttft_p90_ms=self.recent_ttft_p90_ms,
         )
 
 
@@ -139,11 +142,18 @@ class ContinuousBatchingEngine(ABC):
         self._draining = False
         self._tokens_per_second = 0.0
         self._mean_request_ms = 0.0
+        self._recent_ttft_ms = RecentWindow(constants.RECENT_TTFT_WINDOW_S)
         # Counters the tests read: how many sequences shared each decode step.
         self.decode_steps = 0
         self.max_rows_in_step = 0
         self.rows_decoded = 0
         self.decode_seconds = 0.0
+        # Answers being streamed, from submission until the client has the last chunk (or went away):
+        # an engine with none can be stopped without cutting anyone off.
+        self.open_requests = 0
+        # Failed steps (prefill or decode) and the last one's error: an edge update's probation watches them.
+        self.failures = 0
+        self.last_failure = ""
 
     # --- what a model runtime supplies --------------------------------------------------------
 
@@ -178,6 +188,11 @@ class ContinuousBatchingEngine(ABC):
         if self._thread is not None:
             self._thread.join(timeout=10)
 
+    @property
+    def running(self) -> bool:
+        """Whether the engine thread is alive: after start and before stop, unless a bug killed it."""
+        return self._thread is not None and self._thread.is_alive()
+
     def load(self) -> LoadSnapshot:
         return LoadSnapshot(
             queue_depth=len(self.batcher),
@@ -187,6 +202,7 @@ class ContinuousBatchingEngine(ABC):
             tokens_per_second=self._tokens_per_second,
             mean_request_ms=self._mean_request_ms,
             draining=self._draining,
+            recent_ttft_p90_ms=self._recent_ttft_ms.quantile(time.monotonic(), 0.9),
         )
 
     # --- the data plane entry ----------------------------------------------------------------
@@ -203,7 +219,9 @@ class ContinuousBatchingEngine(ABC):
                 "through the router, or use min_precision ANY"
             )
         if request.messages is not None:
-            ids = self.tokenizer.apply_chat_template(request.messages, add_generation_prompt=True, tokenize=True)
+            ids = self.tokenizer.apply_chat_template(
+                request.messages, add_generation_prompt=True, tokenize=True, return_dict=False
+            )
         else:
             ids = self.tokenizer(request.prompt).input_ids
         ids = list(ids)
@@ -237,6 +255,7 @@ class ContinuousBatchingEngine(ABC):
             self.metrics.queue_depth.set(len(self.batcher))
         finished = False
         held: HybridError | None = None
+        self.open_requests += 1
         try:
             while True:
                 item = held or await sequence.inbox.get()
@@ -255,6 +274,7 @@ class ContinuousBatchingEngine(ABC):
                     finished = True
                     return
         finally:
+            self.open_requests -= 1
             if not finished:
                 sequence.cancelled = True
                 self.batcher.cancel(ticket)
@@ -277,6 +297,10 @@ class ContinuousBatchingEngine(ABC):
                 self._iterate()
             except Exception as exc:  # a failed step must not leave clients hanging
                 log.exception("engine step failed")
+                self.failures += 1
+                self.last_failure = f"{type(exc).__name__}: {exc}"
+                if self.metrics:
+                    self.metrics.requests.labels("error").inc(len(self.rows))
                 for row in self.rows:
                     row.send_now(HybridError(f"generation failed on this replica: {exc}"))
                 self.rows = []
@@ -350,6 +374,7 @@ class ContinuousBatchingEngine(ABC):
                 continue
             if seq.first_token_at is None:
                 seq.first_token_at = now
+                self._recent_ttft_ms.add(now, (now - seq.request.arrived_at) * 1000)
                 if self.metrics:
                     self.metrics.ttft_seconds.observe(now - seq.request.arrived_at)
             seq.next_token = token

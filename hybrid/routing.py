@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from hybrid import constants
+from hybrid._private.window import RecentWindow
 from hybrid.batching import Priority
 from hybrid.discovery import ReplicaRecord
 from hybrid.protocol import GenerationRequest, Tier
@@ -47,11 +48,20 @@ class ReplicaState:
     queue_depth: int = 0
     active: int = 0
     mean_request_ms: float = 0.0
+    recent_ttft_p90_ms: float = 0.0
     # Round-trip time, exponentially weighted.
     rtt_ms: float | None = None
     consecutive_failures: int = 0
     ejected_until: float = 0.0
     ejections: int = 0
+    # The router's own view of its calls to this replica: when each call in flight began and, once it
+    # came, its first token; and how long each token after the first took in the calls that finished
+    # well lately. A replica's batch size says nothing of its speed (a CPU node with 32 slots may take
+    # 50 ms a token); these say what a request sent now meets, and scale with the tokens it asks for.
+    in_flight: dict[int, float] = field(default_factory=dict)
+    first_token_at: dict[int, float] = field(default_factory=dict)
+    recent_token_ms: RecentWindow = field(default_factory=lambda: RecentWindow(constants.ROUTING_RECENT_WINDOW_S))
+    _next_call: int = 0
 
     @property
     def tier(self) -> Tier:
@@ -60,6 +70,29 @@ class ReplicaState:
     @property
     def full_precision(self) -> bool:
         return self.record.precision in FULL_PRECISIONS
+
+    def begin_call(self, now: float) -> int:
+        self._next_call += 1
+        self.in_flight[self._next_call] = now
+        self.outstanding += 1
+        return self._next_call
+
+    def first_token(self, call: int, now: float) -> None:
+        self.first_token_at[call] = now
+
+    def end_call(self, call: int, now: float, answered: bool, tokens: int) -> None:
+        self.in_flight.pop(call)
+        first = self.first_token_at.pop(call, None)
+        self.outstanding -= 1
+        if answered and first is not None and tokens > 1:
+            self.recent_token_ms.add(now, (now - first) * 1000 / (tokens - 1))
+
+    def oldest_awaiting_first_token_ms(self, now: float) -> float:
+        """How long the oldest call in flight without its first token has waited; 0 when none."""
+        return max(
+            ((now - began) * 1000 for call, began in self.in_flight.items() if call not in self.first_token_at),
+            default=0.0,
+        )
 
     def observe_rtt(self, rtt_ms: float, alpha: float = 0.2) -> None:
         self.rtt_ms = rtt_ms if self.rtt_ms is None else (1 - alpha) * self.rtt_ms + alpha * rtt_ms
@@ -76,6 +109,20 @@ class ReplicaState:
             return 0.0
         per_request = self.mean_request_ms or constants.ROUTING_DEFAULT_REQUEST_MS
         return waiting / capacity * per_request
+
+    def predicted_start_ms(self) -> float:
+        """When a request sent now would start here: the network's round trip plus the queue's wait."""
+        return (self.rtt_ms or 0.0) + self.predicted_wait_ms()
+
+    def predicted_ttft_ms(self, now: float) -> float:
+        """When its first token would arrive: the start plus what first tokens take here now — the 90th
+        percentile the replica reports of its last seconds, or longer where a call of ours has waited longer."""
+        return self.predicted_start_ms() + max(self.recent_ttft_p90_ms, self.oldest_awaiting_first_token_ms(now))
+
+    def predicted_finish_ms(self, now: float, new_tokens: int) -> float:
+        """When an answer of ``new_tokens`` would end: its first token, then the rest at the 90th percentile of
+        what a token took in our calls that ended lately."""
+        return self.predicted_ttft_ms(now) + (new_tokens - 1) * self.recent_token_ms.quantile(now, 0.9)
 
 
 class HotnessTracker:
@@ -173,6 +220,18 @@ class OutlierDetector:
 
 
 @dataclass
+class _Expectation:
+    """What a replica must be expected to do for a request, e.g. its first token within 250 ms."""
+
+    what: str
+    predicted_ms: Callable[[ReplicaState], float]
+    limit_ms: float
+
+    def met(self, replica: ReplicaState) -> bool:
+        return self.predicted_ms(replica) <= self.limit_ms
+
+
+@dataclass
 class Decision:
     request_class: RequestClass
     tier_order: list[Tier]
@@ -189,9 +248,11 @@ class RoutingPolicy:
         outliers: OutlierDetector | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        realtime_ttft_ms: float = constants.ROUTING_REALTIME_TTFT_MS,
     ):
         self.hotness = hotness or HotnessTracker(clock=clock)
         self.outliers = outliers or OutlierDetector(clock=clock)
+        self.realtime_ttft_ms = realtime_ttft_ms
         self._rng = rng or random.Random()
         self._clock = clock
 
@@ -234,22 +295,65 @@ class RoutingPolicy:
     def choose(
         self, request: GenerationRequest, replicas: list[ReplicaState], exclude: frozenset[str] = frozenset()
     ) -> Decision:
-        """Picks a replica, or none with a retry hint; ``exclude`` holds replicas that already failed this request."""
+        """Picks a replica, or none with a retry hint; ``exclude`` holds replicas that already failed this request.
+
+        Tiers are tried in the table's order, in up to three passes, each less demanding than the one before:
+
+        1. REALTIME only: a replica expected to give the first token within ``realtime_ttft_ms`` and to
+           finish as pass 2 asks;
+        2. one expected to finish (``max_new_tokens`` at what a token takes there now, by the router's own
+           calls) within ``ROUTING_DEADLINE_HEADROOM`` of the deadline;
+        3. one that can at least start it within the deadline.
+
+        Only where no replica passes even the last is the request refused."""
         request_class = self.classify(request)
         order = self.tier_order(request_class, replicas)
         decision = Decision(request_class, order, None)
-        reasons = decision.reasons
         remaining = request.remaining_s()
         budget_ms = constants.ROUTING_DEFAULT_BUDGET_MS if remaining is None else remaining * 1000
-        reasons.append(f"class {request_class.value}; tiers in order: {', '.join(t.name.lower() for t in order)}")
-        shortest_wait = float("inf")
+        decision.reasons.append(
+            f"class {request_class.value}; tiers in order: {', '.join(t.name.lower() for t in order)}"
+        )
+        candidates = self._candidates(request, replicas, exclude, order, decision.reasons)
+        now = self._clock()
+        finish = _Expectation(
+            "finish",
+            lambda r: r.predicted_finish_ms(now, request.max_new_tokens),
+            budget_ms * constants.ROUTING_DEADLINE_HEADROOM,
+        )
+        passes = [[finish], [_Expectation("start", ReplicaState.predicted_start_ms, budget_ms)]]
+        if request_class == RequestClass.REALTIME and self.realtime_ttft_ms < budget_ms:
+            passes.insert(
+                0, [_Expectation("first token", lambda r: r.predicted_ttft_ms(now), self.realtime_ttft_ms), finish]
+            )
+        for expectations in passes:
+            decision.chosen = self._first_with_room(candidates, expectations, decision.reasons)
+            if decision.chosen is not None:
+                return decision
+        starts = [r.predicted_start_ms() for members in candidates.values() for r in members]
+        shortest = min(starts, default=float("inf"))
+        decision.retry_after_ms = int(max(100.0, shortest - budget_ms if shortest < float("inf") else 1000.0))
+        decision.reasons.append("no tier has room: RESOURCE_EXHAUSTED")
+        return decision
+
+    def _candidates(
+        self,
+        request: GenerationRequest,
+        replicas: list[ReplicaState],
+        exclude: frozenset[str],
+        order: list[Tier],
+        reasons: list[str],
+    ) -> dict[Tier, list[ReplicaState]]:
+        """The replicas each tier (in order) may use for this request; says why a tier has none."""
+        usable_by_tier: dict[Tier, list[ReplicaState]] = {}
         for tier in order:
+            name = tier.name.lower()
             members = [r for r in replicas if r.tier == tier and r.record.model == (request.model or r.record.model)]
             if not members:
-                reasons.append(f"{tier.name.lower()}: no replica of this model")
+                reasons.append(f"{name}: no replica of this model")
                 continue
             if request.require_full_precision and tier == Tier.EDGE and not any(r.full_precision for r in members):
-                reasons.append(f"{tier.name.lower()}: skipped, min_precision FULL and its replicas are quantized")
+                reasons.append(f"{name}: skipped, min_precision FULL and its replicas are quantized")
                 continue
             usable = [
                 r
@@ -258,30 +362,37 @@ class RoutingPolicy:
                 and not self.outliers.ejected(r)
                 and (r.full_precision or not request.require_full_precision)
             ]
-            with_room = []
-            for replica in usable:
-                wait = replica.predicted_wait_ms() + (replica.rtt_ms or 0.0)
-                shortest_wait = min(shortest_wait, wait)
-                if wait <= budget_ms:
-                    with_room.append(replica)
-            if not with_room:
-                left_out = len(members) - len(usable)
+            if len(usable) < len(members):
                 reasons.append(
-                    f"{tier.name.lower()}: no room within {budget_ms:.0f} ms "
-                    f"({len(usable)} usable, {left_out} ejected, excluded or below min_precision); spilling over"
+                    f"{name}: {len(members) - len(usable)} replica(s) ejected, excluded or below min_precision"
                 )
+            usable_by_tier[tier] = usable
+        return usable_by_tier
+
+    def _first_with_room(
+        self, candidates: dict[Tier, list[ReplicaState]], expectations: list[_Expectation], reasons: list[str]
+    ) -> ReplicaState | None:
+        """One replica of the first tier (in order) whose replicas meet every expectation; None if no tier's do."""
+        wanted = " and ".join(f"{e.what} within {e.limit_ms:.0f} ms" for e in expectations)
+        for tier, usable in candidates.items():
+            name = tier.name.lower()
+            with_room = [r for r in usable if all(e.met(r) for e in expectations)]
+            if not with_room:
+                best = (
+                    ", ".join(f"best expected {e.what} {min(map(e.predicted_ms, usable)):.0f} ms" for e in expectations)
+                    if usable
+                    else "no usable replica"
+                )
+                reasons.append(f"{name}: no room for a {wanted} ({best}); spilling over")
                 continue
             chosen = self._two_choices(with_room)
-            decision.chosen = chosen
+            expected = ", ".join(f"{e.what} {e.predicted_ms(chosen):.0f} ms" for e in expectations)
             reasons.append(
-                f"{tier.name.lower()}: {len(with_room)} of {len(members)} replicas have room; power of two choices "
-                f"picked {chosen.record.id} (load {chosen.load()}/{chosen.record.capacity}, "
-                f"predicted wait {chosen.predicted_wait_ms():.0f} ms)"
+                f"{name}: {len(with_room)} of {len(usable)} usable replicas expect a {wanted}; power of two choices "
+                f"picked {chosen.record.id} (load {chosen.load()}/{chosen.record.capacity}, expected {expected})"
             )
-            return decision
-        decision.retry_after_ms = int(max(100.0, shortest_wait - budget_ms if shortest_wait < float("inf") else 1000.0))
-        reasons.append("no tier has room: RESOURCE_EXHAUSTED")
-        return decision
+            return chosen
+        return None
 
     def _two_choices(self, candidates: list[ReplicaState]) -> ReplicaState:
         if len(candidates) == 1:

@@ -41,10 +41,11 @@ class BackgroundLoop:
 
 async def serve_until_signalled(server) -> None:
     """Starts ``server``, then drains and stops it on SIGINT or SIGTERM."""
-    await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Before start: a signal that comes right after the "ready" line must stop it cleanly, not kill it.
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    await server.start()
     await stop.wait()
     await server.stop()

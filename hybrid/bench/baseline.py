@@ -6,7 +6,7 @@ each Generate to the next replica of a fixed list and streams the answer back. I
 priorities, no tiers, no load or deadline awareness, no spillover and no retry: whatever the
 replica answers, the caller gets, error status and retry hint included.
 
-    baseline = BackgroundBaseline(BaselineConfig(port=0, replicas=[record, ...]))
+    baseline = ServerProcess(RoundRobinProxy, BaselineConfig(port=0, replicas=[record, ...]), "baseline")
     ... send to baseline.address ...
     baseline.stop()
 """
@@ -20,7 +20,6 @@ import grpc
 from pydantic import BaseModel, Field, field_validator
 
 from hybrid import constants
-from hybrid._private.background import BackgroundLoop
 from hybrid._private.grpc_server import INFERENCE_SERVICE, RETRY_AFTER_KEY, ServerShell, inference_handler
 from hybrid.discovery import ReplicaRecord
 from hybrid.router.view import call_metadata
@@ -100,16 +99,3 @@ class RoundRobinProxy:
         await self.shell.stop(self.config.drain_grace_s)
         for channel in self._channels:
             await channel.close()
-
-
-class BackgroundBaseline(BackgroundLoop):
-    """The baseline on its own event loop thread."""
-
-    def __init__(self, config: BaselineConfig):
-        super().__init__("baseline-loop")
-        self.proxy: RoundRobinProxy = self.start_server(RoundRobinProxy, config)
-        self.address = self.proxy.address
-
-    def stop(self) -> None:
-        self.call(self.proxy.stop())
-        self.close()

@@ -4,13 +4,16 @@ On this machine it starts:
 
 * the edge agent(s), on the int8 artifact (built once and cached, as `hybrid up` does);
 * the cloud tier's private and public Serve applications on local Ray, behind one Serve gRPC
-  proxy (or on the cluster already running in this process, e.g. a test session's);
+  proxy (or on the cluster already running in this process, e.g. a test session's); where Ray
+  sees GPUs the two applications share them;
 * one WAN proxy (``hybrid.bench.wan``) in front of each replica, with that tier's round trip;
 * the router, on static discovery listing the replicas at their WAN proxies' addresses;
 * the baseline (``hybrid.bench.baseline``): round-robin over the very same proxied replicas.
 
-Then it sends one schedule (``hybrid.bench.workload``) open-loop to each configuration in turn,
-with a pause between them, and writes the report (``hybrid.bench.report``) into ``out``.
+Every edge agent, the WAN proxies, the router, the baseline and the load generator run in
+processes of their own (``hybrid.bench.processes``), so none waits on another's GIL. Then it sends
+one schedule (``hybrid.bench.workload``) open-loop to each configuration in turn, with a pause
+between them, and writes the report (``hybrid.bench.report``) into ``out``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import platform
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +33,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from hybrid import constants
 from hybrid.bench.loadgen import Record, RunResult, run_open_loop
+from hybrid.bench.processes import ServerProcess, call_in_process
 from hybrid.bench.report import TierCost, write_report
 from hybrid.bench.workload import Arrival, WorkloadConfig, schedule
 from hybrid.discovery import ReplicaRecord
@@ -46,10 +51,26 @@ class OverloadConfig(BaseModel):
     )
     artifact: Path | None = Field(default=None, description="Edge artifact; default: the int8 one, built once.")
     edge_agents: int = Field(default=1, ge=1, le=8, description="Edge agents, each behind its own WAN proxy.")
-    edge_max_batch_size: int = Field(default=constants.MAX_BATCH_SIZE, ge=1, le=256)
+    edge_max_batch_size: int = Field(default=constants.MAX_BATCH_SIZE, ge=1, le=256, description="Batch per agent.")
+    edge_threads: int = Field(default=0, ge=0, description="ONNX Runtime threads per edge agent; 0: physical cores.")
     cloud: bool = Field(default=True, description="Start the cloud tier (private and public) on local Ray.")
     cloud_port: int = Field(default=0, ge=0, le=65535, description="Serve's gRPC proxy port; 0 picks a free one.")
-    cloud_max_batch_size: int = Field(default=constants.MAX_BATCH_SIZE, ge=1, le=1024)
+    cloud_max_batch_size: int = Field(default=constants.MAX_BATCH_SIZE, ge=1, le=1024, description="Batch per replica.")
+    cloud_model: str = Field(
+        default=constants.DEFAULT_MODEL, description="The cloud tier's model: a known name or a local HF folder."
+    )
+    cloud_random_weights: bool = Field(
+        default=False,
+        description="Random weights of the model's shape (for GPU machines without the weights); answers are noise, "
+        "speed is the real model's.",
+    )
+    cloud_num_gpus: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="GPUs per cloud replica; None: the private and public applications share the cluster's GPUs "
+        "(half a GPU each on a one-GPU machine), or run on CPU where Ray sees none.",
+    )
     ray_cpus: int | None = Field(default=None, ge=1, description="CPUs of the local Ray cluster started here.")
     rtt_ms: dict[str, float] = Field(
         default_factory=lambda: {
@@ -69,8 +90,8 @@ class OverloadConfig(BaseModel):
     )
     cooldown_s: float = Field(default=constants.BENCH_COOLDOWN_S, ge=0, description="Pause between configurations.")
     chat: bool = Field(default=True, description="Send prompts as a chat message (else as raw prompts).")
-    plots: bool = True
-    progress: bool = True
+    plots: bool = Field(default=True, description="Write the PNG plots (needs matplotlib).")
+    progress: bool = Field(default=True, description="Show progress bars while the schedule runs.")
 
     @field_validator("rtt_ms", "cost_per_hour")
     @classmethod
@@ -129,35 +150,35 @@ class BenchStack:
 
     def start(self) -> None:
         from edge_agent.config import EdgeAgentConfig
-        from edge_agent.server import BackgroundEdgeAgent
-        from hybrid.bench.wan import BackgroundDelayProxies
+        from edge_agent.server import EdgeAgent
+        from hybrid.bench.wan import DelayProxyGroup, WanConfig, WanRoute
 
         config = self.config
         self._stoppers.append(lambda: shutil.rmtree(self._folder, ignore_errors=True))
-        wan = BackgroundDelayProxies()
-        self._stoppers.append(wan.stop)
         artifact = self._artifact()
-        direct: list[ReplicaRecord] = []
-        for index in range(config.edge_agents):
-            self.say(f"starting edge agent {index + 1} of {config.edge_agents}")
-            agent = BackgroundEdgeAgent(
-                EdgeAgentConfig(
-                    artifact=artifact,
-                    port=0,
-                    region="bench-edge",
-                    replica_id=f"bench-edge-{index}",
-                    discovery="none",
-                    max_batch_size=config.edge_max_batch_size,
-                    cost_per_hour=config.cost_per_hour["edge"],
-                )
+
+        def start_agent(index: int) -> ReplicaRecord:
+            agent_config = EdgeAgentConfig(
+                artifact=artifact,
+                port=0,
+                region="bench-edge",
+                replica_id=f"bench-edge-{index}",
+                discovery="none",
+                max_batch_size=config.edge_max_batch_size,
+                num_threads=config.edge_threads,
+                cost_per_hour=config.cost_per_hour["edge"],
             )
-            self._stoppers.append(agent.stop)
-            direct.append(agent.agent.record())
+            return self._process(EdgeAgent, agent_config, f"edge agent {index}").record
+
+        self.say(f"starting {config.edge_agents} edge agent(s)")
+        with ThreadPoolExecutor(config.edge_agents) as pool:  # each loads its model in its own process
+            direct: list[ReplicaRecord] = list(pool.map(start_agent, range(config.edge_agents)))
         self.tier_costs["edge"] = TierCost(config.edge_agents, config.cost_per_hour["edge"])
         if config.cloud:
             direct += self._start_cloud()
-        for record in direct:
-            address = wan.add(f"{record.address}:{record.port}", config.rtt_ms[record.tier], name=record.id)
+        routes = [WanRoute(target=f"{r.address}:{r.port}", rtt_ms=config.rtt_ms[r.tier], name=r.id) for r in direct]
+        wan = self._process(DelayProxyGroup, WanConfig(routes=routes), "WAN proxies")
+        for record, address in zip(direct, wan.address, strict=True):
             host, port = address.rsplit(":", 1)
             self.records.append(record.model_copy(update={"address": host, "port": int(port)}))
         self.say(
@@ -168,11 +189,15 @@ class BenchStack:
         if "router" in config.configurations:
             self._start_router()
         if "baseline" in config.configurations:
-            from hybrid.bench.baseline import BackgroundBaseline, BaselineConfig
+            from hybrid.bench.baseline import BaselineConfig, RoundRobinProxy
 
-            baseline = BackgroundBaseline(BaselineConfig(port=0, replicas=self.records))
-            self._stoppers.append(baseline.stop)
+            baseline = self._process(RoundRobinProxy, BaselineConfig(port=0, replicas=self.records), "baseline")
             self.baseline_address = baseline.address
+
+    def _process(self, server_class: type, server_config, name: str) -> ServerProcess:
+        process = ServerProcess(server_class, server_config, name)
+        self._stoppers.append(process.stop)
+        return process
 
     def _start_cloud(self) -> list[ReplicaRecord]:
         try:
@@ -183,22 +208,34 @@ class BenchStack:
             ) from None
 
         from cloud.config import DeploymentSettings, ReplicaSettings
-        from cloud.server import CloudTier, free_port, shutdown_serve
+        from cloud.server import CloudTier, cluster_gpus, free_port, init_ray, shutdown_serve
 
         config = self.config
         if not ray.is_initialized():
             self._stoppers.append(shutdown_serve)  # we start Ray, so we stop it; a cluster we joined goes on
+        init_ray(config.ray_cpus)
+        num_gpus = config.cloud_num_gpus
+        if num_gpus is None:  # two applications, one replica each, sharing what the cluster has
+            num_gpus = min(1.0, cluster_gpus() / 2)
         port = config.cloud_port or free_port()
         records = []
         for kind in ("private", "public"):
             self.say(f"starting the cloud tier's {kind} application on local Ray (first start ~30 s)")
             deployment = DeploymentSettings(
                 num_cpus=0,  # on a small machine the replicas share the cores with the edge agents
+                num_gpus=num_gpus,
                 max_ongoing_requests=config.cloud_max_batch_size,
                 target_ongoing_requests=max(1.0, config.cloud_max_batch_size / 2),
             )
+            settings = ReplicaSettings(
+                tier=kind,
+                region=f"bench-{kind}",
+                model=config.cloud_model,
+                random_weights=config.cloud_random_weights,
+                max_batch_size=config.cloud_max_batch_size,
+            )
             tier = CloudTier(
-                ReplicaSettings(tier=kind, region=f"bench-{kind}", max_batch_size=config.cloud_max_batch_size),
+                settings,
                 deployment,
                 port=port,
                 discovery="none",
@@ -214,29 +251,44 @@ class BenchStack:
 
     def _start_router(self) -> None:
         from hybrid.discovery import StaticFileRegistry
-        from hybrid.router.server import BackgroundRouter, RouterConfig
+        from hybrid.router.server import Router, RouterConfig
 
         discovery = self._folder / "discovery.yaml"
         registry = StaticFileRegistry(discovery)
         for record in self.records:
             registry.register(record)
-        router = BackgroundRouter(RouterConfig(port=0, discovery=f"static:{discovery}"))
-        self._stoppers.append(router.stop)
-        self.router_address = router.address
-        time.sleep(3 * router.router.config.poll_interval_s)  # a few load polls: RTTs measured through the proxies
+        router_config = RouterConfig(port=0, discovery=f"static:{discovery}")
+        self.router_address = self._process(Router, router_config, "router").address
+        time.sleep(3 * router_config.poll_interval_s)  # a few load polls: RTTs measured through the proxies
 
     def _warm_up(self) -> None:
-        """One short answer from every replica (through its proxy) before anything is measured."""
+        """Answers from every replica (through its proxy) before anything is measured.
+
+        A GPU replica captures one CUDA graph per batch size and length bucket the first time it meets
+        them; waves of 1, 2, 4 ... up to its capacity of the longest requests the workload sends make
+        it capture them now, not during the first configuration's run."""
         from hybrid.client import AsyncHybridClient
 
-        async def one(record: ReplicaRecord) -> None:
+        workload = self.config.workload
+        longest = " ".join(["word"] * workload.prompt_words[1])
+
+        async def one(client: AsyncHybridClient, content: str, tokens: int) -> None:
+            await client.complete(messages=[{"role": "user", "content": content}], max_new_tokens=tokens)
+
+        async def warm(record: ReplicaRecord) -> None:
             async with AsyncHybridClient(
-                f"{record.address}:{record.port}", timeout_s=180, application=record.application or None
+                f"{record.address}:{record.port}", timeout_s=300, application=record.application or None
             ) as client:
-                await client.complete(messages=[{"role": "user", "content": "Say hi."}], max_new_tokens=2)
+                await one(client, "Say hi.", 2)
+                if record.tier == "edge" or record.precision == "fp32":
+                    return  # no graphs to capture on a CPU
+                wave = 1
+                while wave <= record.capacity:
+                    await asyncio.gather(*(one(client, longest, workload.max_new_tokens[1]) for _ in range(wave)))
+                    wave *= 2
 
         async def all_of_them() -> None:
-            await asyncio.gather(*(one(r) for r in self.records))
+            await asyncio.gather(*(warm(r) for r in self.records))
 
         self.say("warming up every replica")
         asyncio.run(all_of_them())
@@ -253,7 +305,9 @@ class BenchStack:
                 log.warning("stopping a part of the bench stack failed: %s", error)
 
 
-def _run_with_progress(target: str, arrivals: list[Arrival], name: str, chat: bool, show: bool) -> RunResult:
+def run_with_progress(target: str, arrivals: list[Arrival], name: str, chat: bool, show: bool) -> RunResult:
+    """One configuration's run, with progress bars on stderr when ``show``; the bench calls it in a process
+    of its own."""
     if not show:
         return asyncio.run(run_open_loop(target, arrivals, name, chat))
     from rich.console import Console
@@ -307,7 +361,9 @@ def run_overload(config: OverloadConfig, say=None, command: str = "") -> dict:
                 say(f"cooling down {config.cooldown_s:.0f} s")
                 time.sleep(config.cooldown_s)
             say(f"running the schedule against the {name} at {stack.target(name)}")
-            runs.append(_run_with_progress(stack.target(name), arrivals, name, config.chat, config.progress))
+            runs.append(
+                call_in_process(run_with_progress, stack.target(name), arrivals, name, config.chat, config.progress)
+            )
         tiers = dict(stack.tier_costs)
         replicas = [r.model_dump() for r in stack.records]
     meta = {

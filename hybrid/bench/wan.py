@@ -12,8 +12,8 @@ one ``rtt_ms`` more than it would directly.
     ... connect to proxy.address ...
     await proxy.stop()
 
-``BackgroundDelayProxies`` runs several on an event loop thread of their own, for the bench's
-synchronous stack setup.
+``DelayProxyGroup`` runs one per ``WanRoute`` on one event loop: the bench starts it in a process
+of its own (``hybrid.bench.processes``).
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import asyncio
 import contextlib
 import logging
 
+from pydantic import BaseModel, Field
+
 from hybrid import constants
-from hybrid._private.background import BackgroundLoop
 
 log = logging.getLogger("hybrid.bench.wan")
 
@@ -45,6 +46,7 @@ class DelayProxy:
         if rtt_ms < 0:
             raise ValueError(f"rtt_ms is {rtt_ms}: use 0 or more milliseconds")
         self.target = target
+        self._target_host, self._target_port = split_address(target)  # a typo fails here, not per connection
         self.rtt_ms = rtt_ms
         self.one_way_s = rtt_ms / 2000.0
         self.name = name or f"wan-{target}"
@@ -79,9 +81,8 @@ class DelayProxy:
         self._connections.add(task)
         self.connections_total += 1
         try:
-            host, port = split_address(self.target)
             try:
-                upstream_reader, upstream_writer = await asyncio.open_connection(host, port)
+                upstream_reader, upstream_writer = await asyncio.open_connection(self._target_host, self._target_port)
             except OSError as error:
                 log.debug("WAN proxy %s: cannot reach %s (%s)", self.name, self.target, error)
                 return
@@ -138,24 +139,30 @@ class DelayProxy:
                 return
 
 
-class BackgroundDelayProxies(BackgroundLoop):
-    """Delay proxies on an event loop thread of their own. ``add`` returns the proxy's address."""
+class WanRoute(BaseModel):
+    """One emulated WAN link: where it leads and its round trip."""
 
-    def __init__(self):
-        super().__init__("wan-proxies")
-        self.proxies: list[DelayProxy] = []
+    target: str = Field(description="HOST:PORT the proxy forwards to.")
+    rtt_ms: float = Field(ge=0, description="Round trip the proxy adds, ms.")
+    name: str = Field(default="", description="For logs: what sits behind it.")
 
-    def add(self, target: str, rtt_ms: float, name: str = "") -> str:
-        async def started() -> DelayProxy:
-            proxy = DelayProxy(target, rtt_ms, name=name)
-            await proxy.start()
-            return proxy
 
-        proxy = self.call(started())
-        self.proxies.append(proxy)
-        return proxy.address
+class WanConfig(BaseModel):
+    routes: list[WanRoute] = Field(description="One delay proxy per route, each on a free loopback port.")
 
-    def stop(self) -> None:
+
+class DelayProxyGroup:
+    """Several delay proxies on one event loop; ``address`` lists theirs in the routes' order."""
+
+    def __init__(self, config: WanConfig):
+        self.proxies = [DelayProxy(r.target, r.rtt_ms, name=r.name) for r in config.routes]
+        self.address: list[str] = []
+
+    async def start(self) -> None:
         for proxy in self.proxies:
-            self.call(proxy.stop())
-        self.close()
+            await proxy.start()
+        self.address = [proxy.address for proxy in self.proxies]
+
+    async def stop(self) -> None:
+        for proxy in self.proxies:
+            await proxy.stop()

@@ -197,6 +197,13 @@ class ConsulRegistry:
         # An unknown id answers 404, which py-consul reports as False: deregistering is idempotent.
         self._call("deregister", self.client.agent.service.deregister, replica_id)
 
+    def is_registered(self, record: ReplicaRecord) -> bool:
+        # The local agent's own services, not the health query: a replica whose check is critical is
+        # still registered, and registering it again would reset the check Consul is running.
+        services = self._call("service lookup", self.client.agent.services) or {}
+        entry = services.get(record.id)
+        return entry is not None and ReplicaRecord.from_service(entry) == record
+
     def heartbeat(self, replica_id: str) -> None:
         """Keeps a TTL check passing; call it more often than check_ttl."""
         self._call("heartbeat", self.client.agent.check.ttl_pass, service_check_id(replica_id))

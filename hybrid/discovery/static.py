@@ -68,5 +68,8 @@ class StaticFileRegistry:
             if len(kept) != len(services):
                 self._write_services(kept)
 
+    def is_registered(self, record: ReplicaRecord) -> bool:
+        return record.to_service() in self._read_services()
+
     def list(self) -> list[ReplicaRecord]:
         return [ReplicaRecord.from_service(s) for s in self._read_services()]

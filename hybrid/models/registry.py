@@ -107,6 +107,11 @@ def _materialize_gguf(name: str, source: GGUFSource, cache_dir: Path) -> Resolve
     return ResolvedModel(name=name, hf_dir=target, fingerprint=fingerprint)
 
 
+def model_name(name_or_path: str) -> str:
+    """The name a model is served and listed under: a known name as is, a local folder by its folder's name."""
+    return name_or_path if name_or_path in KNOWN_MODELS else Path(name_or_path).expanduser().name
+
+
 def resolve_model(name_or_path: str = constants.DEFAULT_MODEL, cache_dir: Path | None = None) -> ResolvedModel:
     """Turns a known model name or a local Hugging Face folder into a ResolvedModel."""
     cache_dir = Path(cache_dir or constants.CACHE_DIR)
@@ -114,7 +119,9 @@ def resolve_model(name_or_path: str = constants.DEFAULT_MODEL, cache_dir: Path |
         return _materialize_gguf(name_or_path, KNOWN_MODELS[name_or_path], cache_dir)
     folder = Path(name_or_path).expanduser()
     if (folder / "config.json").is_file():
-        return ResolvedModel(name=folder.name, hf_dir=folder.resolve(), fingerprint=_fingerprint_folder(folder))
+        return ResolvedModel(
+            name=model_name(name_or_path), hf_dir=folder.resolve(), fingerprint=_fingerprint_folder(folder)
+        )
     known = ", ".join(sorted(KNOWN_MODELS))
     raise ModelNotFoundError(
         f"unknown model {name_or_path!r}: use one of [{known}] or a local Hugging Face folder holding config.json"

@@ -18,7 +18,7 @@ from hybrid.errors import HybridError
 from hybrid.protocol import Tier, request_from_proto
 from hybrid.router.dataplane import RouterDataPlane
 from hybrid.router.view import ReplicaView, source_from_spec
-from hybrid.routing import ReplicaState
+from hybrid.routing import ReplicaState, RoutingPolicy
 from hybrid.v1 import inference_pb2 as pb
 from hybrid.v1 import router_admin_pb2 as admin_pb
 from hybrid.v1 import router_admin_pb2_grpc as admin_grpc
@@ -40,6 +40,12 @@ class RouterConfig(BaseModel):
         default=constants.ROUTER_LOAD_POLL_S, gt=0, description="How often every replica's load is polled."
     )
     drain_grace_s: float = Field(default=constants.DRAIN_GRACE_S, ge=0, description="Streams' time to finish on stop.")
+    realtime_ttft_ms: float = Field(
+        default=constants.ROUTING_REALTIME_TTFT_MS,
+        gt=0,
+        description="First-token target of REALTIME requests: they go to the nearest tier expected to meet it, and "
+        "to the nearest that can start them only where none is.",
+    )
 
 
 def replica_message(state: ReplicaState, ejected: bool) -> admin_pb.Replica:
@@ -105,7 +111,7 @@ class Router:
     def __init__(self, config: RouterConfig):
         self.config = config
         self.view = ReplicaView(source_from_spec(config.discovery), config.poll_interval_s)
-        self.dataplane = RouterDataPlane(self.view)
+        self.dataplane = RouterDataPlane(self.view, RoutingPolicy(realtime_ttft_ms=config.realtime_ttft_ms))
         self.shell = ServerShell(config.host, config.port, [INFERENCE_SERVICE, ROUTER_ADMIN_SERVICE])
         self.address = self.shell.address
         servicer = RouterServicer(self.dataplane)

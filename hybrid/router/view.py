@@ -186,6 +186,7 @@ class ReplicaView:
         state.queue_depth = load.queue_depth
         state.active = load.active
         state.mean_request_ms = load.mean_request_ms
+        state.recent_ttft_p90_ms = load.recent_ttft_p90_ms
 
     async def run(self) -> None:
         while True:

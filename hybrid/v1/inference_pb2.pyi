@@ -136,7 +136,7 @@ class GetLoadRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class LoadReport(_message.Message):
-    __slots__ = ("replica_id", "model", "precision", "queue_depth", "active", "capacity", "max_queue", "tokens_per_second", "mean_request_ms", "draining")
+    __slots__ = ("replica_id", "model", "precision", "queue_depth", "active", "capacity", "max_queue", "tokens_per_second", "mean_request_ms", "draining", "recent_ttft_p90_ms")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +147,7 @@ class LoadReport(_message.Message):
     TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     MEAN_REQUEST_MS_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    RECENT_TTFT_P90_MS_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     model: str
     precision: str
@@ -157,4 +158,5 @@ class LoadReport(_message.Message):
     tokens_per_second: float
     mean_request_ms: float
     draining: bool
-    def __init__(self, replica_id: _Optional[str] = ..., model: _Optional[str] = ..., precision: _Optional[str] = ..., queue_depth: _Optional[int] = ..., active: _Optional[int] = ..., capacity: _Optional[int] = ..., max_queue: _Optional[int] = ..., tokens_per_second: _Optional[float] = ..., mean_request_ms: _Optional[float] = ..., draining: _Optional[bool] = ...) -> None: ...
+    recent_ttft_p90_ms: float
+    def __init__(self, replica_id: _Optional[str] = ..., model: _Optional[str] = ..., precision: _Optional[str] = ..., queue_depth: _Optional[int] = ..., active: _Optional[int] = ..., capacity: _Optional[int] = ..., max_queue: _Optional[int] = ..., tokens_per_second: _Optional[float] = ..., mean_request_ms: _Optional[float] = ..., draining: _Optional[bool] = ..., recent_ttft_p90_ms: _Optional[float] = ...) -> None: ...

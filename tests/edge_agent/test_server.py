@@ -128,6 +128,17 @@ def test_load_report_and_health_and_reflection(edge_agent):
     assert {"hybrid.v1.Inference", "grpc.health.v1.Health"} <= names
 
 
+def test_load_report_says_what_first_tokens_take_lately(edge_agent):
+    with HybridClient(edge_agent.address) as client:
+        started = time.monotonic()
+        answer = client.complete(messages=chat("Name a colour."), max_new_tokens=2)
+        took_ms = (time.monotonic() - started) * 1000
+        load = client.load()
+    assert answer.token_ids
+    # The answer's own first token is in the window: more than nothing, less than the whole call.
+    assert 0 < load.recent_ttft_p90_ms <= took_ms
+
+
 def test_metrics_endpoint_counts_requests(edge_agent):
     with HybridClient(edge_agent.address) as client:
         client.complete(prompt="Hello", max_new_tokens=2)

@@ -132,12 +132,38 @@ def test_min_precision_full_never_lands_on_a_quantized_replica(policy, fleet):
     assert realtime.chosen.full_precision
 
 
+def test_realtime_skips_a_near_tier_whose_first_token_would_be_late(policy, fleet):
+    fleet[0].queue_depth = 8  # edge: two batches ahead at 400 ms each = 800 ms wait, over the 250 ms target
+    decision = policy.choose(request("realtime", deadline_s=5.0), fleet)
+    assert decision.chosen.record.id == "priv-1"
+    assert any("edge: no room for a first token within 250 ms" in r for r in decision.reasons)
+
+
+def test_realtime_follows_the_first_tokens_a_replica_reports(policy, fleet):
+    fleet[0].recent_ttft_p90_ms = 400.0  # idle queue, but its recent first tokens took 400 ms
+    assert policy.choose(request("realtime", deadline_s=5.0), fleet).chosen.record.id == "priv-1"
+    fleet[0].recent_ttft_p90_ms = 60.0
+    assert policy.choose(request("realtime", deadline_s=5.0), fleet).chosen.record.id == "edge-1"
+
+
+def test_realtime_takes_the_nearest_tier_that_can_start_it_when_none_meets_the_target(policy, fleet):
+    for replica_state in fleet:
+        replica_state.recent_ttft_p90_ms = 900.0  # everywhere slow: late beats refused
+    assert policy.choose(request("realtime", deadline_s=5.0), fleet).chosen.record.id == "edge-1"
+
+
 def test_realtime_never_joins_a_queue_longer_than_its_deadline(policy, fleet):
-    fleet[0].queue_depth = 8  # edge: two batches ahead at 400 ms each = 800 ms wait
+    for replica_state in fleet:
+        replica_state.recent_ttft_p90_ms = 900.0
+    fleet[0].queue_depth = 8  # edge: 800 ms wait, past a 300 ms deadline
     decision = policy.choose(request("realtime", deadline_s=0.3), fleet)
     assert decision.chosen.record.id == "priv-1"
-    relaxed = policy.choose(request("realtime", deadline_s=5.0), fleet)
-    assert relaxed.chosen.record.id == "edge-1"
+
+
+def test_the_realtime_target_is_the_policys_to_set(clock, fleet):
+    fleet[0].recent_ttft_p90_ms = 400.0
+    lenient = RoutingPolicy(HotnessTracker(clock=clock), rng=random.Random(1), clock=clock, realtime_ttft_ms=500.0)
+    assert lenient.choose(request("realtime", deadline_s=5.0), fleet).chosen.record.id == "edge-1"
 
 
 def test_no_room_anywhere_is_resource_exhausted_with_a_retry_hint(policy, fleet):
@@ -221,3 +247,48 @@ def test_explain_reasons_name_the_class_and_the_choice(policy, fleet):
 
 def test_priority_enum_maps_to_the_request(policy):
     assert request("realtime").priority == Priority.REALTIME
+
+
+def finished_calls(state: ReplicaState, clock: FakeClock, count: int, token_ms: float, tokens: int = 21) -> None:
+    """Records ``count`` calls that ended just now, each token after the first having taken ``token_ms``."""
+    for _ in range(count):
+        call = state.begin_call(clock.now - 2.0)
+        state.first_token(call, clock.now - (tokens - 1) * token_ms / 1000)
+        state.end_call(call, clock.now, answered=True, tokens=tokens)
+
+
+def test_a_replica_with_free_slots_but_slow_tokens_is_passed_over_when_the_answer_would_be_late(policy, clock, fleet):
+    hot = dict(affinity_key="user-42", deadline_s=4.0)
+    for _ in range(3):
+        policy.observe(request("interactive", **hot))
+    finished_calls(fleet[0], clock, 5, token_ms=60.0)  # the edge: a CPU node, 60 ms a token
+    long_answer = policy.choose(request("interactive", max_new_tokens=64, **hot), fleet)
+    assert long_answer.request_class == RequestClass.HOT
+    assert long_answer.chosen.record.id == "priv-1"  # 63 x 60 ms is past half of the 4 s deadline
+    assert any("edge: no room for a finish within 2000 ms" in r for r in long_answer.reasons)
+    short_answer = policy.choose(request("interactive", max_new_tokens=16, **hot), fleet)
+    assert short_answer.chosen.record.id == "edge-1"
+
+
+def test_a_replica_that_has_gone_quiet_is_tried_again(policy, clock, fleet):
+    finished_calls(fleet[0], clock, 5, token_ms=200.0)
+    assert policy.choose(request("realtime", max_new_tokens=32, deadline_s=2.0), fleet).chosen.record.id == "priv-1"
+    clock.now += 60  # nothing ended there for a minute: old news is no news
+    assert policy.choose(request("realtime", max_new_tokens=32, deadline_s=2.0), fleet).chosen.record.id == "edge-1"
+
+
+def test_a_call_still_waiting_for_its_first_token_delays_the_next_ones_there(policy, clock, fleet):
+    fleet[0].begin_call(clock.now - 0.6)  # sent 600 ms ago, nothing back yet
+    assert fleet[0].predicted_ttft_ms(clock.now) == pytest.approx(5 + 600)
+    assert policy.choose(request("realtime", deadline_s=5.0), fleet).chosen.record.id == "priv-1"
+
+
+def test_the_calls_book_keeping_counts_only_answers_that_finished():
+    state = replica("edge-1", "edge")
+    answered, failed = state.begin_call(10.0), state.begin_call(10.0)
+    assert state.outstanding == 2
+    state.first_token(answered, 10.2)
+    state.end_call(answered, 11.2, answered=True, tokens=11)  # 10 tokens after the first in 1 s
+    state.end_call(failed, 11.5, answered=False, tokens=0)
+    assert state.outstanding == 0 and not state.in_flight and not state.first_token_at
+    assert state.recent_token_ms.quantile(11.5, 0.9) == pytest.approx(100.0)

@@ -210,7 +210,7 @@ def test_edge_user_data_runs_the_installer(tier_spec, tmp_path):
     assert user_data.startswith("#cloud-config\n")
     cloud_config = yaml.safe_load(user_data)
     assert cloud_config["runcmd"][-1] == [
-        "/opt/hybrid/bin/hybrid-edge",
+        "/opt/hybrid-edge/venv/bin/hybrid-edge",
         "install",
         "--artifact",
         artifact_url,
@@ -221,4 +221,4 @@ def test_edge_user_data_runs_the_installer(tier_spec, tmp_path):
         "--router",
         "router.internal:50051",
     ]
-    assert ["/opt/hybrid/bin/pip", "install", "hybrid-inference[edge]"] in cloud_config["runcmd"]
+    assert ["/opt/hybrid-edge/venv/bin/pip", "install", "hybrid-inference[edge,consul]"] in cloud_config["runcmd"]

@@ -249,7 +249,7 @@ variable "edge_nodes" {
 }
 
 variable "edge_artifact_url" {
-  description = "http(s) URL of the edge artifact tarball built by `hybrid export`; needed when edge_nodes is not empty."
+  description = "http(s) URL of the edge artifact built by `hybrid export` (as `hybrid artifacts serve` serves it, or a tarball); needed when edge_nodes is not empty."
   type        = string
   default     = ""
   nullable    = false
@@ -261,13 +261,13 @@ variable "edge_artifact_url" {
 }
 
 variable "edge_artifact_sha256" {
-  description = "sha256 of the edge artifact tarball, 64 lowercase hex digits."
+  description = "sha256 of the edge artifact's manifest.json (`hybrid artifacts hash DIR`), 64 lowercase hex digits."
   type        = string
   default     = ""
   nullable    = false
 
   validation {
     condition     = var.edge_artifact_sha256 == "" || can(regex("^[0-9a-f]{64}$", var.edge_artifact_sha256))
-    error_message = "edge_artifact_sha256 must be 64 lowercase hex digits, as sha256sum prints them."
+    error_message = "edge_artifact_sha256 must be 64 lowercase hex digits, as `hybrid artifacts hash DIR` prints them."
   }
 }

@@ -21,7 +21,7 @@ variable "region" {
 }
 
 variable "artifact_url" {
-  description = "http(s) URL of the edge artifact tarball that `hybrid export` built."
+  description = "http(s) URL of the edge artifact that `hybrid export` built: its folder as `hybrid artifacts serve` serves it (http://HOST:PORT/artifacts/<sha256>), or a tarball of that folder."
   type        = string
   nullable    = false
 
@@ -32,13 +32,13 @@ variable "artifact_url" {
 }
 
 variable "artifact_sha256" {
-  description = "sha256 of the artifact tarball, 64 lowercase hex digits; the installer refuses anything else."
+  description = "sha256 of the artifact's manifest.json (`hybrid artifacts hash DIR` prints it), 64 lowercase hex digits; the manifest holds the sha256 of every other file, and the installer refuses an artifact that does not match."
   type        = string
   nullable    = false
 
   validation {
     condition     = can(regex("^[0-9a-f]{64}$", var.artifact_sha256))
-    error_message = "artifact_sha256 must be 64 lowercase hex digits, as sha256sum prints them."
+    error_message = "artifact_sha256 must be 64 lowercase hex digits: the sha256 of the artifact's manifest.json, as `hybrid artifacts hash DIR` prints it."
   }
 }
 
@@ -54,13 +54,13 @@ variable "router" {
 }
 
 variable "edge_package" {
-  description = "The pip requirement that puts hybrid-edge on the node."
+  description = "The pip requirement that puts hybrid-edge on the node; the consul extra lets the agent register in the node's Consul agent (its default discovery)."
   type        = string
-  default     = "hybrid-inference[edge]"
+  default     = "hybrid-inference[edge,consul]"
   nullable    = false
 
   validation {
     condition     = can(regex("^[^\\s]+$", var.edge_package))
-    error_message = "edge_package must be one pip requirement without spaces, such as hybrid-inference[edge]==0.1.0."
+    error_message = "edge_package must be one pip requirement without spaces, such as hybrid-inference[edge,consul]==0.1.0."
   }
 }

@@ -184,7 +184,9 @@ locals {
     }
   }
 
-  edge_venv = "/opt/hybrid"
+  # hybrid-edge install's default prefix holds its venv at PREFIX/venv: installed there first, the
+  # installer finds itself running from it and installs nothing twice.
+  edge_venv = "/opt/hybrid-edge/venv"
 
   edge_user_data = {
     for n in var.edge_nodes : n.name => join("\n", [

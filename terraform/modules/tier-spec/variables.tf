@@ -131,7 +131,9 @@ variable "edge_nodes" {
   description = <<-EOT
     Regional edge nodes to render cloud-init user data for. name: 1-63 lowercase letters,
     digits or '-'; region: the node's region as the router sees it; artifact_url: http(s) URL of
-    the edge artifact tarball (built by `hybrid export`); artifact_sha256: its sha256 in hex;
+    the edge artifact built by `hybrid export` (its folder as `hybrid artifacts serve` serves it,
+    or a tarball of it); artifact_sha256: the sha256 of its manifest.json in hex (`hybrid artifacts
+    hash DIR`), which vouches for every file;
     router: the router's gRPC address as HOST:PORT.
   EOT
   type = list(object({
@@ -166,7 +168,7 @@ variable "edge_nodes" {
 
   validation {
     condition     = alltrue([for n in var.edge_nodes : can(regex("^[0-9a-f]{64}$", n.artifact_sha256))])
-    error_message = "artifact_sha256 must be the artifact's sha256 as 64 lowercase hex digits (sha256sum prints it): change artifact_sha256 of: ${join(", ", [for n in var.edge_nodes : n.name if !can(regex("^[0-9a-f]{64}$", n.artifact_sha256))])}."
+    error_message = "artifact_sha256 must be the sha256 of the artifact's manifest.json as 64 lowercase hex digits (`hybrid artifacts hash DIR` prints it): change artifact_sha256 of: ${join(", ", [for n in var.edge_nodes : n.name if !can(regex("^[0-9a-f]{64}$", n.artifact_sha256))])}."
   }
 
   validation {
@@ -178,12 +180,12 @@ variable "edge_nodes" {
 variable "edge_package" {
   description = "The pip requirement that puts hybrid-edge on an edge node, installed into a virtual environment by cloud-init."
   type        = string
-  default     = "hybrid-inference[edge]"
+  default     = "hybrid-inference[edge,consul]"
   nullable    = false
 
   validation {
     condition     = can(regex("^[^\\s]+$", var.edge_package))
-    error_message = "edge_package must be one pip requirement without spaces, such as hybrid-inference[edge]==0.1.0."
+    error_message = "edge_package must be one pip requirement without spaces, such as hybrid-inference[edge,consul]==0.1.0."
   }
 }
 

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from hybrid.bench.wan import BackgroundDelayProxies, DelayProxy, split_address
+from hybrid.bench.processes import ServerProcess
+from hybrid.bench.wan import DelayProxy, DelayProxyGroup, WanConfig, WanRoute, split_address
 
 
 async def echo_server():
@@ -122,28 +123,42 @@ async def test_a_target_that_is_down_closes_the_connection():
         await proxy.stop()
 
 
-def test_background_proxies_serve_from_their_own_thread():
+def test_a_proxy_group_serves_from_a_process_of_its_own():
     async def serve_echo():
         return await echo_server()
 
     loop = asyncio.new_event_loop()
     try:
         server, address = loop.run_until_complete(serve_echo())
-        proxies = BackgroundDelayProxies()
+        routes = [WanRoute(target=address, rtt_ms=20, name="a"), WanRoute(target=address, rtt_ms=60, name="b")]
+        group = ServerProcess(DelayProxyGroup, WanConfig(routes=routes), "wan")
         try:
-            first = proxies.add(address, 20, name="a")
-            second = proxies.add(address, 20, name="b")
+            first, second = group.address
             assert first != second
-            for through in (first, second):
+            for through, rtt_s in ((first, 0.020), (second, 0.060)):
                 received, took = loop.run_until_complete(round_trip(through, b"hello"))
-                assert received == b"hello" and took >= 0.020
+                assert received == b"hello" and took >= rtt_s
         finally:
-            proxies.stop()
+            group.stop()
+        assert group.pid is not None and not _alive(group.pid)
         server.close()
         loop.run_until_complete(asyncio.sleep(0.2))  # the echo handlers see their connections close
         loop.run_until_complete(server.wait_closed())
     finally:
         loop.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_server_that_cannot_start_says_why():
+    with pytest.raises(RuntimeError, match="wan failed to start: .*not HOST:PORT"):
+        ServerProcess(DelayProxyGroup, WanConfig(routes=[WanRoute(target="nowhere", rtt_ms=1)]), "wan")
 
 
 def test_a_negative_rtt_is_refused():

@@ -169,6 +169,11 @@ class ConsulStub:
             self._bump()
         return 200, ""
 
+    def agent_services(self) -> dict[str, dict]:
+        """/v1/agent/services: the agent's own services by ID, whatever their checks say."""
+        with self._changed:
+            return {service_id: dict(service) for service_id, service in self.services.items()}
+
     def health(self, name: str, query: dict[str, str]) -> tuple[int, str | list, int]:
         wait_s = 300.0
         if "wait" in query:
@@ -269,6 +274,8 @@ class ConsulHandler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         path, query = self._parse()
+        if path == "/v1/agent/services":
+            return self._reply(200, self.consul.agent_services())
         if path.startswith("/v1/health/service/"):
             code, body, index = self.consul.health(urllib.parse.unquote(path.rsplit("/", 1)[1]), query)
             return self._reply(code, body, index)

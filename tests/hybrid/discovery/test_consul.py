@@ -84,6 +84,15 @@ def test_register_list_deregister(registry):
     registry.deregister(rec.id)  # unknown id: Consul answers 404, deregistering stays idempotent
 
 
+def test_is_registered_asks_the_agent_for_the_whole_record(registry):
+    rec = record("listed")
+    assert not registry.is_registered(rec)
+    registry.register(rec)
+    assert registry.is_registered(rec)
+    # A record that changed (after an artifact switch, say) must be registered again.
+    assert not registry.is_registered(rec.model_copy(update={"precision": "fp32"}))
+
+
 @stub_only
 def test_registration_carries_the_grpc_check(stub, consul_addr):
     rec = record("grpc")

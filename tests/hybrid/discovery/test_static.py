@@ -24,6 +24,14 @@ def test_register_list_deregister(tmp_path):
     assert [r.id for r in registry.list()] == ["r1"]
 
 
+def test_is_registered_compares_the_whole_record(tmp_path):
+    registry = StaticFileRegistry(tmp_path / "d.yaml")
+    assert not registry.is_registered(record(1))
+    registry.register(record(1))
+    assert registry.is_registered(record(1))
+    assert not registry.is_registered(record(1).model_copy(update={"precision": "fp32"}))
+
+
 def test_entries_use_the_consul_schema(tmp_path):
     service = record(3).to_service()
     assert service["Name"] == "hybrid-inference"

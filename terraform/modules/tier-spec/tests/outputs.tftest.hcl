@@ -221,7 +221,7 @@ run "edge_cloud_init" {
 
   assert {
     condition = contains(yamldecode(output.edge_user_data["edge-fra-1"]).runcmd, [
-      "/opt/hybrid/bin/hybrid-edge", "install",
+      "/opt/hybrid-edge/venv/bin/hybrid-edge", "install",
       "--artifact", "https://artifacts.example.com/smollm2-int8.tar.gz",
       "--sha256", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
       "--region", "eu-central",

@@ -1,0 +1,34 @@
+"""Figures over a sliding window of time."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+
+class RecentWindow:
+    """The values added over the last ``window_s`` seconds; every figure of an empty window is 0.
+
+    Something that has gone quiet reports 0, not the slow figure of its last busy moment, so whoever
+    steers by it tries it again instead of shunning it on old news."""
+
+    def __init__(self, window_s: float):
+        self.window_s = window_s
+        self._values: deque[tuple[float, float]] = deque()
+        self._lock = threading.Lock()  # an engine adds on its own thread; a server reads on its loop
+
+    def add(self, now: float, value: float) -> None:
+        with self._lock:
+            self._values.append((now, value))
+            self._trim(now)
+
+    def quantile(self, now: float, q: float) -> float:
+        """The value that a fraction ``q`` of the window's values do not exceed (nearest rank)."""
+        with self._lock:
+            self._trim(now)
+            values = sorted(v for _, v in self._values)
+        return values[min(len(values) - 1, int(q * len(values)))] if values else 0.0
+
+    def _trim(self, now: float) -> None:
+        while self._values and self._values[0][0] < now - self.window_s:
+            self._values.popleft()

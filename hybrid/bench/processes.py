@@ -1,0 +1,97 @@
+"""Parts of the bench stack in processes of their own.
+
+The load generator, the router, the baseline, the WAN proxies and every edge agent are Python
+event loops; in one interpreter they would take turns on one GIL, and the generator's own clock
+would slip whenever the router was busy. Each runs in a spawned process instead.
+
+``ServerProcess(server_class, config)`` runs any server of the project's shape (built from one
+config inside its event loop, ``async start()``, ``async stop()``, an ``address``, and a
+``record()`` where it is a replica) in a child and waits until it serves; ``stop()`` asks it to
+drain (SIGTERM) and kills it if it does not.
+``call_in_process(function, *args)`` runs one function in a fresh child and returns its result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+log = logging.getLogger("hybrid.bench")
+
+_SPAWN = multiprocessing.get_context("spawn")  # fork would copy Ray's and grpc's threads half-alive
+
+
+def _ignore_interrupts() -> None:
+    # Ctrl-C reaches the whole process group; the parent decides what stops, and in which order.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def _serve(server_class: type, config: Any, pipe) -> None:
+    _ignore_interrupts()
+
+    async def main() -> None:
+        try:
+            server = server_class(config)
+            await server.start()
+        except BaseException as error:
+            pipe.send(("error", f"{type(error).__name__}: {error}"))
+            raise
+        # A replica also says how discovery would list it (EdgeAgent.record), so the parent need not guess.
+        record = server.record() if callable(getattr(server, "record", None)) else None
+        pipe.send(("ready", (server.address, record)))
+        stopping = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+        await stopping.wait()
+        await server.stop()
+
+    asyncio.run(main())
+
+
+class ServerProcess:
+    """One server in a spawned child process; ``address`` is the server's, once it serves."""
+
+    def __init__(self, server_class: type, config: Any, name: str, ready_timeout_s: float = 300.0):
+        self.name = name
+        parent_end, child_end = _SPAWN.Pipe(duplex=False)
+        self._process = _SPAWN.Process(target=_serve, args=(server_class, config, child_end), name=name, daemon=True)
+        self._process.start()
+        child_end.close()
+        try:
+            if not parent_end.poll(ready_timeout_s):
+                raise RuntimeError(f"{name} did not start serving within {ready_timeout_s:.0f} s")
+            status, value = parent_end.recv()
+        except EOFError:
+            self._process.join(5)
+            raise RuntimeError(f"{name} exited with code {self._process.exitcode} before serving") from None
+        except BaseException:
+            self.stop(0)
+            raise
+        if status != "ready":
+            self.stop(0)
+            raise RuntimeError(f"{name} failed to start: {value}")
+        self.address, self.record = value
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def stop(self, grace_s: float = 30.0) -> None:
+        if self._process.is_alive():
+            os.kill(self._process.pid, signal.SIGTERM)
+            self._process.join(grace_s)
+        if self._process.is_alive():
+            log.warning("%s did not stop within %.0f s; killing it", self.name, grace_s)
+            self._process.kill()
+            self._process.join(5)
+
+
+def call_in_process(function, *args):
+    """``function(*args)`` in a fresh spawned process (both picklable); returns its result or raises its error."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=_SPAWN, initializer=_ignore_interrupts) as pool:
+        return pool.submit(function, *args).result()
