@@ -130,13 +130,11 @@ def test_load_report_and_health_and_reflection(edge_agent):
 
 def test_load_report_says_what_first_tokens_take_lately(edge_agent):
     with HybridClient(edge_agent.address) as client:
-        started = time.monotonic()
         answer = client.complete(messages=chat("Name a colour."), max_new_tokens=2)
-        took_ms = (time.monotonic() - started) * 1000
         load = client.load()
-    assert answer.token_ids
-    # The answer's own first token is in the window: more than nothing, less than the whole call.
-    assert 0 < load.recent_ttft_p90_ms <= took_ms
+    # The answer's own first token is in the window (with those of earlier tests' requests, if recent).
+    assert answer.token_ids and answer.timing.time_to_first_token_ms > 0
+    assert 0 < load.recent_ttft_p90_ms < 120_000
 
 
 def test_metrics_endpoint_counts_requests(edge_agent):
