@@ -28,6 +28,19 @@ def test_the_router_streams_what_the_replica_streams(edge_router, edge_agent):
     assert through[-1].served_by.replica_id == edge_agent.agent.replica_id
 
 
+def test_the_router_learns_each_replicas_pace_from_its_calls_and_load_reports(edge_router):
+    with HybridClient(edge_router.address) as client:
+        answer = client.complete(messages=chat(PROMPTS[1]), max_new_tokens=12, priority="interactive")
+    assert len(answer.token_ids) > 1
+    (state,) = edge_router.router.view.replicas()
+    assert state.recent_token_ms.quantile(time.monotonic(), 0.9) > 0, "the call's time per token"
+    assert not state.in_flight and state.outstanding == 0
+    waited_until = time.monotonic() + 5
+    while not state.recent_ttft_p90_ms and time.monotonic() < waited_until:  # the next load poll brings it
+        time.sleep(0.1)
+    assert state.recent_ttft_p90_ms > 0, "the replica's first tokens, from its load report"
+
+
 def test_list_replicas_and_explain(edge_router, edge_agent):
     with grpc.insecure_channel(edge_router.address) as channel:
         admin = admin_grpc.RouterAdminStub(channel)
