@@ -21,6 +21,7 @@ to the host per step.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import torch
@@ -116,7 +117,15 @@ class StaticCacheLlama:
         self._positions = torch.zeros(self.slots, dtype=torch.long, device=self.device)
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, StepOutput]] = {}
         self._pool = None
-        self._ensure_length(min(_MIN_LENGTH_BUCKET * 4, max_context))
+        if self.cuda_graphs:
+            # A graph captured while serving stalls every running row for the capture (a burst is when
+            # batch sizes and lengths first meet), and a cache that grows drops them all. So on a GPU the
+            # cache spans the context window from the start (SmolLM2-135M, 32 slots, 2048 positions:
+            # 1.5 GB) and every batch and length bucket is captured now.
+            self._ensure_length(max_context)
+            self._capture_all()
+        else:
+            self._ensure_length(min(_MIN_LENGTH_BUCKET * 4, max_context))
 
     # --- cache --------------------------------------------------------------------------------
 
@@ -258,6 +267,14 @@ class StaticCacheLlama:
         graph, output = self._graphs[key]
         graph.replay()
         return output
+
+    def _capture_all(self) -> None:
+        started = time.monotonic()
+        lengths = sorted({self._length_bucket(n) for n in range(1, self._length + 1, _MIN_LENGTH_BUCKET)})
+        for length in lengths:
+            for bucket in self.buckets:
+                self._graphs[(bucket, length)] = self._capture(bucket, length)
+        log.info("captured %d decode graphs in %.1f s", len(self._graphs), time.monotonic() - started)
 
     def _capture(self, batch: int, length: int) -> tuple[torch.cuda.CUDAGraph, StepOutput]:
         # Warm-up and capture run the step on the live inputs, so what they write to the cache is

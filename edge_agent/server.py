@@ -180,6 +180,7 @@ class EdgeAgent:
     async def start(self, announce: bool = True) -> None:
         """Serves; ``announce=False`` leaves the "ready on" line to a caller with more to set up first."""
         self.engine.start()
+        await self.engine.measure_pace()
         await self.shell.start()
         if self.config.metrics_port is not None:
             self._metrics_server, _ = start_http_server(
@@ -258,6 +259,7 @@ class EdgeAgent:
             load_artifact, folder, self.config, self.replica_id, self.metrics, expected_sha256
         )
         loaded.engine.start()
+        await loaded.engine.measure_pace()
         return loaded
 
     async def switch_to(self, loaded: LoadedArtifact) -> LoadedArtifact:

@@ -21,11 +21,12 @@ import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hybrid import constants
+from hybrid._private.pace import Pace, StepPace
 from hybrid._private.window import RecentWindow
-from hybrid.batching import DynamicBatcher, Ticket
+from hybrid.batching import DynamicBatcher, Priority, Ticket
 from hybrid.errors import (
     DeadlineExceededError,
     HybridError,
@@ -90,6 +91,7 @@ class LoadSnapshot:
     mean_request_ms: float
     draining: bool
     recent_ttft_p90_ms: float = 0.0
+    pace: Pace = field(default_factory=Pace)
 
     def to_proto(self, replica_id: str, model: str, precision: str) -> pb.LoadReport:
         return pb.LoadReport(
@@ -104,6 +106,8 @@ class LoadSnapshot:
             mean_request_ms=self.mean_request_ms,
             draining=self.draining,
             recent_ttft_p90_ms=self.recent_ttft_p90_ms,
+            token_ms_base=self.pace.base_ms,
+            token_ms_per_row=self.pace.per_row_ms,
         )
 
 
@@ -143,6 +147,7 @@ class ContinuousBatchingEngine(ABC):
         self._tokens_per_second = 0.0
         self._mean_request_ms = 0.0
         self._recent_ttft_ms = RecentWindow(constants.RECENT_TTFT_WINDOW_S)
+        self._pace = StepPace()
         # Counters the tests read: how many sequences shared each decode step.
         self.decode_steps = 0
         self.max_rows_in_step = 0
@@ -203,7 +208,41 @@ class ContinuousBatchingEngine(ABC):
             mean_request_ms=self._mean_request_ms,
             draining=self._draining,
             recent_ttft_p90_ms=self._recent_ttft_ms.quantile(time.monotonic(), 0.9),
+            pace=self._pace.fit(),
         )
+
+    async def measure_pace(self) -> None:
+        """Times decode steps at one row and at ``PACE_ROWS`` (at most a full batch) before any real request, so
+        that the pace this replica reports is known from its first load report; then forgets those requests in
+        every other figure."""
+        metrics, self.metrics = self.metrics, None
+
+        async def answer(index: int) -> None:
+            request = GenerationRequest(
+                request_id=f"pace-{index}",
+                model="",
+                prompt=constants.PACE_PROMPT,
+                messages=None,
+                max_new_tokens=constants.PACE_TOKENS,
+                temperature=0.0,
+                top_p=1.0,
+                seed=None,
+                stop=[],
+                priority=Priority.BATCH,
+            )
+            async for _ in self.generate(request):
+                pass
+
+        try:
+            await answer(0)
+            await asyncio.gather(*(answer(i) for i in range(1, min(self.capacity, constants.PACE_ROWS) + 1)))
+        finally:
+            self.metrics = metrics
+            self._pace.forget_stalls()
+            self._recent_ttft_ms = RecentWindow(constants.RECENT_TTFT_WINDOW_S)
+            self._tokens_per_second = self._mean_request_ms = 0.0
+            self.decode_steps = self.max_rows_in_step = self.rows_decoded = 0
+            self.decode_seconds = 0.0
 
     # --- the data plane entry ----------------------------------------------------------------
 
@@ -316,15 +355,16 @@ class ContinuousBatchingEngine(ABC):
             ticket.item.dispatched_at = ticket.dispatched_at or time.monotonic()
             if self.metrics:
                 self.metrics.queue_seconds.labels(ticket.priority.name).observe(ticket.queue_time_s or 0.0)
-        if joiners:
-            self._admit(joiners)
+        prefill_s = self._admit(joiners) if joiners else 0.0
         if self.rows:
-            self._step()
+            rows = len(self.rows)
+            self._pace.observe(rows, self._step() * 1000, prefill_s * 1000)
         if self.metrics:
             self.metrics.queue_depth.set(len(self.batcher))
             self.metrics.active.set(len(self.rows))
 
-    def _admit(self, joiners: list[Sequence]) -> None:
+    def _admit(self, joiners: list[Sequence]) -> float:
+        """Prefills ``joiners`` into the batch; returns the seconds it took."""
         started = time.monotonic()
         try:
             tokens = self._prefill(joiners)
@@ -333,14 +373,17 @@ class ContinuousBatchingEngine(ABC):
             for seq in joiners:
                 seq.send_now(HybridError(f"prefill failed on this replica: {exc}"))
             raise
+        elapsed = time.monotonic() - started
         if self.metrics:
-            self.metrics.prefill_seconds.observe(time.monotonic() - started)
+            self.metrics.prefill_seconds.observe(elapsed)
         for seq in joiners:
             seq.cached = len(seq.prompt_ids)
         self.rows.extend(joiners)
         self._emit(joiners, tokens)
+        return elapsed
 
-    def _step(self) -> None:
+    def _step(self) -> float:
+        """Advances every row by one token; returns the seconds the decode took."""
         rows = list(self.rows)
         started = time.monotonic()
         tokens = self._decode(rows)
@@ -357,6 +400,7 @@ class ContinuousBatchingEngine(ABC):
             self.metrics.step_seconds.observe(elapsed)
             self.metrics.batch_rows.observe(len(rows))
         self._emit(rows, tokens)
+        return elapsed
 
     def _post(self, seq: Sequence, item: object) -> None:
         # Chunks of one step are handed over together, one wake-up per event loop instead of one per row.

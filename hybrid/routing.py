@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from hybrid import constants
+from hybrid._private.pace import Pace
 from hybrid._private.window import RecentWindow
 from hybrid.batching import Priority
 from hybrid.discovery import ReplicaRecord
@@ -38,6 +39,21 @@ class RequestClass(str, Enum):
 
 
 @dataclass
+class Call:
+    """One request the router sent to a replica and has not yet seen end."""
+
+    began: float
+    # When its caller stops waiting, on the clock ``began`` is on; None for no deadline.
+    deadline: float | None
+    max_new_tokens: int
+    first_token_at: float | None = None
+    tokens: int = 0
+
+    def tokens_left(self) -> int:
+        return max(1, self.max_new_tokens - self.tokens)
+
+
+@dataclass
 class ReplicaState:
     """What the router knows of one replica: discovery's record plus live figures."""
 
@@ -49,17 +65,18 @@ class ReplicaState:
     active: int = 0
     mean_request_ms: float = 0.0
     recent_ttft_p90_ms: float = 0.0
+    # How its time between tokens grows with its batch, as it reported.
+    pace: Pace = field(default_factory=Pace)
     # Round-trip time, exponentially weighted.
     rtt_ms: float | None = None
     consecutive_failures: int = 0
     ejected_until: float = 0.0
     ejections: int = 0
-    # The router's own view of its calls to this replica: when each call in flight began and, once it
-    # came, its first token; and how long each token after the first took in the calls that finished
-    # well lately. A replica's batch size says nothing of its speed (a CPU node with 32 slots may take
-    # 50 ms a token); these say what a request sent now meets, and scale with the tokens it asks for.
-    in_flight: dict[int, float] = field(default_factory=dict)
-    first_token_at: dict[int, float] = field(default_factory=dict)
+    # The router's own view of its calls to this replica: each call in flight (its deadline, its first
+    # token, the tokens come so far), and how long each token after the first took in the calls that
+    # finished well lately. A replica's batch size says nothing of its speed (a CPU node with 32 slots may
+    # take 50 ms a token); these say what a request sent now meets, and scale with the tokens it asks for.
+    in_flight: dict[int, Call] = field(default_factory=dict)
     recent_token_ms: RecentWindow = field(default_factory=lambda: RecentWindow(constants.ROUTING_RECENT_WINDOW_S))
     _next_call: int = 0
 
@@ -71,27 +88,42 @@ class ReplicaState:
     def full_precision(self) -> bool:
         return self.record.precision in FULL_PRECISIONS
 
-    def begin_call(self, now: float) -> int:
+    def begin_call(self, now: float, deadline: float | None = None, max_new_tokens: int = 1) -> int:
         self._next_call += 1
-        self.in_flight[self._next_call] = now
+        self.in_flight[self._next_call] = Call(now, deadline, max_new_tokens)
         self.outstanding += 1
         return self._next_call
 
-    def first_token(self, call: int, now: float) -> None:
-        self.first_token_at[call] = now
+    def streamed(self, call: int, now: float, tokens: int) -> None:
+        """A message of the call's answer came, with ``tokens`` tokens."""
+        state = self.in_flight[call]
+        if state.first_token_at is None:
+            state.first_token_at = now
+        state.tokens += tokens
 
-    def end_call(self, call: int, now: float, answered: bool, tokens: int) -> None:
-        self.in_flight.pop(call)
-        first = self.first_token_at.pop(call, None)
+    def end_call(self, call: int, now: float, answered: bool) -> None:
+        state = self.in_flight.pop(call)
         self.outstanding -= 1
-        if answered and first is not None and tokens > 1:
-            self.recent_token_ms.add(now, (now - first) * 1000 / (tokens - 1))
+        if answered and state.first_token_at is not None and state.tokens > 1:
+            self.recent_token_ms.add(now, (now - state.first_token_at) * 1000 / (state.tokens - 1))
 
     def oldest_awaiting_first_token_ms(self, now: float) -> float:
         """How long the oldest call in flight without its first token has waited; 0 when none."""
         return max(
-            ((now - began) * 1000 for call, began in self.in_flight.items() if call not in self.first_token_at),
+            ((now - c.began) * 1000 for c in self.in_flight.values() if c.first_token_at is None),
             default=0.0,
+        )
+
+    def answers_put_at_risk(self, now: float) -> int:
+        """Calls in flight here that one more request would leave expected to end past ``ROUTING_DEADLINE_HEADROOM``
+        of their remaining time: each new row slows every row of a CPU's batch, and an answer promised in time
+        when it was sent must stay so."""
+        token_ms = self.predicted_token_ms(now)
+        return sum(
+            1
+            for c in self.in_flight.values()
+            if c.deadline is not None
+            and c.tokens_left() * token_ms > constants.ROUTING_DEADLINE_HEADROOM * (c.deadline - now) * 1000
         )
 
     def observe_rtt(self, rtt_ms: float, alpha: float = 0.2) -> None:
@@ -119,10 +151,18 @@ class ReplicaState:
         percentile the replica reports of its last seconds, or longer where a call of ours has waited longer."""
         return self.predicted_start_ms() + max(self.recent_ttft_p90_ms, self.oldest_awaiting_first_token_ms(now))
 
+    def predicted_token_ms(self, now: float) -> float:
+        """What each token after the first would take: the replica's pace at its batch with this request in it,
+        or the 90th percentile of what a token took in our calls that ended lately, whichever is slower.
+
+        The pace sees a burst coming the moment requests pile up on a replica, before any of them ends; the
+        calls see what the pace leaves out (the network, the proxies in the path)."""
+        rows = min(max(1, self.record.capacity), self.load() + 1)
+        return max(self.pace.token_ms(rows), self.recent_token_ms.quantile(now, 0.9))
+
     def predicted_finish_ms(self, now: float, new_tokens: int) -> float:
-        """When an answer of ``new_tokens`` would end: its first token, then the rest at the 90th percentile of
-        what a token took in our calls that ended lately."""
-        return self.predicted_ttft_ms(now) + (new_tokens - 1) * self.recent_token_ms.quantile(now, 0.9)
+        """When an answer of ``new_tokens`` would end: its first token, then the rest at the predicted pace."""
+        return self.predicted_ttft_ms(now) + (new_tokens - 1) * self.predicted_token_ms(now)
 
 
 class HotnessTracker:
@@ -223,12 +263,22 @@ class OutlierDetector:
 class _Expectation:
     """What a replica must be expected to do for a request, e.g. its first token within 250 ms."""
 
-    what: str
-    predicted_ms: Callable[[ReplicaState], float]
-    limit_ms: float
+    wanted: str
+    # What the replica is expected to give, and the most that passes, e.g. "first token", 250, "ms".
+    measure: str
+    predicted: Callable[[ReplicaState], float]
+    limit: float
+    unit: str = " ms"
 
     def met(self, replica: ReplicaState) -> bool:
-        return self.predicted_ms(replica) <= self.limit_ms
+        return self.predicted(replica) <= self.limit
+
+    def expected(self, replica: ReplicaState) -> str:
+        return f"{self.measure} {self.predicted(replica):.0f}{self.unit}"
+
+
+def _within(measure: str, predicted: Callable[[ReplicaState], float], limit_ms: float) -> _Expectation:
+    return _Expectation(f"{measure} within {limit_ms:.0f} ms", measure, predicted, limit_ms)
 
 
 @dataclass
@@ -299,10 +349,14 @@ class RoutingPolicy:
 
         Tiers are tried in the table's order, in up to three passes, each less demanding than the one before:
 
-        1. REALTIME only: a replica expected to give the first token within ``realtime_ttft_ms`` and to
-           finish as pass 2 asks;
-        2. one expected to finish (``max_new_tokens`` at what a token takes there now, by the router's own
-           calls) within ``ROUTING_DEADLINE_HEADROOM`` of the deadline;
+        1. REALTIME only: a replica expected to give the first token within ``ROUTING_TTFT_HEADROOM`` of
+           ``realtime_ttft_ms`` and to pass pass 2;
+        2. one expected to finish (``max_new_tokens`` at the pace it would have with this request in its
+           batch, or at what a token took in the router's calls lately if slower) within
+           ``ROUTING_DEADLINE_HEADROOM`` of the deadline, without leaving any answer the router has in flight
+           there expected to end past that share of its own deadline. A REALTIME request, which no tier
+           could give its first token in time, takes the soonest expected first token of any such replica
+           instead of the nearest tier's;
         3. one that can at least start it within the deadline.
 
         Only where no replica passes even the last is the request refused."""
@@ -316,20 +370,35 @@ class RoutingPolicy:
         )
         candidates = self._candidates(request, replicas, exclude, order, decision.reasons)
         now = self._clock()
-        finish = _Expectation(
+        finish = _within(
             "finish",
             lambda r: r.predicted_finish_ms(now, request.max_new_tokens),
             budget_ms * constants.ROUTING_DEADLINE_HEADROOM,
         )
-        passes = [[finish], [_Expectation("start", ReplicaState.predicted_start_ms, budget_ms)]]
-        if request_class == RequestClass.REALTIME and self.realtime_ttft_ms < budget_ms:
-            passes.insert(
-                0, [_Expectation("first token", lambda r: r.predicted_ttft_ms(now), self.realtime_ttft_ms), finish]
+        no_harm = _Expectation(
+            "no answer in flight put past its deadline",
+            "answers put at risk",
+            lambda r: r.answers_put_at_risk(now),
+            0,
+            "",
+        )
+        realtime = request_class == RequestClass.REALTIME
+        if realtime and self.realtime_ttft_ms < budget_ms:
+            first_token = _within(
+                "first token",
+                lambda r: r.predicted_ttft_ms(now),
+                self.realtime_ttft_ms * constants.ROUTING_TTFT_HEADROOM,
             )
-        for expectations in passes:
-            decision.chosen = self._first_with_room(candidates, expectations, decision.reasons)
-            if decision.chosen is not None:
-                return decision
+            decision.chosen = self._first_with_room(candidates, [first_token, finish, no_harm], decision.reasons)
+        if decision.chosen is None and realtime:
+            decision.chosen = self._soonest_first_token(candidates, [finish, no_harm], now, decision.reasons)
+        if decision.chosen is None and not realtime:
+            decision.chosen = self._first_with_room(candidates, [finish, no_harm], decision.reasons)
+        if decision.chosen is None:
+            start = _within("start", ReplicaState.predicted_start_ms, budget_ms)
+            decision.chosen = self._first_with_room(candidates, [start], decision.reasons)
+        if decision.chosen is not None:
+            return decision
         starts = [r.predicted_start_ms() for members in candidates.values() for r in members]
         shortest = min(starts, default=float("inf"))
         decision.retry_after_ms = int(max(100.0, shortest - budget_ms if shortest < float("inf") else 1000.0))
@@ -373,26 +442,48 @@ class RoutingPolicy:
         self, candidates: dict[Tier, list[ReplicaState]], expectations: list[_Expectation], reasons: list[str]
     ) -> ReplicaState | None:
         """One replica of the first tier (in order) whose replicas meet every expectation; None if no tier's do."""
-        wanted = " and ".join(f"{e.what} within {e.limit_ms:.0f} ms" for e in expectations)
+        wanted = " and ".join(e.wanted for e in expectations)
         for tier, usable in candidates.items():
             name = tier.name.lower()
             with_room = [r for r in usable if all(e.met(r) for e in expectations)]
             if not with_room:
                 best = (
-                    ", ".join(f"best expected {e.what} {min(map(e.predicted_ms, usable)):.0f} ms" for e in expectations)
+                    ", ".join(f"best expected {e.expected(min(usable, key=e.predicted))}" for e in expectations)
                     if usable
                     else "no usable replica"
                 )
                 reasons.append(f"{name}: no room for a {wanted} ({best}); spilling over")
                 continue
             chosen = self._two_choices(with_room)
-            expected = ", ".join(f"{e.what} {e.predicted_ms(chosen):.0f} ms" for e in expectations)
+            expected = ", ".join(e.expected(chosen) for e in expectations)
             reasons.append(
                 f"{name}: {len(with_room)} of {len(usable)} usable replicas expect a {wanted}; power of two choices "
                 f"picked {chosen.record.id} (load {chosen.load()}/{chosen.record.capacity}, expected {expected})"
             )
             return chosen
         return None
+
+    def _soonest_first_token(
+        self,
+        candidates: dict[Tier, list[ReplicaState]],
+        expectations: list[_Expectation],
+        now: float,
+        reasons: list[str],
+    ) -> ReplicaState | None:
+        """Of every tier's replicas that meet the expectations, the one whose first token is expected soonest."""
+        wanted = " and ".join(e.wanted for e in expectations)
+        meeting = [r for usable in candidates.values() for r in usable if all(e.met(r) for e in expectations)]
+        if not meeting:
+            reasons.append(f"no replica of any tier expects a {wanted}")
+            return None
+        chosen = min(meeting, key=lambda r: (r.predicted_ttft_ms(now), r.load() / max(1, r.record.capacity)))
+        expected = ", ".join(e.expected(chosen) for e in expectations)
+        reasons.append(
+            f"{chosen.record.tier}: {chosen.record.id} has the soonest expected first token "
+            f"({chosen.predicted_ttft_ms(now):.0f} ms) of the {len(meeting)} replicas of any tier that expect a "
+            f"{wanted} (load {chosen.load()}/{chosen.record.capacity}, expected {expected})"
+        )
+        return chosen
 
     def _two_choices(self, candidates: list[ReplicaState]) -> ReplicaState:
         if len(candidates) == 1:

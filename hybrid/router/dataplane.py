@@ -180,18 +180,17 @@ class RouterDataPlane:
         remaining = request.remaining_s()
         if remaining is not None and remaining <= 0:
             raise ReplicaFailed(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the request was sent")
-        call_id = state.begin_call(time.monotonic())
+        began = time.monotonic()
+        call_id = state.begin_call(began, None if remaining is None else began + remaining, request.max_new_tokens)
         call = stub.Generate(message, timeout=remaining, metadata=call_metadata(state.record, remaining))
         outcome = "cancelled"  # unless the stream ends or fails below: the caller went away
         first_seen = finished = False
-        tokens = 0
         try:
             async for response in call:
                 finished = finished or bool(response.finish_reason)
-                tokens += len(response.token_ids)
+                state.streamed(call_id, time.monotonic(), len(response.token_ids))
                 if not first_seen:
                     first_seen = True
-                    state.first_token(call_id, time.monotonic())
                     self.metrics.ttft.labels(tier, request_class).observe(time.monotonic() - request.arrived_at)
                 yield response
             if not finished:
@@ -211,7 +210,7 @@ class RouterDataPlane:
                 self._failed(state)
             raise ReplicaFailed(code, error.details() or code.name) from None
         finally:
-            state.end_call(call_id, time.monotonic(), answered=outcome == "ok", tokens=tokens)
+            state.end_call(call_id, time.monotonic(), answered=outcome == "ok")
             if outcome != "ok":
                 call.cancel()  # a cancelled caller or a failed stream releases the replica's slot now
             self.metrics.requests.labels(tier, request_class, outcome).inc()

@@ -43,8 +43,8 @@ class RouterConfig(BaseModel):
     realtime_ttft_ms: float = Field(
         default=constants.ROUTING_REALTIME_TTFT_MS,
         gt=0,
-        description="First-token target of REALTIME requests: they go to the nearest tier expected to meet it, and "
-        "to the nearest that can start them only where none is.",
+        description="First-token target of REALTIME requests: they go to the nearest tier expected to meet it "
+        "(with ROUTING_TTFT_HEADROOM to spare), and to the soonest expected first token of any tier where none is.",
     )
 
 

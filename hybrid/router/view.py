@@ -18,6 +18,7 @@ import grpc
 
 from hybrid import constants
 from hybrid._private.grpc_server import TIMEOUT_KEY
+from hybrid._private.pace import Pace
 from hybrid.discovery import ReplicaRecord
 from hybrid.discovery.static import StaticFileRegistry
 from hybrid.routing import ReplicaState
@@ -187,6 +188,7 @@ class ReplicaView:
         state.active = load.active
         state.mean_request_ms = load.mean_request_ms
         state.recent_ttft_p90_ms = load.recent_ttft_p90_ms
+        state.pace = Pace(load.token_ms_base, load.token_ms_per_row)
 
     async def run(self) -> None:
         while True:

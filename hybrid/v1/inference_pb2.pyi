@@ -136,7 +136,7 @@ class GetLoadRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class LoadReport(_message.Message):
-    __slots__ = ("replica_id", "model", "precision", "queue_depth", "active", "capacity", "max_queue", "tokens_per_second", "mean_request_ms", "draining", "recent_ttft_p90_ms")
+    __slots__ = ("replica_id", "model", "precision", "queue_depth", "active", "capacity", "max_queue", "tokens_per_second", "mean_request_ms", "draining", "recent_ttft_p90_ms", "token_ms_base", "token_ms_per_row")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +148,8 @@ class LoadReport(_message.Message):
     MEAN_REQUEST_MS_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     RECENT_TTFT_P90_MS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_MS_BASE_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_MS_PER_ROW_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     model: str
     precision: str
@@ -159,4 +161,6 @@ class LoadReport(_message.Message):
     mean_request_ms: float
     draining: bool
     recent_ttft_p90_ms: float
-    def __init__(self, replica_id: _Optional[str] = ..., model: _Optional[str] = ..., precision: _Optional[str] = ..., queue_depth: _Optional[int] = ..., active: _Optional[int] = ..., capacity: _Optional[int] = ..., max_queue: _Optional[int] = ..., tokens_per_second: _Optional[float] = ..., mean_request_ms: _Optional[float] = ..., draining: _Optional[bool] = ..., recent_ttft_p90_ms: _Optional[float] = ...) -> None: ...
+    token_ms_base: float
+    token_ms_per_row: float
+    def __init__(self, replica_id: _Optional[str] = ..., model: _Optional[str] = ..., precision: _Optional[str] = ..., queue_depth: _Optional[int] = ..., active: _Optional[int] = ..., capacity: _Optional[int] = ..., max_queue: _Optional[int] = ..., tokens_per_second: _Optional[float] = ..., mean_request_ms: _Optional[float] = ..., draining: _Optional[bool] = ..., recent_ttft_p90_ms: _Optional[float] = ..., token_ms_base: _Optional[float] = ..., token_ms_per_row: _Optional[float] = ...) -> None: ...

@@ -137,6 +137,15 @@ def test_load_report_says_what_first_tokens_take_lately(edge_agent):
     assert 0 < load.recent_ttft_p90_ms < 120_000
 
 
+def test_load_report_says_how_tokens_slow_as_the_batch_fills_from_the_start(edge_agent):
+    # The agent timed a lone request and a full batch before it served: on a CPU a full batch's step is
+    # slower than one row's.
+    with HybridClient(edge_agent.address) as client:
+        load = client.load()
+    assert load.token_ms_base > 0 and load.token_ms_per_row > 0
+    assert load.token_ms_base + load.token_ms_per_row * load.capacity > 2 * load.token_ms_base
+
+
 def test_metrics_endpoint_counts_requests(edge_agent):
     with HybridClient(edge_agent.address) as client:
         client.complete(prompt="Hello", max_new_tokens=2)
