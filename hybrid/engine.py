@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from hybrid import constants
 from hybrid._private.pace import Pace, StepPace
 from hybrid._private.window import RecentWindow
-from hybrid.batching import DynamicBatcher, Priority, Ticket
+from hybrid.batching import BatcherStats, DynamicBatcher, Priority, Ticket
 from hybrid.errors import (
     DeadlineExceededError,
     HybridError,
@@ -243,6 +243,7 @@ class ContinuousBatchingEngine(ABC):
             self._tokens_per_second = self._mean_request_ms = 0.0
             self.decode_steps = self.max_rows_in_step = self.rows_decoded = 0
             self.decode_seconds = 0.0
+            self.batcher.stats = BatcherStats()
 
     # --- the data plane entry ----------------------------------------------------------------
 

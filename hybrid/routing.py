@@ -58,8 +58,6 @@ class ReplicaState:
     """What the router knows of one replica: discovery's record plus live figures."""
 
     record: ReplicaRecord
-    # Requests the router has sent and not yet seen finish.
-    outstanding: int = 0
     # Last reported by the replica (GetLoad).
     queue_depth: int = 0
     active: int = 0
@@ -88,10 +86,14 @@ class ReplicaState:
     def full_precision(self) -> bool:
         return self.record.precision in FULL_PRECISIONS
 
+    @property
+    def outstanding(self) -> int:
+        """Requests the router has sent here and not yet seen end."""
+        return len(self.in_flight)
+
     def begin_call(self, now: float, deadline: float | None = None, max_new_tokens: int = 1) -> int:
         self._next_call += 1
         self.in_flight[self._next_call] = Call(now, deadline, max_new_tokens)
-        self.outstanding += 1
         return self._next_call
 
     def streamed(self, call: int, now: float, tokens: int) -> None:
@@ -103,7 +105,6 @@ class ReplicaState:
 
     def end_call(self, call: int, now: float, answered: bool) -> None:
         state = self.in_flight.pop(call)
-        self.outstanding -= 1
         if answered and state.first_token_at is not None and state.tokens > 1:
             self.recent_token_ms.add(now, (now - state.first_token_at) * 1000 / (state.tokens - 1))
 
@@ -350,7 +351,7 @@ class RoutingPolicy:
         Tiers are tried in the table's order, in up to three passes, each less demanding than the one before:
 
         1. REALTIME only: a replica expected to give the first token within ``ROUTING_TTFT_HEADROOM`` of
-           ``realtime_ttft_ms`` and to pass pass 2;
+           ``realtime_ttft_ms`` and to meet what pass 2 asks;
         2. one expected to finish (``max_new_tokens`` at the pace it would have with this request in its
            batch, or at what a token took in the router's calls lately if slower) within
            ``ROUTING_DEADLINE_HEADROOM`` of the deadline, without leaving any answer the router has in flight

@@ -61,7 +61,7 @@ def test_up_once_serves_a_generated_answer(int8_artifact, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip(), "no answer was printed"
     # A cold INTERACTIVE request: the router sends it to the private cloud tier.
-    assert "served by private replica" in result.stderr
+    assert "served by private replica" in result.stderr, result.stderr[-3000:]
     assert (tmp_path / "artifact" / "manifest.json").is_file()
     # Everything deregistered on the way out.
     assert "services: []" in (tmp_path / "discovery.yaml").read_text()

@@ -42,6 +42,12 @@ def replica(
     return ReplicaState(record=record, rtt_ms=rtt, mean_request_ms=400.0)
 
 
+def send(state: ReplicaState, calls: int, clock: FakeClock) -> None:
+    """The router has ``calls`` more requests in flight at this replica, sent just now."""
+    for _ in range(calls):
+        state.begin_call(clock.now)
+
+
 def request(priority: str = "interactive", deadline_s: float | None = None, **kwargs):
     deadline = None if deadline_s is None else time.monotonic() + deadline_s
     return request_from_proto(
@@ -108,15 +114,16 @@ def test_a_repeated_prompt_prefix_is_hot_without_an_affinity_key(policy, fleet):
     assert policy.classify(request("batch", prompt="Summarize the quarterly report for ACME")) == RequestClass.HOT
 
 
-def test_spillover_to_the_next_tier_before_any_error(policy, fleet):
-    fleet[1].outstanding = 40  # private is saturated: 10 batches ahead
+def test_spillover_to_the_next_tier_before_any_error(policy, clock, fleet):
+    send(fleet[1], 40, clock)  # private is saturated: 10 batches ahead
     decision = policy.choose(request("interactive", deadline_s=2.0), fleet)
     assert decision.chosen.record.id == "pub-1"
     assert any("private: no room" in r and "spilling over" in r for r in decision.reasons)
 
 
-def test_cold_interactive_spills_to_the_edge_last_unless_full_precision_is_required(policy, fleet):
-    fleet[1].outstanding = fleet[2].outstanding = 40
+def test_cold_interactive_spills_to_the_edge_last_unless_full_precision_is_required(policy, clock, fleet):
+    send(fleet[1], 40, clock)
+    send(fleet[2], 40, clock)
     assert policy.choose(request("interactive", deadline_s=2.0), fleet).chosen.record.id == "edge-1"
     strict = policy.choose(request("interactive", deadline_s=2.0, full_precision=True), fleet)
     assert strict.chosen is None
@@ -172,9 +179,9 @@ def test_the_realtime_target_is_the_policys_to_set(clock, fleet):
     assert lenient.choose(request("realtime", deadline_s=5.0), fleet).chosen.record.id == "edge-1"
 
 
-def test_no_room_anywhere_is_resource_exhausted_with_a_retry_hint(policy, fleet):
+def test_no_room_anywhere_is_resource_exhausted_with_a_retry_hint(policy, clock, fleet):
     for r in fleet:
-        r.outstanding = 100
+        send(r, 100, clock)
     decision = policy.choose(request("interactive", deadline_s=1.0), fleet)
     assert decision.chosen is None
     assert decision.retry_after_ms >= 100
@@ -189,9 +196,9 @@ def test_retry_excludes_the_replica_that_failed(policy):
     assert only_public.chosen.record.id == "pub-1"
 
 
-def test_two_choices_prefers_the_least_loaded_and_respects_capacity(policy):
+def test_two_choices_prefers_the_least_loaded_and_respects_capacity(policy, clock):
     busy, idle = replica("busy", "private", capacity=8), replica("idle", "private", capacity=8)
-    busy.outstanding = 6
+    send(busy, 6, clock)
     picks = Counter(policy.choose(request("interactive"), [busy, idle]).chosen.record.id for _ in range(50))
     assert picks == {"idle": 50}
     # With equal relative load, the bigger replica gets more of the traffic.
