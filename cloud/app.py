@@ -54,7 +54,7 @@ def _fail(grpc_context, error: HybridError) -> HybridError:
 
 @serve.deployment(name=constants.CLOUD_DEPLOYMENT_NAME)
 class InferenceDeployment:
-    def __init__(self, settings: dict):
+    async def __init__(self, settings: dict):
         from cloud.engine import build_engine
 
         self.settings = ReplicaSettings.model_validate(settings)
@@ -63,6 +63,8 @@ class InferenceDeployment:
         self.replica_id = f"cloud-{self.settings.tier}-{self.settings.region}-{unique}"
         self.engine = build_engine(self.settings, self.replica_id)
         self.engine.start()
+        # Serve sends nothing before the constructor returns: the pace is known from the first load report.
+        await self.engine.measure_pace()
         log.info("replica %s serving %s on %s", self.replica_id, self.engine.model_name, self.engine.model.device)
 
     async def Generate(self, raw: bytes, grpc_context=None):

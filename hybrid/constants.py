@@ -134,11 +134,11 @@ ROUTING_REALTIME_TTFT_MS = 250.0
 ROUTING_TTFT_HEADROOM = 0.8
 # Replicas report the mean time to first token of the requests that started within this window.
 RECENT_TTFT_WINDOW_S = 5.0
-# An edge agent times its decode steps at one row and at PACE_ROWS rows (its batch size if smaller) when it
-# starts, with requests of this prompt and length, so that the router knows how its pace falls as its batch
-# fills before real traffic shows it. A CPU's step grows about linearly with the rows (SmolLM2-135M int8 on
-# 2 cores: 25 ms at 1 row, 97 at 8, 343 at 32), so two sizes draw the line; a full batch of 32 would take
-# seconds to time.
+# Every replica (edge agent, cloud replica) times its decode steps at one row and at PACE_ROWS rows (its
+# batch size if smaller) when it starts, with requests of this prompt and length, so that the router knows
+# how its pace falls as its batch fills before real traffic shows it. A CPU's step grows about linearly
+# with the rows (SmolLM2-135M int8 on 2 cores: 25 ms at 1 row, 97 at 8, 343 at 32), so two sizes draw the
+# line; a full batch of 32 would take seconds to time.
 PACE_PROMPT = "Count from one to ten: one, two, three,"
 PACE_ROWS = 8
 PACE_TOKENS = 6

@@ -33,6 +33,8 @@ def test_streamed_answer_through_the_grpc_proxy_matches_pytorch_greedy(serve_clu
             assert last.usage.completion_tokens == sum(len(c.token_ids) for c in chunks)
         load = client.load()
     assert load.capacity == 8 and load.model == "smollm2-135m" and not load.draining
+    # Timed at one row and at eight when the replica started: on a CPU, eight rows take longer a step.
+    assert load.token_ms_base > 0 and load.token_ms_per_row > 0
 
 
 def test_concurrent_requests_share_decode_steps(serve_cluster, private_app, torch_greedy):
