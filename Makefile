@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 EXTRAS ?= edge,export,cloud,consul,dev
 PROMPT ?= Write one sentence about the sea.
 
-.PHONY: install up test lint protos bench clean
+.PHONY: install up test unit lint protos bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ up: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+# The fast layer alone: fakes and plain objects, no model, no Ray.
+unit: lint
+	$(PY) -m pytest -m "not slow"
 
 test: lint
 	$(PY) -m pytest

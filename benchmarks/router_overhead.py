@@ -38,9 +38,9 @@ def free_port() -> int:
 
 
 async def serve_instant_replica(port: int, discovery: str) -> None:
-    from hybrid._private.grpc_server import ServerShell, inference_handler
     from hybrid.discovery import ReplicaRecord, registry_from_spec
     from hybrid.protocol import Chunk, FinishReason, ServedBy, Tier
+    from hybrid.serving.grpc_shell import ServerShell, inference_handler
     from hybrid.v1 import inference_pb2 as pb
 
     served_by = ServedBy(Tier.EDGE, "instant", "local", "none")

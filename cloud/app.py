@@ -21,26 +21,13 @@ from ray import serve
 from ray.serve import Application
 
 from cloud.config import CloudConfigError, DeploymentSettings, ReplicaSettings
-from hybrid import constants
-from hybrid._private.grpc_server import TIMEOUT_KEY, parse_generate_request
+from hybrid import constants, wire
 from hybrid.errors import HybridError
 from hybrid.protocol import request_from_proto
+from hybrid.serving.grpc_shell import parse_generate_request
 from hybrid.v1 import inference_pb2 as pb
 
 log = logging.getLogger("hybrid.cloud")
-
-
-def _deadline(grpc_context) -> float | None:
-    """The caller's budget, from the metadata Hybrid clients send (the proxy drops the gRPC deadline)."""
-    if grpc_context is None:
-        return None
-    for key, value in grpc_context.invocation_metadata() or ():
-        if key == TIMEOUT_KEY:
-            try:
-                return time.monotonic() + int(value) / 1000
-            except ValueError:
-                return None
-    return None
 
 
 def _fail(grpc_context, error: HybridError) -> HybridError:
@@ -69,7 +56,7 @@ class InferenceDeployment:
 
     async def Generate(self, raw: bytes, grpc_context=None):
         try:
-            request = request_from_proto(parse_generate_request(raw), _deadline(grpc_context))
+            request = request_from_proto(parse_generate_request(raw), wire.deadline_of(grpc_context))
             # Every message a Serve replica streams costs a round of Ray's streaming protocol, so
             # after the first one, chunks within stream_interval_ms of each other go out together.
             interval_s = self.settings.stream_interval_ms / 1000

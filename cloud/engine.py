@@ -1,4 +1,4 @@
-"""The cloud tier's engine: the full model on PyTorch under hybrid.engine's continuous batching.
+"""The cloud tier's engine: the full model on PyTorch under hybrid.engine.continuous's continuous batching.
 
 Running sequence ``i`` is cache slot ``i`` of StaticCacheLlama; joiners take the slots after the
 running rows, and rows that leave are compacted away. Greedy rows take the argmax computed on the
@@ -12,8 +12,8 @@ import torch
 
 from cloud.config import CloudConfigError, ReplicaSettings
 from cloud.model import StaticCacheLlama
-from hybrid.engine import ContinuousBatchingEngine, Sequence
-from hybrid.metrics import ReplicaMetrics
+from hybrid.engine.continuous import ContinuousBatchingEngine, Sequence
+from hybrid.engine.metrics import ReplicaMetrics
 from hybrid.models.registry import end_token_ids, load_tokenizer, resolve_model
 from hybrid.protocol import ServedBy, Tier
 

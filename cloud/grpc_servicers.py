@@ -5,7 +5,7 @@ The proxy imports these by dotted path, so this module stays light: no Ray, no t
 
 from __future__ import annotations
 
-from hybrid._private.grpc_server import inference_handler
+from hybrid.serving.grpc_shell import inference_handler
 
 
 def add_inference_servicer(servicer, server) -> None:

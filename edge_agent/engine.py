@@ -1,4 +1,4 @@
-"""Continuous batching over OnnxCausalLM (the scheduling itself is hybrid.engine's).
+"""Continuous batching over OnnxCausalLM (the scheduling itself is hybrid.engine.continuous's).
 
 The running batch keeps one KV cache, left-padded to a common length with an attention mask;
 each row carries its own position ids. Joiners are prefilled together and merged into it; rows
@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from edge_agent.runtime import KVCache, OnnxCausalLM
-from hybrid.engine import ContinuousBatchingEngine, Sequence
-from hybrid.sampling import pick_tokens
+from hybrid.engine.continuous import ContinuousBatchingEngine, Sequence
+from hybrid.engine.sampling import pick_tokens
 
 
 class GenerationEngine(ContinuousBatchingEngine):

@@ -19,17 +19,18 @@ from pathlib import Path
 import grpc
 from prometheus_client import start_http_server
 
+from edge_agent.artifacts.manifest import MODEL_FILE, Manifest, manifest_sha256, verify_artifact
 from edge_agent.config import EdgeAgentConfig, EdgeAgentSettings
 from edge_agent.engine import GenerationEngine
 from edge_agent.runtime import OnnxCausalLM
-from hybrid._private.background import BackgroundLoop, serve_until_signalled
-from hybrid._private.grpc_server import INFERENCE_SERVICE, ServerShell, inference_handler
+from hybrid import wire
 from hybrid.discovery import ReplicaRecord, registry_from_spec
+from hybrid.engine.metrics import ReplicaMetrics
 from hybrid.errors import HybridError
-from hybrid.metrics import ReplicaMetrics
-from hybrid.models.artifact import MODEL_FILE, Manifest, manifest_sha256, verify_artifact
 from hybrid.models.registry import end_token_ids, load_tokenizer
 from hybrid.protocol import ServedBy, Tier, request_from_proto
+from hybrid.serving.background import BackgroundLoop, serve_until_signalled
+from hybrid.serving.grpc_shell import INFERENCE_SERVICE, ServerShell, inference_handler
 from hybrid.v1 import inference_pb2 as pb
 
 log = logging.getLogger("hybrid.edge")
@@ -105,10 +106,8 @@ class InferenceServicer:
         self.agent = agent
 
     async def Generate(self, message: pb.GenerateRequest, context: grpc.aio.ServicerContext):
-        remaining = context.time_remaining()
-        deadline = None if remaining is None else time.monotonic() + remaining
         try:
-            request = request_from_proto(message, deadline)
+            request = request_from_proto(message, wire.deadline_of(context))
             # Bound once: a switch during this answer leaves it on the engine that started it.
             async for chunk in self.agent.engine.generate(request):
                 yield chunk.to_proto()

@@ -6,9 +6,10 @@ The public API is small: the clients, the batcher and the errors. The servers li
 
 __version__ = "0.1.0"
 
-from hybrid.batching import DynamicBatcher, Priority  # noqa: E402
 from hybrid.client import AsyncHybridClient, Completion, HybridClient, RequestFailed  # noqa: E402
+from hybrid.engine.batching import DynamicBatcher  # noqa: E402
 from hybrid.errors import HybridError, InvalidRequestError, OverloadedError  # noqa: E402
+from hybrid.protocol import Priority  # noqa: E402
 
 __all__ = [
     "AsyncHybridClient",

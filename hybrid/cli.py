@@ -21,7 +21,7 @@ def _console():
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from hybrid.models.export import export_artifact
+    from edge_agent.artifacts.export import export_artifact
 
     console = _console()
     with console.status("exporting") as status:
@@ -48,7 +48,7 @@ def cmd_artifacts_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from hybrid.models.artifact_server import ArtifactServer
+    from edge_agent.artifacts.server import ArtifactServer
 
     server = ArtifactServer(Path(args.dir), args.host, args.port)
     served = server.catalog.all()
@@ -70,7 +70,7 @@ def cmd_artifacts_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_artifacts_hash(args: argparse.Namespace) -> int:
-    from hybrid.models.artifact import manifest_sha256, verify_artifact
+    from edge_agent.artifacts.manifest import manifest_sha256, verify_artifact
 
     verify_artifact(Path(args.dir))
     print(manifest_sha256(Path(args.dir)))
@@ -262,10 +262,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from edge_agent.artifacts.export import export_artifact
     from edge_agent.config import EdgeAgentConfig
     from edge_agent.server import BackgroundEdgeAgent
     from hybrid.client import HybridClient
-    from hybrid.models.export import export_artifact
     from hybrid.router.server import BackgroundRouter, RouterConfig
 
     console = _console()
@@ -420,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    from hybrid.models.export import PRECISION_CHOICES
+    from edge_agent.artifacts.export import PRECISION_CHOICES
 
     export = commands.add_parser("export", help="build a quality-gated edge artifact")
     export.add_argument("--model", default=constants.DEFAULT_MODEL, help="model name or local Hugging Face folder")

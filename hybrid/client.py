@@ -11,13 +11,12 @@ The same client talks to the router, an edge agent or a cloud ingress.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import grpc
 
-from hybrid._private.grpc_server import RETRY_AFTER_KEY, TIMEOUT_KEY
+from hybrid import wire
 from hybrid.v1 import inference_pb2 as pb
 from hybrid.v1 import inference_pb2_grpc as pb_grpc
 
@@ -108,7 +107,7 @@ def _failure(error: grpc.RpcError, trailing=None) -> RequestFailed:
         # Ray Serve's proxy reports a replica that died mid-request as INTERNAL; to a caller it is
         # what UNAVAILABLE means: this replica is gone, another attempt may succeed.
         code, details = grpc.StatusCode.UNAVAILABLE, f"the replica serving this request went away; retry ({details})"
-    return RequestFailed(code, details, _retry_after(trailing, details))
+    return RequestFailed(code, details, wire.retry_after_ms(trailing))
 
 
 def _cut_short() -> RequestFailed:
@@ -117,16 +116,6 @@ def _cut_short() -> RequestFailed:
         grpc.StatusCode.UNAVAILABLE,
         "the stream ended without its final chunk: the replica serving it went away mid-answer; retry the request",
     )
-
-
-def _metadata(application: str | None, timeout_s: float | None) -> tuple[tuple[str, str], ...]:
-    metadata = []
-    if application:
-        # Ray Serve's proxy picks the Serve application by this key when a cluster runs several.
-        metadata.append(("application", application))
-    if timeout_s:
-        metadata.append((TIMEOUT_KEY, str(int(timeout_s * 1000))))
-    return tuple(metadata)
 
 
 class HybridClient:
@@ -146,7 +135,7 @@ class HybridClient:
         timeout = timeout_s or self.timeout_s
         finished = False
         try:
-            for chunk in self.stub.Generate(request, timeout=timeout, metadata=_metadata(self.application, timeout)):
+            for chunk in self.stub.Generate(request, timeout=timeout, metadata=wire.call_metadata(self.application, timeout)):
                 finished = bool(chunk.finish_reason)
                 yield chunk
         except grpc.RpcError as error:
@@ -163,7 +152,7 @@ class HybridClient:
     def load(self) -> pb.LoadReport:
         try:
             return self.stub.GetLoad(
-                pb.GetLoadRequest(), timeout=self.timeout_s, metadata=_metadata(self.application, None)
+                pb.GetLoadRequest(), timeout=self.timeout_s, metadata=wire.call_metadata(self.application)
             )
         except grpc.RpcError as error:
             raise _failure(error) from None
@@ -190,7 +179,7 @@ class AsyncHybridClient:
     ) -> AsyncIterator[pb.GenerateResponse]:
         request = build_request(prompt, messages, **params)
         timeout = timeout_s or self.timeout_s
-        call = self.stub.Generate(request, timeout=timeout, metadata=_metadata(self.application, timeout))
+        call = self.stub.Generate(request, timeout=timeout, metadata=wire.call_metadata(self.application, timeout))
         finished = False
         try:
             async for chunk in call:
@@ -210,7 +199,7 @@ class AsyncHybridClient:
     async def load(self) -> pb.LoadReport:
         try:
             return await self.stub.GetLoad(
-                pb.GetLoadRequest(), timeout=self.timeout_s, metadata=_metadata(self.application, None)
+                pb.GetLoadRequest(), timeout=self.timeout_s, metadata=wire.call_metadata(self.application)
             )
         except grpc.RpcError as error:
             raise _failure(error, ()) from None
@@ -223,16 +212,3 @@ class AsyncHybridClient:
 
     async def __aexit__(self, *exc) -> None:
         await self.close()
-
-
-_RETRY_HINT_IN_DETAILS = re.compile(r"retry after (\d+) ms")
-
-
-def _retry_after(metadata, details: str = "") -> int | None:
-    for key, value in metadata or ():
-        if key == RETRY_AFTER_KEY:
-            return int(value)
-    # Ray Serve's proxy drops trailing metadata of a stream that fails before its first message;
-    # the hint then survives only in the details, which OverloadedError always writes it into.
-    hint = _RETRY_HINT_IN_DETAILS.search(details)
-    return int(hint.group(1)) if hint else None

@@ -13,11 +13,18 @@ from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
 from hybrid import constants
-from hybrid.batching import Priority
 from hybrid.errors import InvalidRequestError
 from hybrid.v1 import inference_pb2 as pb
 
 _ROLES = ("system", "user", "assistant")
+
+
+class Priority(IntEnum):
+    """Lower value is served first. Mirrors hybrid.v1.Priority without the unspecified value."""
+
+    REALTIME = 1
+    INTERACTIVE = 2
+    BATCH = 3
 
 
 class Tier(IntEnum):

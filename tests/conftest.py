@@ -14,8 +14,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import pytest  # noqa: E402
 
+from edge_agent.artifacts.export import agreement_prompts  # noqa: E402
 from hybrid import constants  # noqa: E402
-from hybrid.models.export import agreement_prompts  # noqa: E402
 
 # The chat prompts used wherever outputs are compared with the PyTorch model.
 PROMPTS = agreement_prompts()
@@ -73,7 +73,7 @@ def torch_greedy(torch_model, tokenizer):
 
 @pytest.fixture(scope="session")
 def int8_artifact(tmp_path_factory):
-    from hybrid.models.export import export_artifact
+    from edge_agent.artifacts.export import export_artifact
 
     folder, _ = export_artifact(precision="int8", out=tmp_path_factory.mktemp("artifacts") / "int8")
     return folder
@@ -81,7 +81,7 @@ def int8_artifact(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def fp32_artifact(tmp_path_factory):
-    from hybrid.models.export import export_artifact
+    from edge_agent.artifacts.export import export_artifact
 
     folder, _ = export_artifact(precision="fp32", out=tmp_path_factory.mktemp("artifacts") / "fp32")
     return folder

@@ -19,10 +19,9 @@ import logging
 import grpc
 from pydantic import BaseModel, Field, field_validator
 
-from hybrid import constants
-from hybrid._private.grpc_server import INFERENCE_SERVICE, RETRY_AFTER_KEY, ServerShell, inference_handler
+from hybrid import constants, wire
 from hybrid.discovery import ReplicaRecord
-from hybrid.router.view import call_metadata
+from hybrid.serving.grpc_shell import INFERENCE_SERVICE, ServerShell, inference_handler
 from hybrid.v1 import inference_pb2 as pb
 from hybrid.v1 import inference_pb2_grpc as pb_grpc
 
@@ -66,7 +65,7 @@ class RoundRobinProxy:
         self.sent[index] += 1
         record = self.replicas[index]
         remaining = context.time_remaining()
-        call = self._stubs[index].Generate(message, timeout=remaining, metadata=call_metadata(record, remaining))
+        call = self._stubs[index].Generate(message, timeout=remaining, metadata=wire.call_metadata(record.application, remaining))
         finished = False
         try:
             async for response in call:
@@ -75,7 +74,7 @@ class RoundRobinProxy:
         except grpc.aio.AioRpcError as error:
             finished = True
             trailing = error.trailing_metadata() or ()
-            hint = [(k, v) for k, v in trailing if k == RETRY_AFTER_KEY]
+            hint = [(k, v) for k, v in trailing if k in (wire.RETRY_AFTER_KEY, "grpc-status-details-bin")]
             if hint:
                 context.set_trailing_metadata(tuple(hint))
             await context.abort(error.code(), error.details() or error.code().name)

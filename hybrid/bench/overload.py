@@ -142,7 +142,7 @@ class BenchStack:
     def _artifact(self) -> Path:
         if self.config.artifact is not None:
             return self.config.artifact
-        from hybrid.models.export import export_artifact
+        from edge_agent.artifacts.export import export_artifact
 
         self.say("building the int8 edge artifact (cached after the first run)")
         folder, _ = export_artifact(precision="int8", progress=self.say)

@@ -1,7 +1,7 @@
 """The router's data plane, transport-free: route one request, stream the replica's chunks back.
 
 The gRPC servicer and the OpenAI-compatible HTTP front are thin adapters over ``RouterDataPlane``.
-The policy (``hybrid.routing``) picks the replica; this class carries the call out: it sends the
+The policy (``hybrid.router.routing``) picks the replica; this class carries the call out: it sends the
 request with the caller's remaining budget, streams chunk by chunk, retries on another replica when
 one fails before its first token, feeds the outlier detector, and counts everything.
 """
@@ -15,11 +15,11 @@ from collections.abc import AsyncIterator
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from hybrid import constants
+from hybrid import constants, wire
 from hybrid.errors import HybridError, ModelNotFoundError, OverloadedError, UnavailableError
 from hybrid.protocol import GenerationRequest
-from hybrid.router.view import ReplicaView, call_metadata
-from hybrid.routing import Decision, ReplicaState, RoutingPolicy
+from hybrid.router.routing import Decision, ReplicaState, RoutingPolicy
+from hybrid.router.view import ReplicaView
 from hybrid.v1 import inference_pb2 as pb
 
 log = logging.getLogger("hybrid.router")
@@ -43,9 +43,10 @@ _CALLER_CODES = frozenset(
 class ReplicaFailed(HybridError):
     """A replica's own error status, passed on to the caller unchanged."""
 
-    def __init__(self, code: grpc.StatusCode, message: str):
+    def __init__(self, code: grpc.StatusCode, message: str, retry_after_ms: int | None = None):
         super().__init__(message)
         self.code = code
+        self.retry_after_ms = retry_after_ms
 
 
 class RouterMetrics:
@@ -182,7 +183,7 @@ class RouterDataPlane:
             raise ReplicaFailed(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the request was sent")
         began = time.monotonic()
         call_id = state.begin_call(began, None if remaining is None else began + remaining, request.max_new_tokens)
-        call = stub.Generate(message, timeout=remaining, metadata=call_metadata(state.record, remaining))
+        call = stub.Generate(message, timeout=remaining, metadata=wire.call_metadata(state.record.application, remaining))
         outcome = "cancelled"  # unless the stream ends or fails below: the caller went away
         first_seen = finished = False
         try:
@@ -208,7 +209,7 @@ class RouterDataPlane:
                 pass  # full, not failing: the policy steers around it through its load
             elif code not in _CALLER_CODES:
                 self._failed(state)
-            raise ReplicaFailed(code, error.details() or code.name) from None
+            raise ReplicaFailed(code, error.details() or code.name, wire.retry_after_ms(error.trailing_metadata())) from None
         finally:
             state.end_call(call_id, time.monotonic(), answered=outcome == "ok")
             if outcome != "ok":

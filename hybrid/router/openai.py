@@ -17,7 +17,6 @@ import contextlib
 import json
 import logging
 import math
-import re
 import socket
 import time
 import uuid
@@ -64,7 +63,6 @@ _ERROR_TYPE = {
     504: "timeout_error",
 }
 _FINISH = {pb.STOP: "stop", pb.LENGTH: "length"}
-_RETRY_HINT = re.compile(r"retry after (\d+) ms")
 
 
 # --- Request bodies: OpenAI's fields that mean something here; other fields are ignored. ---
@@ -111,10 +109,7 @@ class CompletionRequest(_Sampling):
 
 def _retry_after_ms(error: HybridError) -> int:
     hint = getattr(error, "retry_after_ms", None)
-    if hint is None:
-        found = _RETRY_HINT.search(error.message)
-        hint = int(found.group(1)) if found else constants.MIN_RETRY_AFTER_MS
-    return int(hint)
+    return int(hint) if hint is not None else constants.MIN_RETRY_AFTER_MS
 
 
 def _error_body(error: HybridError) -> tuple[int, dict[str, Any]]:

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import grpc
 from prometheus_client import start_http_server
 from pydantic import BaseModel, Field
 
-from hybrid import constants
-from hybrid._private.background import BackgroundLoop, serve_until_signalled
-from hybrid._private.grpc_server import INFERENCE_SERVICE, ServerShell, inference_handler
+from hybrid import constants, wire
 from hybrid.discovery import DISCOVERY_SPEC_HELP
 from hybrid.errors import HybridError
 from hybrid.protocol import Tier, request_from_proto
 from hybrid.router.dataplane import RouterDataPlane
+from hybrid.router.routing import ReplicaState, RoutingPolicy
 from hybrid.router.view import ReplicaView, source_from_spec
-from hybrid.routing import ReplicaState, RoutingPolicy
+from hybrid.serving.background import BackgroundLoop, serve_until_signalled
+from hybrid.serving.grpc_shell import INFERENCE_SERVICE, ServerShell, inference_handler
 from hybrid.v1 import inference_pb2 as pb
 from hybrid.v1 import router_admin_pb2 as admin_pb
 from hybrid.v1 import router_admin_pb2_grpc as admin_grpc
@@ -72,8 +71,7 @@ class RouterServicer(admin_grpc.RouterAdminServicer):
         self.dataplane = dataplane
 
     async def Generate(self, message: pb.GenerateRequest, context: grpc.aio.ServicerContext):
-        remaining = context.time_remaining()
-        request = request_from_proto(message, None if remaining is None else time.monotonic() + remaining)
+        request = request_from_proto(message, wire.deadline_of(context))
         async for response in self.dataplane.generate(request, message):
             yield response
 
@@ -88,9 +86,8 @@ class RouterServicer(admin_grpc.RouterAdminServicer):
         )
 
     async def Explain(self, message: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> admin_pb.ExplainResponse:
-        remaining = context.time_remaining()
         try:
-            request = request_from_proto(message, None if remaining is None else time.monotonic() + remaining)
+            request = request_from_proto(message, wire.deadline_of(context))
         except HybridError as error:
             await context.abort(error.code, error.message)
         self.dataplane.view.refresh()

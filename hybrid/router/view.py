@@ -16,12 +16,11 @@ from typing import Protocol
 
 import grpc
 
-from hybrid import constants
-from hybrid._private.grpc_server import TIMEOUT_KEY
-from hybrid._private.pace import Pace
+from hybrid import constants, wire
 from hybrid.discovery import ReplicaRecord
 from hybrid.discovery.static import StaticFileRegistry
-from hybrid.routing import ReplicaState
+from hybrid.engine.pace import Pace
+from hybrid.router.routing import ReplicaState
 from hybrid.v1 import inference_pb2 as pb
 from hybrid.v1 import inference_pb2_grpc as pb_grpc
 
@@ -116,16 +115,6 @@ def source_from_spec(spec: str) -> DiscoverySource:
     raise ValueError(f"the router needs discovery: use static:FILE, consul or consul:HOST:PORT, not {spec!r}")
 
 
-def call_metadata(record: ReplicaRecord, timeout_s: float | None) -> tuple[tuple[str, str], ...]:
-    """What a call to this replica carries besides the request: the Serve application and the budget."""
-    metadata = []
-    if record.application:
-        metadata.append(("application", record.application))
-    if timeout_s is not None:
-        metadata.append((TIMEOUT_KEY, str(max(1, int(timeout_s * 1000)))))
-    return tuple(metadata)
-
-
 class ReplicaView:
     def __init__(self, source: DiscoverySource, poll_interval_s: float = constants.ROUTER_LOAD_POLL_S):
         self.source = source
@@ -177,7 +166,7 @@ class ReplicaView:
         started = time.monotonic()
         try:
             load = await stub.GetLoad(
-                pb.GetLoadRequest(), timeout=constants.ROUTER_LOAD_TIMEOUT_S, metadata=call_metadata(state.record, None)
+                pb.GetLoadRequest(), timeout=constants.ROUTER_LOAD_TIMEOUT_S, metadata=wire.call_metadata(state.record.application)
             )
         except grpc.aio.AioRpcError as error:
             if self.on_poll_failure is not None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hybrid.models.artifact import manifest_sha256
-from hybrid.models.artifact_server import ArtifactServer
+from edge_agent.artifacts.manifest import manifest_sha256
+from edge_agent.artifacts.server import ArtifactServer
 from tests.edge_agent.helpers import FAULT_AFTER_TOKENS, build_wheel, linked_copy, make_faulty_artifact
 
 

@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from hybrid.models.artifact import (
+from edge_agent.artifacts.manifest import (
     MANIFEST_NAME,
     MODEL_FILE,
     hash_files,
@@ -49,7 +49,7 @@ def build_wheel(out: Path) -> Path:
 def hybrid_edge(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """`hybrid-edge ARGS` from this checkout, as an operator runs it before anything is installed."""
     return subprocess.run(
-        [sys.executable, "-m", "edge_agent.cli", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "edge_agent.node.cli", *args], capture_output=True, text=True, timeout=timeout
     )
 
 

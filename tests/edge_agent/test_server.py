@@ -226,7 +226,7 @@ async def test_async_client_streams_the_same_answer(edge_agent):
 
 
 def test_fp16_artifact_serves_min_precision_full(tmp_path, torch_greedy):
-    from hybrid.models.export import export_artifact
+    from edge_agent.artifacts.export import export_artifact
     from tests.conftest import start_agent
 
     folder, manifest = export_artifact(precision="fp16", out=tmp_path / "fp16")

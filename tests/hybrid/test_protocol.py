@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from hybrid.batching import Priority
 from hybrid.client import build_request
 from hybrid.errors import InvalidRequestError
-from hybrid.protocol import request_from_proto
+from hybrid.protocol import Priority, request_from_proto
 
 
 def test_defaults_are_greedy_interactive_with_an_id():

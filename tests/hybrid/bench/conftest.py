@@ -10,10 +10,10 @@ import asyncio
 
 import pytest
 
-from hybrid._private.grpc_server import INFERENCE_SERVICE, ServerShell, inference_handler
 from hybrid.discovery import ReplicaRecord
 from hybrid.errors import OverloadedError
 from hybrid.protocol import Chunk, FinishReason, ServedBy, Tier
+from hybrid.serving.grpc_shell import INFERENCE_SERVICE, ServerShell, inference_handler
 from hybrid.v1 import inference_pb2 as pb
 
 

@@ -1,0 +1,482 @@
+"""``hybrid export``: the full model becomes a quality-gated edge artifact.
+
+1. optimum exports the decoder with KV cache to ONNX (fp32), once per source model.
+2. The tied output projection is untied into its own initializer, so that it can be quantized:
+   optimum leaves it as Transpose(embedding), which no weight quantizer touches, and at 49152x576
+   it is the largest matrix read at every decode step.
+3. ONNX Runtime's block-wise weight-only quantizer (MatMulNBits) rewrites every weight MatMul.
+   Activations and the attention MatMuls against the KV cache stay in float: quantizing those
+   (optimum's dynamic INT8) makes step time grow with context and wrecks quality.
+4. The artifact's perplexity and teacher-forced next-token agreement are measured against the
+   full PyTorch model on a text shipped with the project, through the same runtime that serves it.
+   An artifact more than 3% worse in perplexity is refused unless forced, and then labelled.
+
+Every stage is cached by content hash under the cache folder, and nothing already built is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import warnings
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from edge_agent.artifacts.manifest import (
+    MODEL_FILE,
+    Manifest,
+    QualityReport,
+    hash_files,
+    read_manifest,
+    verify_artifact,
+    write_manifest,
+)
+from hybrid import __version__, constants
+from hybrid.errors import InvalidRequestError, QualityGateError
+from hybrid.models.registry import ResolvedModel, resolve_model
+
+# Bump when the export or quantization steps change, so that cached artifacts are rebuilt.
+RECIPE_VERSION = 2
+# Input added to the exported graph: how many trailing positions get logits.
+LOGITS_TO_KEEP = "num_logits_to_keep"
+# Tokenizer and config files that travel with the ONNX model; optimum also writes tokenizer.model,
+# which for a GGUF-converted model is a 98 MB copy of the GGUF that the fast tokenizer never reads.
+_SIDE_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
+
+
+@dataclass(frozen=True)
+class PrecisionRecipe:
+    name: str
+    bits: int | None = None
+    block_size: int | None = None
+    # Asymmetric blocks (a zero point each) fit weights that came from an asymmetric format such as Q4_1.
+    is_symmetric: bool = True
+    full_precision: bool = False
+    # 4: int8 activations inside MatMulNBits (fastest CPU kernels); weights stay block-quantized.
+    accuracy_level: int | None = None
+
+
+RECIPES: dict[str, PrecisionRecipe] = {
+    "int4": PrecisionRecipe("int4-b32", bits=4, block_size=32, accuracy_level=4),
+    "int8": PrecisionRecipe("int8-b32", bits=8, block_size=32, accuracy_level=4),
+    "fp16": PrecisionRecipe("fp16", full_precision=True),
+    "fp32": PrecisionRecipe("fp32", full_precision=True),
+}
+# `auto` builds these, drops those that fail the gate and keeps the one that decodes fastest here.
+# fp16 is left out because ONNX Runtime's CPU provider has no fast fp16 MatMul.
+AUTO_ORDER = ("int4", "int8", "fp32")
+PRECISION_CHOICES = ("auto", *RECIPES)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReferenceQuality:
+    """The full model on the evaluation text: its perplexity and its argmax at every position."""
+
+    tokens: int
+    perplexity: float
+    argmax: list[int]
+
+
+def evaluation_text() -> str:
+    return resources.files("edge_agent.artifacts").joinpath("data/quality_text.txt").read_text()
+
+
+def agreement_prompts() -> list[str]:
+    """Chat prompts on which a runtime's greedy answers are compared with the full model's."""
+    text = resources.files("edge_agent.artifacts").joinpath("data/agreement_prompts.txt").read_text()
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _quiet_libraries() -> None:
+    for name in ("optimum", "transformers", "onnxruntime", "torch.onnx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def _perplexity(logits: np.ndarray, ids: list[int]) -> float:
+    """exp(mean negative log-likelihood) of ids[1:] given logits[:-1]."""
+    logits = logits.astype(np.float64)
+    shifted = logits[:-1] - logits[:-1].max(axis=-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    targets = np.asarray(ids[1:])
+    nll = -log_probs[np.arange(len(targets)), targets]
+    return float(math.exp(nll.mean()))
+
+
+def reference_quality(model: ResolvedModel, cache_dir: Path) -> ReferenceQuality:
+    path = cache_dir / "quality" / f"reference-{model.fingerprint[:16]}.json"
+    if path.is_file():
+        return ReferenceQuality(**json.loads(path.read_text()))
+    import torch
+
+    from hybrid.models.registry import load_tokenizer, load_torch_model
+
+    tokenizer = load_tokenizer(model.hf_dir)
+    ids = tokenizer(evaluation_text()).input_ids
+    torch_model = load_torch_model(model.hf_dir)
+    with torch.inference_mode():
+        logits = torch_model(torch.tensor([ids])).logits[0].numpy()
+    result = ReferenceQuality(tokens=len(ids), perplexity=_perplexity(logits, ids), argmax=logits.argmax(-1).tolist())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(result)))
+    return result
+
+
+def measure_quality(folder: Path, reference: ReferenceQuality, max_increase: float) -> QualityReport:
+    """Runs the evaluation text through the artifact with ONNX Runtime and compares it with the reference."""
+    from edge_agent.runtime import OnnxCausalLM
+    from hybrid.models.registry import load_tokenizer
+
+    ids = load_tokenizer(folder)(evaluation_text()).input_ids
+    if len(ids) != reference.tokens:
+        raise QualityGateError(
+            f"artifact tokenizer gives {len(ids)} tokens for the evaluation text, the full model {reference.tokens}"
+        )
+    runtime = OnnxCausalLM(folder / MODEL_FILE, providers=["CPUExecutionProvider"])
+    n = len(ids)
+    logits, _ = runtime.forward(
+        np.array([ids]), np.ones((1, n), np.int64), np.arange(n)[None, :], runtime.empty_cache(1), all_logits=True
+    )
+    logits = logits[0]
+    perplexity = _perplexity(logits, ids)
+    increase = perplexity / reference.perplexity - 1.0
+    agreement = float(np.mean(logits.argmax(-1) == np.asarray(reference.argmax)))
+    return QualityReport(
+        text_tokens=n,
+        reference_perplexity=round(reference.perplexity, 4),
+        perplexity=round(perplexity, 4),
+        perplexity_increase=round(increase, 5),
+        next_token_agreement=round(agreement, 4),
+        max_perplexity_increase=max_increase,
+        passed=increase <= max_increase,
+    )
+
+
+def _untie_output_projection(onnx_model) -> bool:
+    """Replaces lm_head's MatMul(x, Transpose(embedding)) with MatMul(x, <own initializer>)."""
+    from onnx import numpy_helper
+
+    graph = onnx_model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    for node in list(graph.node):
+        if node.op_type != "Transpose" or node.input[0] not in initializers:
+            continue
+        if not all(c.op_type == "MatMul" and c.input[1] == node.output[0] for c in consumers.get(node.output[0], [])):
+            continue
+        weight = numpy_helper.to_array(initializers[node.input[0]])
+        graph.node.remove(node)
+        graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight.T), name=node.output[0]))
+        return True
+    return False
+
+
+def _add_logits_to_keep(onnx_model) -> bool:
+    """Adds an input ``num_logits_to_keep`` ([1], int64): the output projection runs on the last K positions only.
+
+    A prefill of S tokens otherwise computes and copies S x vocab logits to use one row; serving passes
+    K = 1, the quality check passes K = S. The slice changes no value, only which rows are computed.
+    """
+    from onnx import TensorProto, helper
+
+    graph = onnx_model.graph
+    projection = next((n for n in graph.node if n.op_type == "MatMul" and "logits" in n.output), None)
+    if projection is None or any(i.name == LOGITS_TO_KEEP for i in graph.input):
+        return False
+    hidden = projection.input[0]
+    sliced = hidden + "_last_k"
+    graph.input.append(helper.make_tensor_value_info(LOGITS_TO_KEEP, TensorProto.INT64, [1]))
+    graph.initializer.extend(
+        [
+            helper.make_tensor("logits_slice_end", TensorProto.INT64, [1], [2**62]),
+            helper.make_tensor("logits_slice_axis", TensorProto.INT64, [1], [1]),
+        ]
+    )
+    start = helper.make_node("Neg", [LOGITS_TO_KEEP], ["logits_slice_start"], name="logits_to_keep/Neg")
+    slice_node = helper.make_node(
+        "Slice",
+        [hidden, "logits_slice_start", "logits_slice_end", "logits_slice_axis"],
+        [sliced],
+        name="logits_to_keep/Slice",
+    )
+    position = list(graph.node).index(projection)
+    graph.node.insert(position, slice_node)
+    graph.node.insert(position, start)
+    projection.input[0] = sliced
+    return True
+
+
+def base_onnx(model: ResolvedModel, cache_dir: Path) -> Path:
+    """The fp32 ONNX export with KV cache and an untied output projection, cached per source model."""
+    target = cache_dir / "onnx" / f"{model.name}-{model.fingerprint[:16]}-r{RECIPE_VERSION}"
+    if (target / MODEL_FILE).is_file():
+        return target
+    import onnx
+    from optimum.exporters.onnx import main_export
+
+    _quiet_libraries()
+    raw = target.with_name(target.name + f".raw-{os.getpid()}")
+    shutil.rmtree(raw, ignore_errors=True)
+    main_export(str(model.hf_dir), output=raw, task="text-generation-with-past", do_validation=False)
+    onnx_model = onnx.load(str(raw / MODEL_FILE))
+    _untie_output_projection(onnx_model)
+    _add_logits_to_keep(onnx_model)
+    partial = target.with_name(target.name + f".partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    onnx.save(onnx_model, str(partial / MODEL_FILE))
+    for name in _SIDE_FILES:
+        if (raw / name).is_file():
+            shutil.copy2(raw / name, partial / name)
+    shutil.rmtree(raw, ignore_errors=True)
+    partial.rename(target)
+    return target
+
+
+def _quantize(base: Path, recipe: PrecisionRecipe, out: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(base / MODEL_FILE))
+    if recipe.bits is not None:
+        from onnxruntime.quantization.matmul_nbits_quantizer import (
+            DefaultWeightOnlyQuantConfig,
+            MatMulNBitsQuantizer,
+        )
+
+        config = DefaultWeightOnlyQuantConfig(
+            block_size=recipe.block_size,
+            is_symmetric=recipe.is_symmetric,
+            accuracy_level=recipe.accuracy_level,
+            bits=recipe.bits,
+            op_types_to_quantize=("MatMul",),
+        )
+        quantizer = MatMulNBitsQuantizer(
+            model,
+            bits=recipe.bits,
+            block_size=recipe.block_size,
+            is_symmetric=recipe.is_symmetric,
+            accuracy_level=recipe.accuracy_level,
+            algo_config=config,
+            op_types_to_quantize=("MatMul",),
+        )
+        quantizer.process()
+        model = quantizer.model.model
+    elif recipe.name == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        model = convert_float_to_float16(model, keep_io_types=False, disable_shape_infer=True)
+    onnx.save(model, str(out / MODEL_FILE))
+
+
+def _opset(path: Path) -> int:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def artifact_key(model: ResolvedModel, recipe: PrecisionRecipe) -> str:
+    payload = json.dumps(
+        {"source": model.fingerprint, "recipe": asdict(recipe), "version": RECIPE_VERSION}, sort_keys=True
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _build(
+    model: ResolvedModel, recipe: PrecisionRecipe, cache_dir: Path, reference: ReferenceQuality, max_increase: float
+) -> Path:
+    """Builds (or finds) the artifact for one recipe in the cache. Its manifest records whether it passed."""
+    key = artifact_key(model, recipe)
+    target = cache_dir / "artifacts" / f"{model.name}-{recipe.name}-{key[:16]}"
+    if (target / "manifest.json").is_file():
+        return target
+    base = base_onnx(model, cache_dir)
+    partial = target.with_name(target.name + f".partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for name in _SIDE_FILES:
+        if (base / name).is_file():
+            shutil.copy2(base / name, partial / name)
+    _quantize(base, recipe, partial)
+    quality = measure_quality(partial, reference, max_increase)
+    config = json.loads((base / "config.json").read_text())
+    manifest = Manifest(
+        model=model.name,
+        source_fingerprint=model.fingerprint,
+        precision=recipe.name,
+        full_precision=recipe.full_precision,
+        opset=_opset(partial / MODEL_FILE),
+        recipe={**asdict(recipe), "recipe_version": RECIPE_VERSION, "exporter": "optimum text-generation-with-past"},
+        context_window=int(config.get("max_position_embeddings", constants.EDGE_MAX_CONTEXT_TOKENS)),
+        quality=quality,
+        files=hash_files(partial),
+        created_by=f"hybrid {__version__}",
+    )
+    write_manifest(partial, manifest)
+    partial.rename(target)
+    return target
+
+
+def _copy_artifact(source: Path, out: Path) -> None:
+    """Places the artifact at ``out`` (hard links where possible) so that it appears whole or not at all."""
+    out = out.resolve()
+    if out.exists():
+        if (out / "manifest.json").is_file() and hash_files(out) == hash_files(source):
+            return
+        if any(out.iterdir()):
+            raise InvalidRequestError(f"{out} already exists and holds something else; choose an empty or new --out")
+        out.rmdir()
+    partial = out.with_name(out.name + f".partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for path in source.iterdir():
+        try:
+            os.link(path, partial / path.name)
+        except OSError:
+            shutil.copy2(path, partial / path.name)
+    partial.rename(out)
+
+
+def measure_decode_speed(folder: Path, prompt_tokens: int = 32, steps: int = 24) -> float:
+    """Greedy batch-1 decode tokens/s of an artifact on this machine, after a short warm-up."""
+    import time
+
+    from edge_agent.runtime import OnnxCausalLM
+    from hybrid.models.registry import load_tokenizer
+
+    ids = load_tokenizer(folder)(evaluation_text()).input_ids[:prompt_tokens]
+    runtime = OnnxCausalLM(folder / MODEL_FILE)
+    logits, cache = runtime.forward(
+        np.array([ids]), np.ones((1, len(ids)), np.int64), np.arange(len(ids))[None, :], runtime.empty_cache(1)
+    )
+    started = 0.0
+    for step in range(steps + 2):
+        if step == 2:
+            started = time.perf_counter()
+        length = cache.length
+        logits, cache = runtime.forward(
+            logits.argmax(-1)[:, None], np.ones((1, length + 1), np.int64), np.array([[length]]), cache
+        )
+    return steps / (time.perf_counter() - started)
+
+
+def _gate_failure(manifest: Manifest, max_increase: float) -> str | None:
+    """None when the artifact passes the gate, else a one-line account of why not."""
+    quality = manifest.quality
+    assert quality is not None
+    increase = quality.perplexity / quality.reference_perplexity - 1.0
+    if increase <= max_increase:
+        return None
+    return (
+        f"{manifest.precision}: perplexity {quality.perplexity:.2f} vs {quality.reference_perplexity:.2f} for the full "
+        f"model (+{increase:.1%}, limit +{max_increase:.0%})"
+    )
+
+
+def _choose_fastest(
+    model: ResolvedModel, cache_dir: Path, reference: ReferenceQuality, max_increase: float, say
+) -> Path:
+    """Builds every AUTO_ORDER recipe, drops those that fail the gate, keeps the fastest by measurement.
+
+    The choice is cached with its measurements, so that a re-run neither rebuilds nor re-measures
+    (and cannot flip between two close candidates on a noisy machine).
+    """
+    record = cache_dir / "quality" / f"auto-{model.fingerprint[:16]}-r{RECIPE_VERSION}-gate{max_increase}.json"
+    if record.is_file():
+        chosen = json.loads(record.read_text())["chosen"]
+        return _build(model, RECIPES[chosen], cache_dir, reference, max_increase)
+    speeds: dict[str, float] = {}
+    rejected: dict[str, str] = {}
+    folders: dict[str, Path] = {}
+    for name in AUTO_ORDER:
+        recipe = RECIPES[name]
+        say(f"building {recipe.name} (ONNX export, quantization, quality check)")
+        folders[name] = _build(model, recipe, cache_dir, reference, max_increase)
+        failure = _gate_failure(read_manifest(folders[name]), max_increase)
+        if failure:
+            rejected[name] = failure
+            say(f"skipped {failure}")
+            continue
+        speeds[name] = measure_decode_speed(folders[name])
+        say(f"{recipe.name} passes the gate; {speeds[name]:.1f} tokens/s at batch 1 on this machine")
+    if not speeds:
+        raise QualityGateError("no precision passed the quality gate: " + "; ".join(rejected.values()))
+    chosen = max(speeds, key=speeds.__getitem__)
+    say(f"auto chose {RECIPES[chosen].name}, the fastest that passes the gate")
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"chosen": chosen, "tokens_per_second": speeds, "rejected": rejected}, indent=2))
+    return folders[chosen]
+
+
+def export_artifact(
+    model: str = constants.DEFAULT_MODEL,
+    precision: str = "auto",
+    out: Path | None = None,
+    force: bool = False,
+    cache_dir: Path | None = None,
+    max_perplexity_increase: float = constants.MAX_PERPLEXITY_INCREASE,
+    progress=None,
+) -> tuple[Path, Manifest]:
+    """Builds the edge artifact and returns its folder and manifest.
+
+    ``precision`` is one of PRECISION_CHOICES. ``auto`` keeps the precision that decodes fastest on
+    this machine among those that pass the gate. An explicit precision that fails the gate raises
+    QualityGateError unless ``force``; a forced artifact says so in its manifest.
+    """
+    if precision not in PRECISION_CHOICES:
+        raise InvalidRequestError(f"unknown precision {precision!r}: use one of {', '.join(PRECISION_CHOICES)}")
+    cache_dir = Path(cache_dir or constants.CACHE_DIR)
+    say = progress or (lambda message: None)
+    say(f"resolving model {model}")
+    resolved = resolve_model(model, cache_dir)
+    _quiet_libraries()
+    say("measuring the full model on the evaluation text")
+    reference = reference_quality(resolved, cache_dir)
+    if precision == "auto":
+        folder = _choose_fastest(resolved, cache_dir, reference, max_perplexity_increase, say)
+    else:
+        recipe = RECIPES[precision]
+        say(f"building {recipe.name} (ONNX export, quantization, quality check)")
+        folder = _build(resolved, recipe, cache_dir, reference, max_perplexity_increase)
+        manifest = read_manifest(folder)
+        failure = _gate_failure(manifest, max_perplexity_increase)
+        if failure and not force:
+            raise QualityGateError(
+                f"{failure}: refused. Use a precision with more bits (e.g. --precision int8), or --force to "
+                "ship it anyway, labelled as failing the gate"
+            )
+        if failure:
+            forced = folder.with_name(folder.name + "-forced")
+            if not forced.exists():
+                shutil.copytree(folder, forced)
+                assert manifest.quality is not None
+                manifest.quality = manifest.quality.model_copy(
+                    update={"passed": False, "forced": True, "max_perplexity_increase": max_perplexity_increase}
+                )
+                write_manifest(forced, manifest)
+            folder = forced
+    manifest = verify_artifact(folder)
+    if out is not None:
+        _copy_artifact(folder, Path(out))
+        folder = Path(out).resolve()
+    return folder, manifest

@@ -1,0 +1,99 @@
+"""Plumbing every gRPC server shares: method handlers, health, reflection, error mapping, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import grpc
+from google.protobuf.message import DecodeError
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from hybrid import wire
+from hybrid.errors import HybridError, InvalidRequestError, OverloadedError
+from hybrid.v1 import inference_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+INFERENCE_SERVICE = "hybrid.v1.Inference"
+
+GenerateHandler = Callable[[pb.GenerateRequest, grpc.aio.ServicerContext], AsyncIterator[pb.GenerateResponse]]
+
+
+async def abort_with(context: grpc.aio.ServicerContext, error: HybridError) -> None:
+    if isinstance(error, OverloadedError):
+        await context.abort_with_status(wire.retry_status(error.code, error.message, error.retry_after_ms))
+    await context.abort(error.code, error.message)
+
+
+def parse_generate_request(raw: bytes) -> pb.GenerateRequest:
+    try:
+        return pb.GenerateRequest.FromString(raw)
+    except DecodeError as exc:
+        raise InvalidRequestError(
+            f"the request body is not a valid hybrid.v1.GenerateRequest ({exc}); use the generated stubs"
+        ) from exc
+
+
+def inference_handler(
+    generate: GenerateHandler,
+    get_load: Callable[[pb.GetLoadRequest, grpc.aio.ServicerContext], Awaitable[pb.LoadReport]],
+) -> grpc.GenericRpcHandler:
+    """hybrid.v1.Inference with Generate taking raw bytes, so malformed input is INVALID_ARGUMENT, not INTERNAL."""
+
+    async def generate_raw(raw: bytes, context: grpc.aio.ServicerContext):
+        try:
+            request = parse_generate_request(raw)
+            async for chunk in generate(request, context):
+                yield chunk
+        except HybridError as error:
+            await abort_with(context, error)
+
+    return grpc.method_handlers_generic_handler(
+        INFERENCE_SERVICE,
+        {
+            "Generate": grpc.unary_stream_rpc_method_handler(
+                generate_raw, request_deserializer=None, response_serializer=pb.GenerateResponse.SerializeToString
+            ),
+            "GetLoad": grpc.unary_unary_rpc_method_handler(
+                get_load,
+                request_deserializer=pb.GetLoadRequest.FromString,
+                response_serializer=pb.LoadReport.SerializeToString,
+            ),
+        },
+    )
+
+
+class ServerShell:
+    """A grpc.aio server with health and reflection, bound to one address, that drains on stop."""
+
+    def __init__(self, host: str, port: int, service_names: list[str]):
+        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.service_names = service_names
+        reflection.enable_server_reflection([*service_names, reflection.SERVICE_NAME, health.SERVICE_NAME], self.server)
+        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        if self.port == 0:
+            raise OSError(f"could not bind {host}:{port}; is another server using it? choose another --port")
+        self.address = f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        await self.server.start()
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+
+    async def set_not_serving(self) -> None:
+        """Tells health checkers to stop sending work, while streams in flight go on."""
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    async def stop(self, grace_s: float) -> None:
+        await self.set_not_serving()
+        await self.server.stop(grace_s)
+
+    async def _set_health(self, status) -> None:
+        for name in ["", *self.service_names]:
+            result = self.health.set(name, status)
+            if asyncio.iscoroutine(result):
+                await result
