@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# `hybrid bench overload` on the GPU machine lent by `device` (see ../shared/GPU.md), as recorded in
+# `hybrid bench overload` on a GPU machine without Ray or the model's weights, as recorded in
 # docs/benchmarks.md. The image lacks Ray and matplotlib, and the model's weights do not fit the carry
 # limit, so:
 #   .device/site.tar.xz, .device/plot.tar.xz  ray[serve]==2.60.0 and matplotlib for CPython 3.12
-#                                             (../shared/tools/pack-device-site.sh), unpacked to /tmp/site;
+#                                             (wheels unpacked into a tarball beforehand), unpacked to /tmp/site;
 #   /tmp/chunks/edge-int8.part*               the int8 edge artifact as an xz tarball, split to fit the
 #                                             carry limit and carried over earlier calls;
 #   the cloud tier                            the same model's shape with random weights (its config and

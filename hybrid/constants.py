@@ -18,6 +18,12 @@ DEFAULT_MAX_NEW_TOKENS = 128
 MAX_NEW_TOKENS_LIMIT = 4096
 MAX_PROMPT_CHARS = 64_000
 MAX_STOP_STRINGS = 8
+# Identifiers and strings a request carries: echoed into every chunk or held by the router, so bounded.
+MAX_STOP_STRING_CHARS = 256
+MAX_REQUEST_ID_CHARS = 128
+MAX_AFFINITY_KEY_CHARS = 256
+MAX_CLIENT_REGION_CHARS = 64
+MAX_MODEL_NAME_CHARS = 256
 MAX_TEMPERATURE = 2.0
 # Longest context (prompt + answer) an edge agent accepts; bounds its KV memory.
 EDGE_MAX_CONTEXT_TOKENS = 2048

@@ -130,6 +130,17 @@ def _check_float(value: float, name: str, low: float, high: float, low_open: boo
     return float(value)
 
 
+def _preview(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _check_length(name: str, value: str, limit: int, advice: str = "shorten it") -> None:
+    """Strings a request carries are echoed or held: an unbounded one would cost every chunk or the router."""
+    if len(value) > limit:
+        raise InvalidRequestError(f"{name} is {len(value)} characters long; the limit is {limit}: {advice}")
+
+
 def request_from_proto(message: pb.GenerateRequest, deadline: float | None = None) -> GenerationRequest:
     """Validates a wire request. Raises InvalidRequestError with a message that says what to change."""
     has_prompt = bool(message.prompt)
@@ -167,7 +178,15 @@ def request_from_proto(message: pb.GenerateRequest, deadline: float | None = Non
     top_p = _check_float(top_p, "top_p", 0.0, 1.0, low_open=True)
     stop = list(message.stop)
     if len(stop) > constants.MAX_STOP_STRINGS or any(not s for s in stop):
-        raise InvalidRequestError(f"stop takes at most {constants.MAX_STOP_STRINGS} non-empty strings, got {stop!r}")
+        raise InvalidRequestError(
+            f"stop takes at most {constants.MAX_STOP_STRINGS} non-empty strings, got {len(stop)} ({_preview(stop)})"
+        )
+    for index, text in enumerate(stop):
+        _check_length(f"stop[{index}]", text, constants.MAX_STOP_STRING_CHARS)
+    _check_length("request_id", message.request_id, constants.MAX_REQUEST_ID_CHARS)
+    _check_length("affinity_key", message.affinity_key, constants.MAX_AFFINITY_KEY_CHARS, "hash long keys first")
+    _check_length("client_region", message.client_region, constants.MAX_CLIENT_REGION_CHARS)
+    _check_length("model", message.model, constants.MAX_MODEL_NAME_CHARS)
     if message.priority not in pb.Priority.values():
         raise InvalidRequestError(f"priority {message.priority} is unknown: use REALTIME, INTERACTIVE or BATCH")
     if message.min_precision not in pb.MinPrecision.values():

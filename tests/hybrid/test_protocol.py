@@ -75,3 +75,24 @@ def test_unknown_min_precision_is_refused():
     message.min_precision = 7
     with pytest.raises(InvalidRequestError, match="min_precision 7 is unknown"):
         request_from_proto(message)
+
+
+@pytest.mark.parametrize(
+    ("field", "limit"),
+    [("request_id", 128), ("affinity_key", 256), ("client_region", 64), ("model", 256)],
+)
+def test_strings_a_request_carries_are_bounded(field, limit):
+    request_from_proto(build_request(prompt="hi", **{field: "x" * limit}))
+    with pytest.raises(InvalidRequestError, match=f"{field} is {limit + 1} characters long; the limit is {limit}"):
+        request_from_proto(build_request(prompt="hi", **{field: "x" * (limit + 1)}))
+
+
+def test_a_megabyte_request_id_is_refused_without_echoing_it():
+    with pytest.raises(InvalidRequestError) as refused:
+        request_from_proto(build_request(prompt="hi", request_id="r" * 1_000_000))
+    assert len(refused.value.message) < 200
+
+
+def test_long_stop_strings_are_refused():
+    with pytest.raises(InvalidRequestError, match=r"stop\[1\] is 257 characters long"):
+        request_from_proto(build_request(prompt="hi", stop=["\n", "s" * 257]))
