@@ -1,0 +1,58 @@
+"""Faults without hangs: a steady load through a real router process while a replica, discovery or the
+router itself fails. Replicas are synthetic (the real service and server shell, answers at a fixed pace),
+each a process of its own, so that kill -9 and SIGSTOP strike real processes."""
+
+from __future__ import annotations
+
+import pytest
+
+from hybrid.bench.faults import SCENARIOS, FaultResult, run_scenario
+
+pytestmark = pytest.mark.slow
+
+# A dead or frozen replica out of rotation, and a recovered one back in it, within these.
+DETECT_S = 2.0
+RETURN_S = 5.0
+
+
+def _check(result: FaultResult, *, lost_mid_answer_allowed: bool = False) -> None:
+    summary = result.row()
+    assert result.hung == 0, f"streams hung to their deadline: {summary}"
+    assert result.lost_without_first_token == 0, f"requests lost that could have been retried: {summary}"
+    if not lost_mid_answer_allowed:
+        assert result.lost_with_first_token == 0, summary
+    assert len(result.outcomes) > 100, summary
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["replica killed (kill -9), then restarted", "replica frozen (SIGSTOP), then resumed"],
+)
+async def test_a_dead_or_frozen_replica_is_out_at_once_and_back_soon_after(name):
+    result = await run_scenario(name, SCENARIOS[name])
+    _check(result, lost_mid_answer_allowed=True)
+    assert result.detect_s is not None and result.detect_s <= DETECT_S, result.row()
+    assert result.return_s is not None and result.return_s <= RETURN_S, result.row()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["replica removed from discovery while it streams, then re-added", "replica drained (SIGTERM), then restarted"],
+)
+async def test_a_replica_that_leaves_is_drained_not_cut(name):
+    result = await run_scenario(name, SCENARIOS[name])
+    _check(result)
+    assert result.return_s is not None and result.return_s <= RETURN_S, result.row()
+
+
+async def test_a_deleted_discovery_file_keeps_the_last_view():
+    name = "static discovery file deleted, then rewritten"
+    result = await run_scenario(name, SCENARIOS[name])
+    _check(result)
+    assert result.detect_s is None, "the router dropped replicas because its discovery file went away"
+
+
+@pytest.mark.parametrize("name", ["router restarted (SIGTERM)", "router killed (kill -9) and started again"])
+async def test_a_router_restart_loses_only_answers_it_cut(name):
+    result = await run_scenario(name, SCENARIOS[name])
+    _check(result, lost_mid_answer_allowed=name.startswith("router killed"))
