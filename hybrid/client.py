@@ -11,6 +11,7 @@ The same client talks to the router, an edge agent or a cloud ingress.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
@@ -95,6 +96,29 @@ def build_request(
     return request
 
 
+# A request the server could not start (it was restarting, draining, or not listening yet) is sent again by
+# gRPC itself, with backoff, as long as its deadline allows. gRPC retries a stream only until its first
+# message arrives, so no answer is ever repeated or spliced from two attempts.
+RETRY_POLICY = {
+    "maxAttempts": 5,
+    "initialBackoff": "0.2s",
+    "maxBackoff": "3s",
+    "backoffMultiplier": 2.5,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+CHANNEL_OPTIONS = (
+    ("grpc.enable_retries", 1),
+    (
+        "grpc.service_config",
+        json.dumps({"methodConfig": [{"name": [{"service": "hybrid.v1.Inference"}], "retryPolicy": RETRY_POLICY}]}),
+    ),
+    # A server that went away is dialled again within a fraction of a second, not after gRPC's default 1-120 s.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+
+
 # How Ray's proxy words the death of the replica actor serving a call.
 _REPLICA_DIED = "actor died unexpectedly"
 
@@ -122,7 +146,7 @@ class HybridClient:
     """``application`` names the Serve application when the target is a Ray cluster running several."""
 
     def __init__(self, target: str, timeout_s: float | None = 120.0, application: str | None = None):
-        self.channel = grpc.insecure_channel(target)
+        self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
         self.stub = pb_grpc.InferenceStub(self.channel)
         self.timeout_s = timeout_s
         self.application = application
@@ -135,7 +159,9 @@ class HybridClient:
         timeout = timeout_s or self.timeout_s
         finished = False
         try:
-            for chunk in self.stub.Generate(request, timeout=timeout, metadata=wire.call_metadata(self.application, timeout)):
+            for chunk in self.stub.Generate(
+                request, timeout=timeout, metadata=wire.call_metadata(self.application, timeout)
+            ):
                 finished = bool(chunk.finish_reason)
                 yield chunk
         except grpc.RpcError as error:
@@ -169,7 +195,7 @@ class HybridClient:
 
 class AsyncHybridClient:
     def __init__(self, target: str, timeout_s: float | None = 120.0, application: str | None = None):
-        self.channel = grpc.aio.insecure_channel(target)
+        self.channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
         self.stub = pb_grpc.InferenceStub(self.channel)
         self.timeout_s = timeout_s
         self.application = application
