@@ -1,15 +1,17 @@
 """Bounds on what one HTTP client may cost the front: head and body size, and the time to send them.
 
-uvicorn bounds an idle kept-alive connection (``timeout_keep_alive``) and, with h11, the size of a
-request head; it bounds neither the time a client takes to send its head nor its body. So the h11
-protocol here closes a connection whose head is not in within ``head_timeout_s``, and ``BoundedBody``
-reads every body whole before the app sees it: too large is 413, too slow (a Content-Length larger
-than what is sent) is 408, both closing the connection.
+uvicorn bounds an idle kept-alive connection (``timeout_keep_alive``) and, with h11, how much of an
+unfinished request head it buffers (``h11_max_incomplete_event_size``); it bounds neither the time a
+client takes to send its head nor its body. So the h11 protocol here closes a connection whose head
+is not in within ``head_timeout_s``, and ``BoundedBody`` reads every body whole before the app sees
+it: too large is 413, too slow (a Content-Length larger than what is sent) is 408, both closing the
+connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from pydantic import BaseModel, Field
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -29,7 +31,7 @@ class HTTPLimits(BaseModel):
     )
     keep_alive_s: float = Field(default=5.0, gt=0, description="An idle kept-alive connection is closed after it.")
     max_head_bytes: int = Field(
-        default=64 * 1024, ge=4096, description="Largest request head (request line and headers) h11 accepts."
+        default=32 * 1024, ge=4096, description="Most of an unfinished request head (line and headers) buffered."
     )
 
 
@@ -69,6 +71,10 @@ class HeadTimedH11(H11Protocol):
             self.transport.close()
 
 
+# How much of a too-large body is read and dropped, in bodies' worth, before the connection is closed.
+_DISCARD_FACTOR = 4
+
+
 class _BodyTooLarge(Exception):
     pass
 
@@ -90,14 +96,13 @@ class BoundedBody:
             return
         limit = self.limits.max_body_bytes
         declared = _content_length(scope)
-        if declared is not None and declared > limit:
-            message = f"the body is {declared} bytes; the limit is {limit}: send a shorter prompt or conversation"
-            await _refuse(413, message, "request_too_large", scope, receive, send)
-            return
         try:
+            if declared is not None and declared > limit:
+                raise _BodyTooLarge(f"the body is {declared} bytes; the limit is {limit}")
             body = await asyncio.wait_for(self._read(receive), self.limits.body_timeout_s)
-        except _BodyTooLarge:
-            message = f"the body is over the limit of {limit} bytes: send a shorter prompt or conversation"
+        except _BodyTooLarge as too_large:
+            await self._discard_rest(receive)
+            message = f"{too_large}: send a shorter prompt or conversation"
             await _refuse(413, message, "request_too_large", scope, receive, send)
             return
         except TimeoutError:
@@ -121,10 +126,24 @@ class BoundedBody:
             part = message.get("body", b"")
             size += len(part)
             if size > self.limits.max_body_bytes:
-                raise _BodyTooLarge()
+                raise _BodyTooLarge(f"the body is over the limit of {self.limits.max_body_bytes} bytes")
             parts.append(part)
             if not message.get("more_body", False):
                 return b"".join(parts)
+
+    async def _discard_rest(self, receive) -> None:
+        """Reads on what a refused client is still sending, within bounds, so that it gets the refusal:
+        a connection closed with unread data resets, and the client sees the reset instead of the answer."""
+
+        async def discard(budget: int) -> None:
+            while budget > 0:
+                message = await receive()
+                budget -= len(message.get("body", b""))
+                if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                    return
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(discard(_DISCARD_FACTOR * self.limits.max_body_bytes), self.limits.body_timeout_s)
 
 
 def _content_length(scope) -> int | None:
