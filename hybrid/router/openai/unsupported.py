@@ -42,57 +42,58 @@ def _zero(value: Any) -> bool:
 
 _NO_TOOLS = "the models here do not call tools"
 _NO_LOGPROBS = "log probabilities are not returned"
-_ONE_CHOICE = "remove it or set it to 1: one choice per request is served (send several requests instead)"
-_NO_PENALTY = "remove it or set it to 0: repetition penalties are not applied"
+_ONE_CHOICE = "remove it or set it to 1 (one choice per request is served: send several requests instead)"
+_NO_PENALTY = "remove it or set it to 0 (repetition penalties are not applied)"
 _TEXT_ONLY = "only text is served"
 
 _SHARED = {
     "n": Unimplemented(_null_or(1), _ONE_CHOICE),
     "presence_penalty": Unimplemented(_zero, _NO_PENALTY),
     "frequency_penalty": Unimplemented(_zero, _NO_PENALTY),
-    "logit_bias": Unimplemented(_empty, "remove it: token biases are not applied"),
+    "logit_bias": Unimplemented(_empty, "remove it (token biases are not applied)"),
 }
 
 CHAT: Mapping[str, Unimplemented] = _SHARED | {
-    "tools": Unimplemented(_empty, f"remove it: {_NO_TOOLS}"),
-    "tool_choice": Unimplemented(_null_or("none"), f'remove it or set it to "none": {_NO_TOOLS}'),
-    "parallel_tool_calls": Unimplemented(_null, f"remove it: {_NO_TOOLS}"),
-    "functions": Unimplemented(_empty, f"remove it: {_NO_TOOLS}"),
-    "function_call": Unimplemented(_null_or("none"), f'remove it or set it to "none": {_NO_TOOLS}'),
+    "tools": Unimplemented(_empty, f"remove it ({_NO_TOOLS})"),
+    "tool_choice": Unimplemented(_null_or("none"), f'remove it or set it to "none" ({_NO_TOOLS})'),
+    "parallel_tool_calls": Unimplemented(_null, f"remove it ({_NO_TOOLS})"),
+    "functions": Unimplemented(_empty, f"remove it ({_NO_TOOLS})"),
+    "function_call": Unimplemented(_null_or("none"), f'remove it or set it to "none" ({_NO_TOOLS})'),
     "response_format": Unimplemented(
         _null_or({"type": "text"}),
-        'remove it or set it to {"type": "text"}: answers are not constrained to JSON or to a schema',
+        'remove it or set it to {"type": "text"} (answers are not constrained to JSON or to a schema)',
     ),
-    "logprobs": Unimplemented(_null_or(False), f"remove it or set it to false: {_NO_LOGPROBS}"),
-    "top_logprobs": Unimplemented(_null_or(0), f"remove it: {_NO_LOGPROBS}"),
-    "audio": Unimplemented(_null, f"remove it: {_TEXT_ONLY}"),
-    "modalities": Unimplemented(_null_or(["text"]), f'remove it or set it to ["text"]: {_TEXT_ONLY}'),
-    "prediction": Unimplemented(_null, "remove it: predicted outputs are not used"),
-    "store": Unimplemented(_null_or(False), "remove it or set it to false: answers are not stored"),
-    "metadata": Unimplemented(_empty, "remove it: answers are not stored, so there is nothing to tag"),
+    "logprobs": Unimplemented(_null_or(False), f"remove it or set it to false ({_NO_LOGPROBS})"),
+    "top_logprobs": Unimplemented(_null_or(0), f"remove it ({_NO_LOGPROBS})"),
+    "audio": Unimplemented(_null, f"remove it ({_TEXT_ONLY})"),
+    "modalities": Unimplemented(_null_or(["text"]), f'remove it or set it to ["text"] ({_TEXT_ONLY})'),
+    "prediction": Unimplemented(_null, "remove it (predicted outputs are not used)"),
+    "store": Unimplemented(_null_or(False), "remove it or set it to false (answers are not stored)"),
+    "metadata": Unimplemented(_empty, "remove it (answers are not stored, so there is nothing to tag)"),
     "service_tier": Unimplemented(
         _null_or("auto", "default"),
-        'remove it or set it to "auto": the x-hybrid-priority header chooses how a request is served',
+        'remove it or set it to "auto" (the x-hybrid-priority header chooses how a request is served)',
     ),
-    "reasoning_effort": Unimplemented(_null, "remove it: the models here have no separate reasoning"),
-    "verbosity": Unimplemented(_null, "remove it: answers are as long as max_tokens and stop allow"),
-    "web_search_options": Unimplemented(_null, "remove it: there is no web search"),
+    "reasoning_effort": Unimplemented(_null, "remove it (the models here have no separate reasoning)"),
+    "verbosity": Unimplemented(_null, "remove it (answers are as long as max_tokens and stop allow)"),
+    "web_search_options": Unimplemented(_null, "remove it (there is no web search)"),
 }
 
 COMPLETION: Mapping[str, Unimplemented] = _SHARED | {
     "best_of": Unimplemented(_null_or(1), _ONE_CHOICE),
-    "logprobs": Unimplemented(_null, f"remove it: {_NO_LOGPROBS}"),
-    "echo": Unimplemented(_null_or(False), "remove it or set it to false: the prompt is not echoed"),
-    "suffix": Unimplemented(_null_or(""), "remove it: text is only appended, never inserted"),
+    "logprobs": Unimplemented(_null, f"remove it ({_NO_LOGPROBS})"),
+    "echo": Unimplemented(_null_or(False), "remove it or set it to false (the prompt is not echoed)"),
+    "suffix": Unimplemented(_null_or(""), "remove it (text is only appended, never inserted)"),
 }
 
 MESSAGE: Mapping[str, Unimplemented] = {
-    "name": Unimplemented(_null, "remove it: participant names are not passed to the model"),
-    "tool_calls": Unimplemented(_empty, f"remove it: {_NO_TOOLS}"),
-    "function_call": Unimplemented(_null, f"remove it: {_NO_TOOLS}"),
-    "refusal": Unimplemented(_null, "remove it: put the text in content"),
-    "audio": Unimplemented(_null, f"remove it: {_TEXT_ONLY}"),
-    "annotations": Unimplemented(_empty, "remove it: put the text in content"),
+    "name": Unimplemented(_null, "remove it (participant names are not passed to the model)"),
+    "tool_calls": Unimplemented(_empty, f"remove it ({_NO_TOOLS})"),
+    "tool_call_id": Unimplemented(_null, f"remove it ({_NO_TOOLS})"),
+    "function_call": Unimplemented(_null, f"remove it ({_NO_TOOLS})"),
+    "refusal": Unimplemented(_null, "remove it (put the text in content)"),
+    "audio": Unimplemented(_null, f"remove it ({_TEXT_ONLY})"),
+    "annotations": Unimplemented(_empty, "remove it (put the text in content)"),
 }
 
 
