@@ -6,7 +6,7 @@ import asyncio
 import http.client
 import json
 
-from tests.hybrid.router.openai.conftest import call, chat_body
+from tests.hybrid.router.openai.conftest import call, chat_body, chunks
 
 MIB = 1 << 20
 
@@ -117,3 +117,15 @@ async def test_a_kept_alive_connection_serves_request_after_request(front, datap
         assert b"Hello, world" in await reader.readexactly(length)
     writer.close()
     assert len(dataplane.calls) == 2
+
+
+async def test_the_head_timer_leaves_a_slow_answer_and_a_body_sent_in_pieces_alone(front, dataplane, limits):
+    dataplane.script = [*chunks("a", "b")[:1], limits.head_timeout_s * 2, *chunks("a", "b")[1:]]
+    reader, writer = await _connect(front)
+    body = json.dumps(chat_body(stream=True)).encode()
+    writer.write(_head(len(body)) + body[:10])
+    await asyncio.sleep(limits.body_timeout_s / 3)
+    writer.write(body[10:])
+    reply = await asyncio.wait_for(reader.readuntil(b"data: [DONE]"), limits.head_timeout_s * 2 + 2)
+    assert reply.startswith(b"HTTP/1.1 200") and b'"content":"b"' in reply
+    writer.close()
