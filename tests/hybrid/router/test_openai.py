@@ -125,6 +125,10 @@ def test_bad_requests_are_400_with_what_to_change(client, edge_router):
     with pytest.raises(openai.BadRequestError) as failure:
         client.completions.create(model=MODEL, prompt=["one", "two"], max_tokens=4)
     assert "prompt" in failure.value.body["message"]
+    # A field the router does not implement is refused by name, never ignored.
+    with pytest.raises(openai.BadRequestError) as failure:
+        client.chat.completions.create(model=MODEL, messages=chat("hi"), response_format={"type": "json_object"})
+    assert failure.value.body["param"] == "response_format" and "not supported" in failure.value.body["message"]
     # Malformed JSON and wrong types are 400 too (not FastAPI's 422), and say what is wrong.
     status, _, body = post(edge_router, "/v1/completions", b"{not json")
     assert status == 400 and "JSON" in json.loads(body)["error"]["message"]
