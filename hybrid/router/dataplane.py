@@ -113,7 +113,7 @@ def _refusal(failures: dict[str, ReplicaFailed], retry_after_ms: int, gave_up: b
     """What the caller gets when no replica answered: full everywhere, or failing."""
     last = next(reversed(failures.items()), None)
     if last is None or last[1].code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        # Every replica tried was full: the soonest any said it would have room is the hint.
+        # Full everywhere: the soonest a full replica said it would have room, else the policy's guess.
         hints = [f.retry_after_ms for f in failures.values() if f.retry_after_ms]
         return OverloadedError(
             "no tier has room for this request within its deadline", min(hints, default=retry_after_ms)
