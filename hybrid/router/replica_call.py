@@ -102,7 +102,9 @@ async def stream_call(
             yield response
         if not finished:
             outcome = CUT_SHORT
-            raise ReplicaFailed(grpc.StatusCode.UNAVAILABLE, "the replica's stream ended without its final chunk")
+            raise ReplicaFailed(
+                grpc.StatusCode.UNAVAILABLE, "the replica's stream ended without its final chunk (it went away)"
+            )
         outcome = OK
     except grpc.aio.AioRpcError as error:
         code = passed_on(error)
@@ -113,7 +115,8 @@ async def stream_call(
         if caller_cancelled():
             raise
         outcome = CHANNEL_CLOSED
-        raise ReplicaFailed(grpc.StatusCode.UNAVAILABLE, "the stream was cut: the replica left the view") from None
+        message = "the router closed the stream's channel (the replica left discovery or moved)"
+        raise ReplicaFailed(grpc.StatusCode.UNAVAILABLE, message) from None
     finally:
         hooks.ended(call, outcome, time.monotonic())
         if not outcome.answered:

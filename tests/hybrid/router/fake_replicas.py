@@ -106,3 +106,7 @@ async def stalls_after_one_chunk(replica: FakeReplica, message: pb.GenerateReque
     yield chunk(message, [1])
     await asyncio.sleep(30)
     yield chunk(message, [2], last=True)
+
+
+async def stops_without_its_final_chunk(replica: FakeReplica, message: pb.GenerateRequest):
+    yield chunk(message, [1])

@@ -80,6 +80,15 @@ async def test_a_stream_cut_midway_by_the_replicas_death_ends_at_once_with_unava
         assert await settled(lambda: router.dataplane.ledger.total_outstanding() == 0)
 
 
+async def test_a_stream_that_ends_without_its_final_chunk_is_unavailable_and_held_against_the_replica():
+    replica = FakeReplica("priv-1", "private", scripts.stops_without_its_final_chunk)
+    async with routed(replica) as (router, _, stub):
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await ask(stub)
+        assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert router.dataplane.policy.outliers.consecutive_failures(router.view.states["priv-1"]) == 1
+
+
 async def test_a_replica_removed_from_the_view_while_it_streams_ends_the_stream_at_once():
     leaving = FakeReplica("priv-1", "private", scripts.stalls_after_one_chunk)
     async with routed(leaving) as (router, source, stub):
