@@ -12,6 +12,7 @@ from pathlib import Path
 
 from hybrid import constants
 from hybrid.errors import HybridError
+from hybrid.router import defaults as router_defaults
 
 
 def _console():
@@ -526,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     router_serve.add_argument(
         "--realtime-ttft-ms",
         type=float,
-        default=constants.ROUTING_REALTIME_TTFT_MS,
+        default=router_defaults.ROUTING_REALTIME_TTFT_MS,
         help="first-token target of REALTIME requests: the nearest tier expected to meet it serves them",
     )
     router_serve.set_defaults(func=cmd_router_serve)

@@ -68,6 +68,8 @@ DEFAULT_ROUTER_PORT = 50051
 DEFAULT_REGION = "local"
 # Seconds a draining server waits for streams in flight before it stops.
 DRAIN_GRACE_S = 30.0
+# The router's OpenAI-compatible HTTP front.
+DEFAULT_ROUTER_HTTP_PORT = 8080
 
 # --- Edge nodes: `hybrid-edge install`, `update`, `run` (issue 6) ---
 # Where the installer puts the virtual environment, the artifact store and the update history.
@@ -117,27 +119,7 @@ CLOUD_GRPC_SERVICER_FUNCTIONS = (
     "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
 )
 
-# --- Router server ---
-# How often the router asks every replica for its load (and measures the round trip).
-ROUTER_LOAD_POLL_S = 0.5
-ROUTER_LOAD_TIMEOUT_S = 2.0
-# Replicas one request may be sent to: it is resent only when a replica fails before its first token.
-ROUTER_MAX_ATTEMPTS = 3
-# How long a starting router waits for discovery's first answer before it serves anyway.
-ROUTER_DISCOVERY_WAIT_S = 10.0
-DEFAULT_ROUTER_HTTP_PORT = 8080
-
-# --- Routing (DESIGN "Tiers and routing") ---
-# What a request without a deadline may wait at most before its tier counts as full.
-ROUTING_DEFAULT_BUDGET_MS = 30_000.0
-# Assumed duration of one request on a replica that has not reported its own yet.
-ROUTING_DEFAULT_REQUEST_MS = 1_000.0
-# A REALTIME request goes to the nearest tier expected to give its first token within this (less the
-# headroom below); where none is, to the replica of any tier whose first token is expected soonest.
-ROUTING_REALTIME_TTFT_MS = 250.0
-# That target is for nearly every request (a 99th percentile) while replicas report their 90th percentile,
-# so a replica meets it when its predicted first token is within this fraction of the target.
-ROUTING_TTFT_HEADROOM = 0.8
+# --- What replicas measure for the router ---
 # Replicas report the mean time to first token of the requests that started within this window.
 RECENT_TTFT_WINDOW_S = 5.0
 # Every replica (edge agent, cloud replica) times its decode steps at one row and at PACE_ROWS rows (its
@@ -148,24 +130,6 @@ RECENT_TTFT_WINDOW_S = 5.0
 PACE_PROMPT = "Count from one to ten: one, two, three,"
 PACE_ROWS = 8
 PACE_TOKENS = 6
-# A request goes first to a replica expected to finish it within this fraction of its remaining deadline
-# (the rest is margin for a guess), then to one that can at least start it in time.
-ROUTING_DEADLINE_HEADROOM = 0.5
-# The router remembers what a token took in its calls to each replica over this window.
-ROUTING_RECENT_WINDOW_S = 10.0
-# Hotness: a key is hot after HOT_COUNT requests within the window.
-HOTNESS_WINDOW_S = 60.0
-HOTNESS_BUCKETS = 6
-# Keys tracked per bucket (Space-Saving capacity): bounds memory whatever the traffic.
-HOTNESS_CAPACITY = 256
-HOT_COUNT = 3
-# Characters of a prompt that identify its prefix when no affinity_key is given.
-HOTNESS_PREFIX_CHARS = 64
-# Outlier ejection, in the manner of Envoy's.
-OUTLIER_MAX_FAILURES = 5
-OUTLIER_BASE_EJECTION_S = 30.0
-OUTLIER_MAX_EJECTION_S = 300.0
-OUTLIER_MAX_EJECTED_FRACTION = 0.5
 
 # --- Bench (`hybrid bench overload`, issue 5) ---
 # WAN emulation on loopback: round-trip time a delaying TCP proxy adds in front of each tier.

@@ -13,9 +13,11 @@ from hybrid import constants, wire
 from hybrid.discovery import DISCOVERY_SPEC_HELP
 from hybrid.errors import HybridError
 from hybrid.protocol import Tier, request_from_proto
+from hybrid.router import defaults
 from hybrid.router.dataplane import RouterDataPlane
-from hybrid.router.routing import ReplicaState, RoutingPolicy
-from hybrid.router.view import ReplicaView, source_from_spec
+from hybrid.router.policy.policy import RoutingPolicy
+from hybrid.router.policy.replica import ReplicaState
+from hybrid.router.view import DiscoverySource, ReplicaView, source_from_spec
 from hybrid.serving.background import BackgroundLoop, serve_until_signalled
 from hybrid.serving.grpc_shell import INFERENCE_SERVICE, ServerShell, inference_handler
 from hybrid.v1 import inference_pb2 as pb
@@ -36,18 +38,18 @@ class RouterConfig(BaseModel):
     )
     metrics_port: int | None = Field(default=None, ge=0, le=65535, description="Prometheus /metrics port.")
     poll_interval_s: float = Field(
-        default=constants.ROUTER_LOAD_POLL_S, gt=0, description="How often every replica's load is polled."
+        default=defaults.ROUTER_LOAD_POLL_S, gt=0, description="How often every replica's load is polled."
     )
     drain_grace_s: float = Field(default=constants.DRAIN_GRACE_S, ge=0, description="Streams' time to finish on stop.")
     realtime_ttft_ms: float = Field(
-        default=constants.ROUTING_REALTIME_TTFT_MS,
+        default=defaults.ROUTING_REALTIME_TTFT_MS,
         gt=0,
         description="First-token target of REALTIME requests: they go to the nearest tier expected to meet it "
         "(with ROUTING_TTFT_HEADROOM to spare), and to the soonest expected first token of any tier where none is.",
     )
 
 
-def replica_message(state: ReplicaState, ejected: bool) -> admin_pb.Replica:
+def replica_message(state: ReplicaState, ejected: bool, outstanding: int) -> admin_pb.Replica:
     record = state.record
     return admin_pb.Replica(
         replica_id=record.id,
@@ -59,7 +61,7 @@ def replica_message(state: ReplicaState, ejected: bool) -> admin_pb.Replica:
         zone=record.zone,
         capacity=record.capacity,
         cost_per_hour=record.cost_per_hour,
-        outstanding=state.outstanding,
+        outstanding=outstanding,
         queue_depth=state.queue_depth,
         rtt_ms=state.rtt_ms or 0.0,
         ejected=ejected,
@@ -80,9 +82,12 @@ class RouterServicer(admin_grpc.RouterAdminServicer):
 
     async def ListReplicas(self, message, context) -> admin_pb.ListReplicasResponse:
         self.dataplane.view.refresh()
-        outliers = self.dataplane.policy.outliers
+        outliers, ledger = self.dataplane.policy.outliers, self.dataplane.ledger
         return admin_pb.ListReplicasResponse(
-            replicas=[replica_message(r, outliers.ejected(r)) for r in self.dataplane.view.replicas()]
+            replicas=[
+                replica_message(r, outliers.ejected(r), ledger.outstanding(r.replica_id))
+                for r in self.dataplane.view.replicas()
+            ]
         )
 
     async def Explain(self, message: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> admin_pb.ExplainResponse:
@@ -98,16 +103,18 @@ class RouterServicer(admin_grpc.RouterAdminServicer):
             reasons=decision.reasons,
         )
         if decision.chosen is not None:
-            reply.chosen.CopyFrom(replica_message(decision.chosen, False))
+            outstanding = self.dataplane.ledger.outstanding(decision.chosen.replica_id)
+            reply.chosen.CopyFrom(replica_message(decision.chosen, False, outstanding))
         return reply
 
 
 class Router:
     """``start`` serves, ``stop`` drains. Build it inside the event loop it will run on."""
 
-    def __init__(self, config: RouterConfig):
+    def __init__(self, config: RouterConfig, source: DiscoverySource | None = None):
+        """``source`` stands in for ``config.discovery`` where replicas are known another way (tests)."""
         self.config = config
-        self.view = ReplicaView(source_from_spec(config.discovery), config.poll_interval_s)
+        self.view = ReplicaView(source or source_from_spec(config.discovery), config.poll_interval_s)
         self.dataplane = RouterDataPlane(self.view, RoutingPolicy(realtime_ttft_ms=config.realtime_ttft_ms))
         self.shell = ServerShell(config.host, config.port, [INFERENCE_SERVICE, ROUTER_ADMIN_SERVICE])
         self.address = self.shell.address
@@ -122,7 +129,7 @@ class Router:
 
     async def start(self) -> None:
         # Requests that arrive before discovery's first answer would find no replica at all.
-        if not await asyncio.to_thread(self.view.source.wait_ready, constants.ROUTER_DISCOVERY_WAIT_S):
+        if not await asyncio.to_thread(self.view.source.wait_ready, defaults.ROUTER_DISCOVERY_WAIT_S):
             log.warning(
                 "discovery %s has not answered yet; serving with an empty view until it does", self.config.discovery
             )

@@ -16,11 +16,12 @@ from typing import Protocol
 
 import grpc
 
-from hybrid import constants, wire
+from hybrid import wire
 from hybrid.discovery import ReplicaRecord
 from hybrid.discovery.static import StaticFileRegistry
 from hybrid.engine.pace import Pace
-from hybrid.router.routing import ReplicaState
+from hybrid.router import defaults
+from hybrid.router.policy.replica import ReplicaState
 from hybrid.v1 import inference_pb2 as pb
 from hybrid.v1 import inference_pb2_grpc as pb_grpc
 
@@ -116,7 +117,7 @@ def source_from_spec(spec: str) -> DiscoverySource:
 
 
 class ReplicaView:
-    def __init__(self, source: DiscoverySource, poll_interval_s: float = constants.ROUTER_LOAD_POLL_S):
+    def __init__(self, source: DiscoverySource, poll_interval_s: float = defaults.ROUTER_LOAD_POLL_S):
         self.source = source
         self.poll_interval_s = poll_interval_s
         self.states: dict[str, ReplicaState] = {}
@@ -155,6 +156,10 @@ class ReplicaView:
     def replicas(self) -> list[ReplicaState]:
         return list(self.states.values())
 
+    def tier_peers(self, state: ReplicaState) -> list[ReplicaState]:
+        """The replicas of its tier, itself included."""
+        return [r for r in self.states.values() if r.record.tier == state.record.tier]
+
     async def poll_once(self) -> None:
         self.refresh()
         await asyncio.gather(*(self._poll(state) for state in list(self.states.values())))
@@ -166,7 +171,9 @@ class ReplicaView:
         started = time.monotonic()
         try:
             load = await stub.GetLoad(
-                pb.GetLoadRequest(), timeout=constants.ROUTER_LOAD_TIMEOUT_S, metadata=wire.call_metadata(state.record.application)
+                pb.GetLoadRequest(),
+                timeout=defaults.ROUTER_LOAD_TIMEOUT_S,
+                metadata=wire.call_metadata(state.record.application),
             )
         except grpc.aio.AioRpcError as error:
             if self.on_poll_failure is not None:
@@ -177,6 +184,7 @@ class ReplicaView:
         state.active = load.active
         state.mean_request_ms = load.mean_request_ms
         state.recent_ttft_p90_ms = load.recent_ttft_p90_ms
+        state.draining = load.draining
         state.pace = Pace(load.token_ms_base, load.token_ms_per_row)
 
     async def run(self) -> None:

@@ -68,7 +68,7 @@ def start_router(spec: str):
 
     # On two CPU cores no tier gives a first token within the 250 ms REALTIME target, so the router would
     # take the soonest expected one, often a replica it knows nothing of yet; these tests are about tiers,
-    # spillover and failover, and tests/hybrid/test_routing.py covers the first-token target. (The target
+    # spillover and failover, and tests/hybrid/router/policy/test_policy.py covers the first-token target. (The target
     # only applies below a request's deadline: the clients here allow 60 s.)
     return BackgroundRouter(RouterConfig(port=0, discovery=spec, poll_interval_s=0.2, realtime_ttft_ms=30_000))
 

@@ -8,6 +8,7 @@ import grpc
 import pytest
 
 from hybrid.client import HybridClient, RequestFailed, build_request
+from hybrid.router.policy.expectations import Outlook
 from hybrid.v1 import inference_pb2 as pb
 from hybrid.v1 import router_admin_pb2 as admin_pb
 from hybrid.v1 import router_admin_pb2_grpc as admin_grpc
@@ -33,14 +34,15 @@ def test_the_router_learns_each_replicas_pace_from_its_calls_and_load_reports(ed
         answer = client.complete(messages=chat(PROMPTS[1]), max_new_tokens=12, priority="interactive")
     assert len(answer.token_ids) > 1
     (state,) = edge_router.router.view.replicas()
-    assert state.recent_token_ms.quantile(time.monotonic(), 0.9) > 0, "the call's time per token"
-    assert not state.in_flight
+    ledger = edge_router.router.dataplane.ledger
+    assert ledger.recent_token_ms(state.replica_id, time.monotonic()) > 0, "the call's time per token"
+    assert not ledger.in_flight(state.replica_id)
     waited_until = time.monotonic() + 5
     while not state.recent_ttft_p90_ms and time.monotonic() < waited_until:  # the next load poll brings it
         time.sleep(0.1)
     assert state.recent_ttft_p90_ms > 0, "the replica's first tokens, from its load report"
     assert state.pace.per_row_ms > 0, "how its tokens slow as its batch fills, from its load report"
-    assert state.predicted_token_ms(time.monotonic()) >= state.pace.token_ms(1)
+    assert Outlook(state, ledger, time.monotonic()).token_ms() >= state.pace.token_ms(1)
 
 
 def test_list_replicas_and_explain(edge_router, edge_agent):

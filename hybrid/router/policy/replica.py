@@ -1,0 +1,51 @@
+"""What the router knows of one replica: discovery's record and what the replica last reported of itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hybrid.discovery import ReplicaRecord
+from hybrid.engine.pace import Pace
+from hybrid.protocol import Tier
+
+# Precisions that count as full for min_precision FULL.
+FULL_PRECISIONS = frozenset({"fp32", "fp16", "bf16"})
+
+
+@dataclass
+class ReplicaState:
+    """A replica as discovery lists it, plus its last load report and the round trip to it.
+
+    The router's own calls to it live in ``hybrid.router.ledger``, its failures in ``ejection``."""
+
+    record: ReplicaRecord
+    # Last reported by the replica (GetLoad).
+    queue_depth: int = 0
+    active: int = 0
+    mean_request_ms: float = 0.0
+    recent_ttft_p90_ms: float = 0.0
+    draining: bool = False
+    # How its time between tokens grows with its batch, as it reported.
+    pace: Pace = field(default_factory=Pace)
+    # Round-trip time, exponentially weighted.
+    rtt_ms: float | None = None
+
+    @property
+    def replica_id(self) -> str:
+        return self.record.id
+
+    @property
+    def tier(self) -> Tier:
+        return Tier.parse(self.record.tier)
+
+    @property
+    def capacity(self) -> int:
+        """Sequences it decodes at once; at least 1, whatever discovery says."""
+        return max(1, self.record.capacity)
+
+    @property
+    def full_precision(self) -> bool:
+        return self.record.precision in FULL_PRECISIONS
+
+    def observe_rtt(self, rtt_ms: float, alpha: float = 0.2) -> None:
+        self.rtt_ms = rtt_ms if self.rtt_ms is None else (1 - alpha) * self.rtt_ms + alpha * rtt_ms

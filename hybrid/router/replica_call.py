@@ -1,0 +1,123 @@
+"""One call to one replica: send the request with the caller's remaining budget, stream its answer, and
+end every way it can end with a status the caller can act on, telling the call hooks as it goes.
+
+A stream cut short — the replica died, its server stopped, or the router closed its channel because it
+left discovery — ends at once as UNAVAILABLE (retried elsewhere by the data plane while no token has come),
+never as a silent wait for the deadline. Only the caller hanging up ends it as a cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+
+from hybrid import wire
+from hybrid.errors import HybridError
+from hybrid.protocol import GenerationRequest
+from hybrid.router.ledger import CANCELLED, OK, Call, HookChain, Outcome
+from hybrid.router.policy.replica import ReplicaState
+from hybrid.v1 import inference_pb2 as pb
+from hybrid.v1 import inference_pb2_grpc as pb_grpc
+
+# Answers that say the request itself is wrong or over: another replica would answer the same.
+CALLER_CODES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.OUT_OF_RANGE,
+    }
+)
+CUT_SHORT = Outcome("cut_short", replica_failed=True)
+# The router closed the replica's channel (it left discovery): nothing to hold against the replica.
+CHANNEL_CLOSED = Outcome("cut_short")
+
+
+class ReplicaFailed(HybridError):
+    """A replica's own error status, passed on to the caller."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, retry_after_ms: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.retry_after_ms = retry_after_ms
+
+
+def passed_on(error: grpc.aio.AioRpcError) -> grpc.StatusCode:
+    """The status a replica's failure reaches the caller with: a replica gone away is UNAVAILABLE.
+
+    CANCELLED from a replica is its server stopping mid-call (a caller that hangs up cancels the router's
+    task instead), and Ray Serve reports a replica's death as INTERNAL "actor died unexpectedly"."""
+    code = error.code()
+    if code == grpc.StatusCode.CANCELLED:
+        return grpc.StatusCode.UNAVAILABLE
+    if code == grpc.StatusCode.INTERNAL and "actor died unexpectedly" in (error.details() or "").lower():
+        return grpc.StatusCode.UNAVAILABLE
+    return code
+
+
+def outcome_of(code: grpc.StatusCode) -> Outcome:
+    # A full replica is not a failing one: the policy steers around it through its load.
+    blameless = code == grpc.StatusCode.RESOURCE_EXHAUSTED or code in CALLER_CODES
+    return Outcome(code.name.lower(), replica_failed=not blameless)
+
+
+def caller_cancelled() -> bool:
+    """Whether the running task itself is being cancelled (its caller hung up), rather than a CancelledError
+    raised by grpc.aio from a call whose channel was closed under it. Before Python 3.11, always assumed."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return task is None or cancelling is None or cancelling() > 0
+
+
+async def stream_call(
+    stub: pb_grpc.InferenceStub | None,
+    state: ReplicaState,
+    request: GenerationRequest,
+    message: pb.GenerateRequest,
+    request_class: str,
+    hooks: HookChain,
+) -> AsyncIterator[pb.GenerateResponse]:
+    """Streams the replica's answer. Raises ReplicaFailed with the status the caller should get."""
+    remaining = request.remaining_s()
+    if remaining is not None and remaining <= 0:
+        raise ReplicaFailed(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the request was sent")
+    if stub is None:
+        raise ReplicaFailed(grpc.StatusCode.UNAVAILABLE, f"{state.replica_id} left discovery before the call")
+    began = time.monotonic()
+    deadline = None if remaining is None else began + remaining
+    call = Call(state, began, deadline, request.max_new_tokens, request_class, request.arrived_at)
+    metadata = wire.call_metadata(state.record.application, remaining)
+    rpc = stub.Generate(message, timeout=remaining, metadata=metadata)
+    hooks.sent(call)
+    outcome = CANCELLED  # unless the stream ends or fails below: the caller went away
+    try:
+        finished = False
+        async for response in rpc:
+            finished = finished or bool(response.finish_reason)
+            hooks.chunk(call, len(response.token_ids), time.monotonic())
+            yield response
+        if not finished:
+            outcome = CUT_SHORT
+            raise ReplicaFailed(
+                grpc.StatusCode.UNAVAILABLE, "the replica's stream ended without its final chunk (it went away)"
+            )
+        outcome = OK
+    except grpc.aio.AioRpcError as error:
+        code = passed_on(error)
+        outcome = outcome_of(code)
+        retry_after_ms = wire.retry_after_ms(error.trailing_metadata())
+        raise ReplicaFailed(code, error.details() or code.name, retry_after_ms) from None
+    except asyncio.CancelledError:
+        if caller_cancelled():
+            raise
+        outcome = CHANNEL_CLOSED
+        message = "the router closed the stream's channel (the replica left discovery or moved)"
+        raise ReplicaFailed(grpc.StatusCode.UNAVAILABLE, message) from None
+    finally:
+        hooks.ended(call, outcome, time.monotonic())
+        if not outcome.answered:
+            rpc.cancel()  # a cancelled caller or a failed stream releases the replica's slot now
