@@ -44,7 +44,8 @@ class ScriptedEngine(ContinuousBatchingEngine):
     """Answers each prompt with its script (``scripts[prompt]``, else ``default_answer``), then the end token.
 
     A decode step of R rows sleeps ``step_s + per_row_s * R``, so a batch takes the time a real one would
-    relative to its size. ``fail_on_rows`` makes the first decode step of that many rows raise. Every model
+    relative to its size. ``fail_on_rows`` makes the first decode step of that many rows raise, ``fail_prefill`` the
+    first prefill. Every model
     call is logged as ``(kind, [request ids])``, and each call checks the row contract the engine promises."""
 
     def __init__(
@@ -54,6 +55,7 @@ class ScriptedEngine(ContinuousBatchingEngine):
         step_s: float = 0.002,
         per_row_s: float = 0.0,
         fail_on_rows: int | None = None,
+        fail_prefill: bool = False,
         **settings,
     ):
         defaults = {
@@ -71,6 +73,7 @@ class ScriptedEngine(ContinuousBatchingEngine):
         self.step_s = step_s
         self.per_row_s = per_row_s
         self.fail_on_rows = fail_on_rows
+        self.fail_prefill = fail_prefill
         self.calls: list[tuple[str, list[str]]] = []
         # The fake model's own view of the running batch: the rows it holds state for, in order.
         self.state: list[Sequence] = []
@@ -84,6 +87,9 @@ class ScriptedEngine(ContinuousBatchingEngine):
 
     def _prefill(self, joiners: list[Sequence]) -> list[int]:
         self._log("prefill", joiners)
+        if self.fail_prefill:
+            self.fail_prefill = False
+            raise RuntimeError("the fake model broke")
         for seq in joiners:
             self._script[id(seq)] = [ord(c) for c in self.answer_to(seq.request)] + [END]
             self._position[id(seq)] = 0

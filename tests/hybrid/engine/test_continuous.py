@@ -237,6 +237,20 @@ async def test_a_failing_step_answers_every_running_row_and_the_engine_serves_on
     assert text_of(await answer(engine, make_request("third", max_new_tokens=5))) == "lorem"
 
 
+async def test_a_failing_prefill_answers_its_joiners_and_the_running_rows(make_engine):
+    engine = make_engine(scripts={"running": "r" * 40}, step_s=0.003)
+    running = asyncio.create_task(answer(engine, make_request("running")))
+    await until(lambda: engine.load().active == 1)
+    engine.fail_prefill = True
+    joiner = await failure_of(engine, make_request("joiner"))
+    assert "prefill failed on this replica: the fake model broke" in joiner.message
+    # The step failed as a whole: the rows already running are answered too, and nothing is left behind.
+    with pytest.raises(HybridError, match="generation failed on this replica"):
+        await running
+    assert engine.state == [] and engine.failures == 1
+    assert text_of(await answer(engine, make_request("after", max_new_tokens=2))) == "lo"
+
+
 async def test_measured_pace_stays_and_its_requests_leave_no_other_trace(make_engine):
     metrics = ReplicaMetrics()
     engine = make_engine(metrics=metrics, max_batch_size=8, step_s=0.001, per_row_s=0.004)
