@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("CHECKPOINT_DISABLE", "1")
@@ -49,14 +50,12 @@ HEAVY_FIXTURES = {
 }
 # Modules whose tests start something heavy themselves: `hybrid cloud serve` with its own Ray cluster. (The edge
 # node's agent, install and update modules mark themselves.)
-HEAVY_MODULES = ("tests/cloud/test_cli.py",)
+HEAVY_MODULES = {Path(__file__).resolve().parent / "cloud" / "test_cli.py"}
 
 
 def pytest_collection_modifyitems(config, items):
-    root = config.rootpath
     for item in items:
-        module = item.path.relative_to(root).as_posix()
-        if HEAVY_FIXTURES.intersection(getattr(item, "fixturenames", ())) or module in HEAVY_MODULES:
+        if HEAVY_FIXTURES.intersection(getattr(item, "fixturenames", ())) or item.path.resolve() in HEAVY_MODULES:
             item.add_marker(pytest.mark.slow)
 
 

@@ -80,6 +80,15 @@ class ScriptedEngine(ContinuousBatchingEngine):
         self._script: dict[int, list[int]] = {}
         self._position: dict[int, int] = {}
         self._lock = threading.Lock()
+        self._unpaused = threading.Event()
+        self._unpaused.set()
+
+    def pause(self) -> None:
+        """Holds the next decode step until ``resume``: the batch stays as it is while a test lines up requests."""
+        self._unpaused.clear()
+
+    def resume(self) -> None:
+        self._unpaused.set()
 
     def answer_to(self, request: GenerationRequest) -> str:
         key = request.prompt if request.prompt is not None else request.messages[-1]["content"]
@@ -102,6 +111,7 @@ class ScriptedEngine(ContinuousBatchingEngine):
         if self.fail_on_rows is not None and len(rows) == self.fail_on_rows:
             self.fail_on_rows = None
             raise RuntimeError("the fake model broke")
+        assert self._unpaused.wait(timeout=5), "the test never resumed the model"
         time.sleep(self.step_s + self.per_row_s * len(rows))
         for seq in rows:
             script, position = self._script[id(seq)], self._position[id(seq)]
