@@ -10,6 +10,8 @@ from hybrid.v1 import inference_pb2 as pb
 
 @dataclass
 class LoadSnapshot:
+    """An engine's load at one moment; ``to_proto`` makes it the load report its replica answers with."""
+
     queue_depth: int
     active: int
     capacity: int
