@@ -292,3 +292,16 @@ async def test_full_precision_asked_of_a_quantized_engine_is_a_failed_preconditi
     assert "int8-b32" in failure.message and "min_precision ANY" in failure.message
     full = make_engine(full_precision=True)
     assert await answer(full, make_request(require_full_precision=True, max_new_tokens=1))
+
+
+async def test_the_load_report_carries_the_engine_figures(make_engine):
+    engine = make_engine(max_batch_size=8, max_queued_requests=20, per_row_s=0.003)
+    await engine.measure_pace()
+    running = asyncio.create_task(answer(engine, make_request("running")))
+    await until(lambda: engine.load().active == 1)
+    report = engine.load().to_proto("fake-replica", "fake-model", "int8-b32")
+    assert (report.replica_id, report.model, report.precision) == ("fake-replica", "fake-model", "int8-b32")
+    assert (report.active, report.capacity, report.max_queue, report.queue_depth) == (1, 8, 20, 0)
+    assert report.token_ms_per_row == pytest.approx(engine.load().pace.per_row_ms) and report.token_ms_per_row > 0
+    assert not report.draining
+    await abandon(running)
