@@ -44,9 +44,9 @@ class ScriptedEngine(ContinuousBatchingEngine):
     """Answers each prompt with its script (``scripts[prompt]``, else ``default_answer``), then the end token.
 
     A decode step of R rows sleeps ``step_s + per_row_s * R``, so a batch takes the time a real one would
-    relative to its size. ``fail_on_rows`` makes the first decode step of that many rows raise, ``fail_prefill`` the
-    first prefill. Every model
-    call is logged as ``(kind, [request ids])``, and each call checks the row contract the engine promises."""
+    relative to its size. ``fail_on_rows`` makes the first decode step of that many rows raise, ``fail_prefill``
+    the first prefill. Every model call is logged as ``(kind, [request ids])``, and each call checks the row
+    contract the engine promises."""
 
     def __init__(
         self,
