@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edge_agent.artifacts.export import agreement_prompts  # noqa: E402
+from edge_agent.artifacts.quality import agreement_prompts  # noqa: E402
 
 AGREEMENT_PROMPTS = agreement_prompts()
 AGREEMENT_TOKENS = 32
@@ -266,7 +266,8 @@ def common_prefix_fraction(tokens: list[int], reference: list[int]) -> float:
 
 
 def build_artifacts(precisions: list[str]) -> dict[str, Path]:
-    from edge_agent.artifacts.export import RECIPES, export_artifact
+    from edge_agent.artifacts.export import export_artifact
+    from edge_agent.artifacts.quantize import RECIPES
 
     folders = {}
     for precision in precisions:

@@ -1,4 +1,9 @@
-"""Shared fixtures: the real model, real artifacts and a real edge agent on loopback."""
+"""Shared fixtures: the real model, real artifacts and a real edge agent on loopback; and the fast/slow split.
+
+Every test that needs something heavy (the real model, an export, a Ray cluster, an agent process, an
+install, Terraform) is marked ``slow`` here, so that ``pytest -m "not slow"`` is the fast layer: fakes, plain
+objects and loopback gRPC in seconds.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("CHECKPOINT_DISABLE", "1")
@@ -14,11 +20,43 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import pytest  # noqa: E402
 
-from edge_agent.artifacts.export import agreement_prompts  # noqa: E402
+from edge_agent.artifacts.quality import agreement_prompts  # noqa: E402
 from hybrid import constants  # noqa: E402
 
 # The chat prompts used wherever outputs are compared with the PyTorch model.
 PROMPTS = agreement_prompts()
+
+# Fixtures that take seconds to minutes; a test that uses one, directly or through another fixture, is slow.
+HEAVY_FIXTURES = {
+    # the real model
+    "resolved_model",
+    "tokenizer",
+    "torch_model",
+    "torch_greedy",
+    "cloud_engine",
+    # exported artifacts, and the agents that serve them
+    "int8_artifact",
+    "fp32_artifact",
+    "edge_agent",
+    "fp32_agent",
+    # a local Ray cluster with Serve
+    "serve_cluster",
+    "private_app",
+    # the project's wheel, for installs
+    "edge_wheel",
+    # Terraform init, validate and apply
+    "terraform_copy",
+    "tier_spec",
+}
+# Modules whose tests start something heavy themselves: `hybrid cloud serve` with its own Ray cluster. (The edge
+# node's agent, install and update modules mark themselves.)
+HEAVY_MODULES = {Path(__file__).resolve().parent / "cloud" / "test_cli.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if HEAVY_FIXTURES.intersection(getattr(item, "fixturenames", ())) or item.path.resolve() in HEAVY_MODULES:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -4,12 +4,9 @@
 2. The tied output projection is untied into its own initializer, so that it can be quantized:
    optimum leaves it as Transpose(embedding), which no weight quantizer touches, and at 49152x576
    it is the largest matrix read at every decode step.
-3. ONNX Runtime's block-wise weight-only quantizer (MatMulNBits) rewrites every weight MatMul.
-   Activations and the attention MatMuls against the KV cache stay in float: quantizing those
-   (optimum's dynamic INT8) makes step time grow with context and wrecks quality.
-4. The artifact's perplexity and teacher-forced next-token agreement are measured against the
-   full PyTorch model on a text shipped with the project, through the same runtime that serves it.
-   An artifact more than 3% worse in perplexity is refused unless forced, and then labelled.
+3. The model is converted to the asked precision (``quantize``: weight-only block quantization).
+4. The artifact passes the quality gate against the full PyTorch model (``quality``). An artifact more
+   than 3% worse in perplexity is refused unless forced, and then labelled.
 
 Every stage is cached by content hash under the cache folder, and nothing already built is rebuilt.
 """
@@ -19,12 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import warnings
-from dataclasses import asdict, dataclass
-from importlib import resources
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -32,18 +27,30 @@ import numpy as np
 from edge_agent.artifacts.manifest import (
     MODEL_FILE,
     Manifest,
-    QualityReport,
     hash_files,
     read_manifest,
     verify_artifact,
     write_manifest,
 )
+from edge_agent.artifacts.quality import (
+    ReferenceQuality,
+    evaluation_text,
+    gate_failure,
+    measure_quality,
+    reference_quality,
+)
+from edge_agent.artifacts.quantize import (
+    AUTO_ORDER,
+    PRECISION_CHOICES,
+    RECIPE_VERSION,
+    RECIPES,
+    PrecisionRecipe,
+    quantize,
+)
 from hybrid import __version__, constants
 from hybrid.errors import InvalidRequestError, QualityGateError
 from hybrid.models.registry import ResolvedModel, resolve_model
 
-# Bump when the export or quantization steps change, so that cached artifacts are rebuilt.
-RECIPE_VERSION = 2
 # Input added to the exported graph: how many trailing positions get logits.
 LOGITS_TO_KEEP = "num_logits_to_keep"
 # Tokenizer and config files that travel with the ONNX model; optimum also writes tokenizer.model,
@@ -58,115 +65,11 @@ _SIDE_FILES = (
 )
 
 
-@dataclass(frozen=True)
-class PrecisionRecipe:
-    name: str
-    bits: int | None = None
-    block_size: int | None = None
-    # Asymmetric blocks (a zero point each) fit weights that came from an asymmetric format such as Q4_1.
-    is_symmetric: bool = True
-    full_precision: bool = False
-    # 4: int8 activations inside MatMulNBits (fastest CPU kernels); weights stay block-quantized.
-    accuracy_level: int | None = None
-
-
-RECIPES: dict[str, PrecisionRecipe] = {
-    "int4": PrecisionRecipe("int4-b32", bits=4, block_size=32, accuracy_level=4),
-    "int8": PrecisionRecipe("int8-b32", bits=8, block_size=32, accuracy_level=4),
-    "fp16": PrecisionRecipe("fp16", full_precision=True),
-    "fp32": PrecisionRecipe("fp32", full_precision=True),
-}
-# `auto` builds these, drops those that fail the gate and keeps the one that decodes fastest here.
-# fp16 is left out because ONNX Runtime's CPU provider has no fast fp16 MatMul.
-AUTO_ORDER = ("int4", "int8", "fp32")
-PRECISION_CHOICES = ("auto", *RECIPES)
-
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class ReferenceQuality:
-    """The full model on the evaluation text: its perplexity and its argmax at every position."""
-
-    tokens: int
-    perplexity: float
-    argmax: list[int]
-
-
-def evaluation_text() -> str:
-    return resources.files("edge_agent.artifacts").joinpath("data/quality_text.txt").read_text()
-
-
-def agreement_prompts() -> list[str]:
-    """Chat prompts on which a runtime's greedy answers are compared with the full model's."""
-    text = resources.files("edge_agent.artifacts").joinpath("data/agreement_prompts.txt").read_text()
-    return [line for line in text.splitlines() if line.strip()]
-
-
 def _quiet_libraries() -> None:
     for name in ("optimum", "transformers", "onnxruntime", "torch.onnx"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-
-
-def _perplexity(logits: np.ndarray, ids: list[int]) -> float:
-    """exp(mean negative log-likelihood) of ids[1:] given logits[:-1]."""
-    logits = logits.astype(np.float64)
-    shifted = logits[:-1] - logits[:-1].max(axis=-1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-    targets = np.asarray(ids[1:])
-    nll = -log_probs[np.arange(len(targets)), targets]
-    return float(math.exp(nll.mean()))
-
-
-def reference_quality(model: ResolvedModel, cache_dir: Path) -> ReferenceQuality:
-    path = cache_dir / "quality" / f"reference-{model.fingerprint[:16]}.json"
-    if path.is_file():
-        return ReferenceQuality(**json.loads(path.read_text()))
-    import torch
-
-    from hybrid.models.registry import load_tokenizer, load_torch_model
-
-    tokenizer = load_tokenizer(model.hf_dir)
-    ids = tokenizer(evaluation_text()).input_ids
-    torch_model = load_torch_model(model.hf_dir)
-    with torch.inference_mode():
-        logits = torch_model(torch.tensor([ids])).logits[0].numpy()
-    result = ReferenceQuality(tokens=len(ids), perplexity=_perplexity(logits, ids), argmax=logits.argmax(-1).tolist())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(asdict(result)))
-    return result
-
-
-def measure_quality(folder: Path, reference: ReferenceQuality, max_increase: float) -> QualityReport:
-    """Runs the evaluation text through the artifact with ONNX Runtime and compares it with the reference."""
-    from edge_agent.runtime import OnnxCausalLM
-    from hybrid.models.registry import load_tokenizer
-
-    ids = load_tokenizer(folder)(evaluation_text()).input_ids
-    if len(ids) != reference.tokens:
-        raise QualityGateError(
-            f"artifact tokenizer gives {len(ids)} tokens for the evaluation text, the full model {reference.tokens}"
-        )
-    runtime = OnnxCausalLM(folder / MODEL_FILE, providers=["CPUExecutionProvider"])
-    n = len(ids)
-    logits, _ = runtime.forward(
-        np.array([ids]), np.ones((1, n), np.int64), np.arange(n)[None, :], runtime.empty_cache(1), all_logits=True
-    )
-    logits = logits[0]
-    perplexity = _perplexity(logits, ids)
-    increase = perplexity / reference.perplexity - 1.0
-    agreement = float(np.mean(logits.argmax(-1) == np.asarray(reference.argmax)))
-    return QualityReport(
-        text_tokens=n,
-        reference_perplexity=round(reference.perplexity, 4),
-        perplexity=round(perplexity, 4),
-        perplexity_increase=round(increase, 5),
-        next_token_agreement=round(agreement, 4),
-        max_perplexity_increase=max_increase,
-        passed=increase <= max_increase,
-    )
 
 
 def _untie_output_projection(onnx_model) -> bool:
@@ -253,41 +156,6 @@ def base_onnx(model: ResolvedModel, cache_dir: Path) -> Path:
     return target
 
 
-def _quantize(base: Path, recipe: PrecisionRecipe, out: Path) -> None:
-    import onnx
-
-    model = onnx.load(str(base / MODEL_FILE))
-    if recipe.bits is not None:
-        from onnxruntime.quantization.matmul_nbits_quantizer import (
-            DefaultWeightOnlyQuantConfig,
-            MatMulNBitsQuantizer,
-        )
-
-        config = DefaultWeightOnlyQuantConfig(
-            block_size=recipe.block_size,
-            is_symmetric=recipe.is_symmetric,
-            accuracy_level=recipe.accuracy_level,
-            bits=recipe.bits,
-            op_types_to_quantize=("MatMul",),
-        )
-        quantizer = MatMulNBitsQuantizer(
-            model,
-            bits=recipe.bits,
-            block_size=recipe.block_size,
-            is_symmetric=recipe.is_symmetric,
-            accuracy_level=recipe.accuracy_level,
-            algo_config=config,
-            op_types_to_quantize=("MatMul",),
-        )
-        quantizer.process()
-        model = quantizer.model.model
-    elif recipe.name == "fp16":
-        from onnxruntime.transformers.float16 import convert_float_to_float16
-
-        model = convert_float_to_float16(model, keep_io_types=False, disable_shape_infer=True)
-    onnx.save(model, str(out / MODEL_FILE))
-
-
 def _opset(path: Path) -> int:
     import onnx
 
@@ -317,7 +185,7 @@ def _build(
     for name in _SIDE_FILES:
         if (base / name).is_file():
             shutil.copy2(base / name, partial / name)
-    _quantize(base, recipe, partial)
+    quantize(base, recipe, partial)
     quality = measure_quality(partial, reference, max_increase)
     config = json.loads((base / "config.json").read_text())
     manifest = Manifest(
@@ -380,19 +248,6 @@ def measure_decode_speed(folder: Path, prompt_tokens: int = 32, steps: int = 24)
     return steps / (time.perf_counter() - started)
 
 
-def _gate_failure(manifest: Manifest, max_increase: float) -> str | None:
-    """None when the artifact passes the gate, else a one-line account of why not."""
-    quality = manifest.quality
-    assert quality is not None
-    increase = quality.perplexity / quality.reference_perplexity - 1.0
-    if increase <= max_increase:
-        return None
-    return (
-        f"{manifest.precision}: perplexity {quality.perplexity:.2f} vs {quality.reference_perplexity:.2f} for the full "
-        f"model (+{increase:.1%}, limit +{max_increase:.0%})"
-    )
-
-
 def _choose_fastest(
     model: ResolvedModel, cache_dir: Path, reference: ReferenceQuality, max_increase: float, say
 ) -> Path:
@@ -412,7 +267,7 @@ def _choose_fastest(
         recipe = RECIPES[name]
         say(f"building {recipe.name} (ONNX export, quantization, quality check)")
         folders[name] = _build(model, recipe, cache_dir, reference, max_increase)
-        failure = _gate_failure(read_manifest(folders[name]), max_increase)
+        failure = gate_failure(read_manifest(folders[name]), max_increase)
         if failure:
             rejected[name] = failure
             say(f"skipped {failure}")
@@ -426,6 +281,38 @@ def _choose_fastest(
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps({"chosen": chosen, "tokens_per_second": speeds, "rejected": rejected}, indent=2))
     return folders[chosen]
+
+
+def _build_gated(
+    model: ResolvedModel,
+    recipe: PrecisionRecipe,
+    cache_dir: Path,
+    reference: ReferenceQuality,
+    max_increase: float,
+    force: bool,
+    say,
+) -> Path:
+    """The artifact of an explicitly chosen recipe: refused when it fails the gate, unless ``force`` labels it."""
+    say(f"building {recipe.name} (ONNX export, quantization, quality check)")
+    folder = _build(model, recipe, cache_dir, reference, max_increase)
+    manifest = read_manifest(folder)
+    failure = gate_failure(manifest, max_increase)
+    if failure is None:
+        return folder
+    if not force:
+        raise QualityGateError(
+            f"{failure}: refused. Use a precision with more bits (e.g. --precision int8), or --force to "
+            "ship it anyway, labelled as failing the gate"
+        )
+    forced = folder.with_name(folder.name + "-forced")
+    if not forced.exists():
+        shutil.copytree(folder, forced)
+        assert manifest.quality is not None
+        manifest.quality = manifest.quality.model_copy(
+            update={"passed": False, "forced": True, "max_perplexity_increase": max_increase}
+        )
+        write_manifest(forced, manifest)
+    return forced
 
 
 def export_artifact(
@@ -455,26 +342,7 @@ def export_artifact(
     if precision == "auto":
         folder = _choose_fastest(resolved, cache_dir, reference, max_perplexity_increase, say)
     else:
-        recipe = RECIPES[precision]
-        say(f"building {recipe.name} (ONNX export, quantization, quality check)")
-        folder = _build(resolved, recipe, cache_dir, reference, max_perplexity_increase)
-        manifest = read_manifest(folder)
-        failure = _gate_failure(manifest, max_perplexity_increase)
-        if failure and not force:
-            raise QualityGateError(
-                f"{failure}: refused. Use a precision with more bits (e.g. --precision int8), or --force to "
-                "ship it anyway, labelled as failing the gate"
-            )
-        if failure:
-            forced = folder.with_name(folder.name + "-forced")
-            if not forced.exists():
-                shutil.copytree(folder, forced)
-                assert manifest.quality is not None
-                manifest.quality = manifest.quality.model_copy(
-                    update={"passed": False, "forced": True, "max_perplexity_increase": max_perplexity_increase}
-                )
-                write_manifest(forced, manifest)
-            folder = forced
+        folder = _build_gated(resolved, RECIPES[precision], cache_dir, reference, max_perplexity_increase, force, say)
     manifest = verify_artifact(folder)
     if out is not None:
         _copy_artifact(folder, Path(out))

@@ -21,13 +21,14 @@ import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 from hybrid import constants
 from hybrid.engine.batching import BatcherStats, DynamicBatcher, Ticket
+from hybrid.engine.load import LoadSnapshot
 from hybrid.engine.metrics import ReplicaMetrics
-from hybrid.engine.pace import Pace, StepPace
+from hybrid.engine.pace import StepPace
 from hybrid.engine.sampling import TokenSampler
+from hybrid.engine.sequence import Sequence, deliver
 from hybrid.engine.textstream import TextStream
 from hybrid.engine.window import RecentWindow
 from hybrid.errors import (
@@ -39,76 +40,13 @@ from hybrid.errors import (
     UnavailableError,
 )
 from hybrid.protocol import Chunk, FinishReason, GenerationRequest, Priority, ServedBy
-from hybrid.v1 import inference_pb2 as pb
+
+# Subclasses and their callers import Sequence from here, with the engine it belongs to.
+__all__ = ["ContinuousBatchingEngine", "LoadSnapshot", "Sequence"]
 
 log = logging.getLogger(__name__)
 
 _SHUTTING_DOWN = "this replica is shutting down; retry on another replica"
-
-
-@dataclass(eq=False)
-class Sequence:
-    """One request inside the engine."""
-
-    request: GenerationRequest
-    prompt_ids: list[int]
-    sampler: TokenSampler
-    text: TextStream
-    loop: asyncio.AbstractEventLoop
-    inbox: asyncio.Queue
-    generated: int = 0
-    # Tokens of this row that are in the KV cache (prompt, then each fed-back token).
-    cached: int = 0
-    next_token: int = 0
-    dispatched_at: float = 0.0
-    first_token_at: float | None = None
-    finish: FinishReason | None = None
-    cancelled: bool = False
-
-    def send_now(self, item: object) -> None:
-        """Hands one chunk or error to the waiting client from any thread."""
-        _deliver(self.loop, [(self.inbox, item)])
-
-
-def _deliver(loop: asyncio.AbstractEventLoop, items: list[tuple[asyncio.Queue, object]]) -> None:
-    def put_all() -> None:
-        for inbox, item in items:
-            inbox.put_nowait(item)
-
-    try:
-        loop.call_soon_threadsafe(put_all)
-    except RuntimeError:  # the event loop is gone; the client cannot be answered anyway
-        pass
-
-
-@dataclass
-class LoadSnapshot:
-    queue_depth: int
-    active: int
-    capacity: int
-    max_queue: int
-    tokens_per_second: float
-    mean_request_ms: float
-    draining: bool
-    recent_ttft_p90_ms: float = 0.0
-    pace: Pace = field(default_factory=Pace)
-
-    def to_proto(self, replica_id: str, model: str, precision: str) -> pb.LoadReport:
-        return pb.LoadReport(
-            replica_id=replica_id,
-            model=model,
-            precision=precision,
-            queue_depth=self.queue_depth,
-            active=self.active,
-            capacity=self.capacity,
-            max_queue=self.max_queue,
-            tokens_per_second=self.tokens_per_second,
-            mean_request_ms=self.mean_request_ms,
-            draining=self.draining,
-            recent_ttft_p90_ms=self.recent_ttft_p90_ms,
-            token_ms_base=self.pace.base_ms,
-            token_ms_per_row=self.pace.per_row_ms,
-        )
 
 
 class ContinuousBatchingEngine(ABC):
@@ -410,7 +348,7 @@ class ContinuousBatchingEngine(ABC):
     def _flush(self) -> None:
         outbox, self._outbox = self._outbox, defaultdict(list)
         for loop, items in outbox.items():
-            _deliver(loop, items)
+            deliver(loop, items)
 
     def _emit(self, sequences: list[Sequence], tokens: list[int]) -> None:
         now = time.monotonic()
@@ -436,31 +374,33 @@ class ContinuousBatchingEngine(ABC):
             if finish is None:
                 self._post(seq, Chunk(seq.request.request_id, delta, ids, served_by=self.served_by))
                 continue
-            seq.finish = finish
-            request = seq.request
-            total_ms = (now - request.arrived_at) * 1000
-            self._post(
-                seq,
-                Chunk(
-                    request.request_id,
-                    delta + seq.text.finish(),
-                    ids,
-                    served_by=self.served_by,
-                    finish_reason=finish,
-                    prompt_tokens=len(seq.prompt_ids),
-                    completion_tokens=seq.generated,
-                    queue_ms=(seq.dispatched_at - request.arrived_at) * 1000,
-                    time_to_first_token_ms=(seq.first_token_at - request.arrived_at) * 1000,
-                    total_ms=total_ms,
-                ),
-            )
-            self._mean_request_ms = (
-                total_ms if not self._mean_request_ms else 0.9 * self._mean_request_ms + 0.1 * total_ms
-            )
-            if self.metrics:
-                self.metrics.requests.labels("ok").inc()
-                self.metrics.tokens.inc(seq.generated)
+            self._finish(seq, finish, delta, ids, now)
         self._retire()
+
+    def _finish(self, seq: Sequence, finish: FinishReason, delta: str, ids: list[int], now: float) -> None:
+        """Sends the answer's last chunk, with its usage and timing, and counts the request as served."""
+        seq.finish = finish
+        request = seq.request
+        total_ms = (now - request.arrived_at) * 1000
+        self._post(
+            seq,
+            Chunk(
+                request.request_id,
+                delta + seq.text.finish(),
+                ids,
+                served_by=self.served_by,
+                finish_reason=finish,
+                prompt_tokens=len(seq.prompt_ids),
+                completion_tokens=seq.generated,
+                queue_ms=(seq.dispatched_at - request.arrived_at) * 1000,
+                time_to_first_token_ms=(seq.first_token_at - request.arrived_at) * 1000,
+                total_ms=total_ms,
+            ),
+        )
+        self._mean_request_ms = total_ms if not self._mean_request_ms else 0.9 * self._mean_request_ms + 0.1 * total_ms
+        if self.metrics:
+            self.metrics.requests.labels("ok").inc()
+            self.metrics.tokens.inc(seq.generated)
 
     def _retire(self) -> None:
         keep = [i for i, s in enumerate(self.rows) if s.finish is None and not s.cancelled]

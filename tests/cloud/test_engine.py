@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cloud.model import StaticCacheLlama, batch_buckets
-from edge_agent.artifacts.export import evaluation_text
+from edge_agent.artifacts.quality import evaluation_text
 from hybrid.client import build_request
 from hybrid.errors import InvalidRequestError, ModelNotFoundError
 from hybrid.protocol import request_from_proto

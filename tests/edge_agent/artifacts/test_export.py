@@ -1,4 +1,5 @@
-"""Quality-gated export with the real model, optimum and ONNX Runtime."""
+"""Quality-gated export: the graph changes on a toy graph; the whole pipeline with the real model, optimum and ONNX
+Runtime (slow)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,15 @@ import json
 import os
 import shutil
 
+import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
-from edge_agent.artifacts.export import RECIPES, export_artifact
+from edge_agent.artifacts.export import LOGITS_TO_KEEP, _add_logits_to_keep, _untie_output_projection, export_artifact
 from edge_agent.artifacts.manifest import read_manifest
+from edge_agent.artifacts.quantize import RECIPES
 from hybrid import constants
 from hybrid.errors import InvalidRequestError, ModelNotFoundError, QualityGateError
 
@@ -32,6 +38,7 @@ def test_fp32_artifact_matches_the_full_model(fp32_artifact):
     assert quality.next_token_agreement > 0.99
 
 
+@pytest.mark.slow  # a real export and quality check
 def test_int4_fails_the_gate_with_a_message_that_says_what_to_do(tmp_path):
     with pytest.raises(QualityGateError) as failure:
         export_artifact(precision="int4", out=tmp_path / "int4")
@@ -40,6 +47,7 @@ def test_int4_fails_the_gate_with_a_message_that_says_what_to_do(tmp_path):
     assert not (tmp_path / "int4").exists(), "a refused artifact must leave nothing behind"
 
 
+@pytest.mark.slow  # a real export and quality check
 def test_forced_int4_is_labelled_as_failing(tmp_path):
     folder, manifest = export_artifact(precision="int4", out=tmp_path / "int4", force=True)
     assert manifest.quality.forced and not manifest.quality.passed
@@ -74,13 +82,64 @@ def test_export_is_cached_by_content_hash(int8_artifact, tmp_path):
     assert read_manifest(again).files == read_manifest(int8_artifact).files
 
 
-def test_bad_export_arguments(tmp_path):
+def test_bad_export_arguments():
     with pytest.raises(ModelNotFoundError, match="use one of \\[smollm2-135m\\] or a local Hugging Face folder"):
         export_artifact(model="no-such-model")
     with pytest.raises(InvalidRequestError, match="unknown precision 'int3'"):
         export_artifact(precision="int3")
+
+
+def test_an_occupied_out_folder_is_refused(int8_artifact, tmp_path):
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "notes.txt").write_text("mine")
     with pytest.raises(InvalidRequestError, match="already exists and holds something else"):
         export_artifact(precision="int8", out=occupied)
+
+
+def tied_projection(hidden: int = 8, vocab: int = 12) -> tuple[onnx.ModelProto, np.ndarray]:
+    """The output projection as optimum exports a tied one: MatMul(hidden states, Transpose(embedding))."""
+    embedding = np.random.default_rng(0).standard_normal((vocab, hidden)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Transpose", ["embedding"], ["embedding_t"]),
+            helper.make_node("MatMul", ["states", "embedding_t"], ["logits"]),
+        ],
+        "tied-projection",
+        [helper.make_tensor_value_info("states", TensorProto.FLOAT, [1, "sequence", hidden])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, "sequence", vocab])],
+        [numpy_helper.from_array(embedding, "embedding")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), embedding
+
+
+def logits_of(model: onnx.ModelProto, states: np.ndarray, keep: int | None = None) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feed = {"states": states} if keep is None else {"states": states, LOGITS_TO_KEEP: np.array([keep], np.int64)}
+    return session.run(None, feed)[0]
+
+
+def test_the_tied_projection_gets_its_own_weight_and_computes_only_the_rows_kept():
+    model, embedding = tied_projection()
+    states = np.random.default_rng(1).standard_normal((1, 5, 8)).astype(np.float32)
+    full = logits_of(model, states)
+
+    assert _untie_output_projection(model)
+    assert [node.op_type for node in model.graph.node] == ["MatMul"], "the Transpose must be gone"
+    untied = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}["embedding_t"]
+    np.testing.assert_array_equal(untied, embedding.T)
+    np.testing.assert_allclose(logits_of(model, states), full, rtol=1e-6)
+
+    assert _add_logits_to_keep(model)
+    assert not _add_logits_to_keep(model), "the input is added once"
+    last = logits_of(model, states, keep=1)
+    assert last.shape == (1, 1, 12)
+    np.testing.assert_allclose(last[0, 0], full[0, -1], rtol=1e-6)
+    np.testing.assert_allclose(logits_of(model, states, keep=5), full, rtol=1e-6)
+
+
+def test_a_projection_that_is_not_tied_is_left_alone():
+    model, _ = tied_projection()
+    del model.graph.node[0]
+    model.graph.initializer.append(numpy_helper.from_array(np.ones((8, 12), np.float32), "embedding_t"))
+    assert not _untie_output_projection(model)

@@ -1,8 +1,52 @@
-"""Incremental detokenization and stop strings, with the real tokenizer."""
+"""Incremental detokenization and stop strings: with a byte-level fake tokenizer (fast), and the real one (slow)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from hybrid.engine.textstream import TextStream
+
+
+@dataclass
+class Encoding:
+    input_ids: list[int]
+
+
+class ByteTokenizer:
+    """One token per UTF-8 byte: a character beyond ASCII takes several tokens, as with byte-level BPE."""
+
+    def __call__(self, text: str) -> Encoding:
+        return Encoding(list(text.encode()))
+
+    def decode(self, ids, skip_special_tokens=False) -> str:
+        return bytes(ids).decode(errors="replace")
+
+
+def test_a_character_split_over_tokens_is_released_whole():
+    tokenizer = ByteTokenizer()
+    text = "naïve 東京 🙂!"
+    deltas, _ = stream_all(tokenizer, text)
+    assert "".join(deltas) == text
+    assert not any("\ufffd" in d for d in deltas), "a partial character leaked into a delta"
+    assert "東" in deltas and "🙂" in deltas, "each character goes out as soon as its last byte arrives"
+
+
+def test_a_stop_string_across_tokens_is_held_back_then_cut():
+    stream = TextStream(ByteTokenizer(), stop=["STOP"])
+    deltas = [stream.push(t) for t in b"go ST"]
+    assert "".join(deltas) == "go ", "'ST' could begin the stop string: it must wait"
+    deltas += [stream.push(t) for t in b"OP and more"]
+    assert "".join(deltas) + stream.finish() == "go " and stream.stopped
+    assert stream.push(ord("x")) == "", "nothing follows a stop string"
+
+
+def test_held_back_text_is_released_when_it_turns_out_not_to_stop():
+    stream = TextStream(ByteTokenizer(), stop=["STOP"])
+    deltas = [stream.push(t) for t in b"go STAY"]
+    assert "".join(deltas) == "go STAY" and not stream.stopped
+    held = TextStream(ByteTokenizer(), stop=["STOP"])
+    deltas = [held.push(t) for t in b"go ST"]
+    assert "".join(deltas) + held.finish() == "go ST", "finish releases what was held back"
 
 
 def stream_all(tokenizer, text: str, stop=()) -> tuple[list[str], TextStream]:
