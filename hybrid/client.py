@@ -112,10 +112,7 @@ CHANNEL_OPTIONS = (
         "grpc.service_config",
         json.dumps({"methodConfig": [{"name": [{"service": "hybrid.v1.Inference"}], "retryPolicy": RETRY_POLICY}]}),
     ),
-    # A server that went away is dialled again within a fraction of a second, not after gRPC's default 1-120 s.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
+    *wire.RECONNECT_OPTIONS,
 )
 
 

@@ -25,6 +25,14 @@ APPLICATION_KEY = "application"
 
 Metadata = tuple[tuple[str, str], ...]
 
+# A server that went away is dialled again within a fraction of a second, not after gRPC's default back-off
+# of 1 s growing to 120 s: a replica or router that restarts is used again as soon as it serves.
+RECONNECT_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+
 
 def call_metadata(application: str | None = None, timeout_s: float | None = None) -> Metadata:
     """What a call carries besides its message: the Serve application and the remaining budget."""

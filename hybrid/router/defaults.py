@@ -6,12 +6,17 @@ from __future__ import annotations
 # How often the router asks every replica for its load (and measures the round trip).
 ROUTER_LOAD_POLL_S = 0.5
 ROUTER_LOAD_TIMEOUT_S = 2.0
+# How often the view closes what finished leaving discovery and checks that replicas with calls open live.
+ROUTER_TICK_S = 0.1
+# A replica with calls open that has sent nothing (no chunk, no load report) for this long is frozen:
+# it is ejected and its calls are ended, so that those without a first token are sent elsewhere.
+ROUTER_STALL_S = 1.0
 # Replicas one request may be sent to: it is resent only when a replica fails before its first token.
 ROUTER_MAX_ATTEMPTS = 3
 # How long a starting router waits for discovery's first answer before it serves anyway.
 ROUTER_DISCOVERY_WAIT_S = 10.0
 
-# --- Routing (DESIGN "Tiers and routing") ---
+# --- Routing ---
 # What a request without a deadline may wait at most before its tier counts as full.
 ROUTING_DEFAULT_BUDGET_MS = 30_000.0
 # Assumed duration of one request on a replica that has not reported its own yet.

@@ -17,7 +17,8 @@ from hybrid.router import defaults
 from hybrid.router.dataplane import RouterDataPlane
 from hybrid.router.policy.policy import RoutingPolicy
 from hybrid.router.policy.replica import ReplicaState
-from hybrid.router.view import DiscoverySource, ReplicaView, source_from_spec
+from hybrid.router.sources import DiscoverySource, source_from_spec
+from hybrid.router.view import ReplicaView
 from hybrid.serving.background import BackgroundLoop, serve_until_signalled
 from hybrid.serving.grpc_shell import INFERENCE_SERVICE, ServerShell, inference_handler
 from hybrid.v1 import inference_pb2 as pb

@@ -1,9 +1,10 @@
 """The router's view of the replicas: discovery's records plus what it measures of each.
 
-A ``DiscoverySource`` yields the current records (the static file, re-read when it changes, or
-Consul through a blocking-query watcher that keeps its last view during an outage). The
-``ReplicaView`` keeps one ``ReplicaState`` and one gRPC channel per replica, and polls every
-replica's ``GetLoad`` to learn its queue, its mean request time and the round-trip time to it.
+The ``ReplicaView`` keeps one ``ReplicaState`` and one gRPC channel per replica that discovery lists
+(``hybrid.router.sources``), and polls every replica's ``GetLoad`` to learn its queue, its pace and the
+round trip to it. A replica that leaves discovery is *leaving*: no new request reaches it, but its channel
+stays open until the answers it is streaming end (or a grace passes), so that leaving never cuts them.
+Every ``tick_s`` it runs its watchers (the liveness check) and closes what has finished leaving.
 """
 
 from __future__ import annotations
@@ -11,132 +12,66 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import grpc
 
-from hybrid import wire
+from hybrid import constants, wire
 from hybrid.discovery import ReplicaRecord
-from hybrid.discovery.static import StaticFileRegistry
 from hybrid.engine.pace import Pace
 from hybrid.router import defaults
 from hybrid.router.policy.replica import ReplicaState
+from hybrid.router.sources import DiscoverySource
 from hybrid.v1 import inference_pb2 as pb
 from hybrid.v1 import inference_pb2_grpc as pb_grpc
 
 log = logging.getLogger("hybrid.router")
 
 
-class DiscoverySource(Protocol):
-    healthy: bool
-
-    def records(self) -> list[ReplicaRecord]: ...
-
-    def staleness_s(self) -> float: ...
-
-    def wait_ready(self, timeout_s: float) -> bool:
-        """Waits (bounded) for the first answer; False when none came in time."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class StaticSource:
-    """The static YAML file, re-read whenever its modification time changes."""
-
-    def __init__(self, path: Path | str):
-        self.registry = StaticFileRegistry(path)
-        self.path = Path(path)
-        self.healthy = True
-        self._stamp: tuple[int, int] | None = None
-        self._records: list[ReplicaRecord] = []
-        self._read_at = time.monotonic()
-
-    def records(self) -> list[ReplicaRecord]:
-        try:
-            stat = self.path.stat()
-            stamp = (stat.st_mtime_ns, stat.st_size)
-        except FileNotFoundError:
-            stamp = None
-        if stamp != self._stamp:
-            try:
-                self._records = self.registry.list() if stamp else []
-                self._stamp = stamp
-                self.healthy = True
-            except Exception as error:  # a half-edited file: keep the last good view
-                self.healthy = False
-                log.warning("could not read %s (%s); keeping the last view", self.path, error)
-        self._read_at = time.monotonic()
-        return list(self._records)
-
-    def staleness_s(self) -> float:
-        return time.monotonic() - self._read_at
-
-    def wait_ready(self, timeout_s: float) -> bool:
-        return True  # a missing file is an empty view, known at once
-
-    def close(self) -> None:
-        pass
-
-
-class ConsulSource:
-    def __init__(self, address: str | None = None):
-        from hybrid.discovery.consul import ConsulWatcher
-
-        self.watcher = ConsulWatcher(address).start()
-
-    @property
-    def healthy(self) -> bool:
-        return self.watcher.healthy
-
-    def records(self) -> list[ReplicaRecord]:
-        return self.watcher.replicas
-
-    def staleness_s(self) -> float:
-        return self.watcher.staleness_s()
-
-    def wait_ready(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while self.watcher.staleness_s() == float("inf"):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.02)
-        return True
-
-    def close(self) -> None:
-        self.watcher.stop()
-
-
-def source_from_spec(spec: str) -> DiscoverySource:
-    if spec.startswith("static:"):
-        return StaticSource(spec[len("static:") :])
-    if spec == "consul" or spec.startswith("consul:"):
-        return ConsulSource(spec[len("consul:") :] or None)
-    raise ValueError(f"the router needs discovery: use static:FILE, consul or consul:HOST:PORT, not {spec!r}")
+@dataclass
+class _Leaving:
+    state: ReplicaState
+    since: float
 
 
 class ReplicaView:
-    def __init__(self, source: DiscoverySource, poll_interval_s: float = defaults.ROUTER_LOAD_POLL_S):
+    def __init__(
+        self,
+        source: DiscoverySource,
+        poll_interval_s: float = defaults.ROUTER_LOAD_POLL_S,
+        drain_grace_s: float = constants.DRAIN_GRACE_S,
+        tick_s: float = defaults.ROUTER_TICK_S,
+    ):
         self.source = source
         self.poll_interval_s = poll_interval_s
+        self.drain_grace_s = drain_grace_s
+        self.tick_s = tick_s
         self.states: dict[str, ReplicaState] = {}
         self.stubs: dict[str, pb_grpc.InferenceStub] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
-        self._task: asyncio.Task | None = None
-        self.on_poll_failure = None  # set by the data plane: a replica that cannot answer GetLoad is failing
+        self._leaving: dict[str, _Leaving] = {}
+        self._tasks: list[asyncio.Task] = []
+        # Set by the data plane: what a failed or answered load poll means, and the calls open on a replica.
+        self.on_poll_failure: Callable[[ReplicaState, grpc.aio.AioRpcError], None] | None = None
+        self.on_poll_success: Callable[[ReplicaState], None] | None = None
+        self.open_calls: Callable[[str], int] = lambda replica_id: 0
+        self.abandon_calls: Callable[[str, str], None] = lambda replica_id, reason: None
+        # Run every tick (the liveness check).
+        self.watchers: list[Callable[[], None]] = []
 
     def refresh(self) -> None:
-        """Brings the states in line with discovery: new replicas join, gone ones leave, changed ones update."""
+        """Brings the states in line with discovery: new replicas join, gone ones start leaving, changed ones update."""
         records = {r.id: r for r in self.source.records()}
+        now = time.monotonic()
         for gone in set(self.states) - set(records):
-            del self.states[gone]
-            self.stubs.pop(gone, None)
-            channel = self._channels.pop(gone, None)
-            if channel is not None:
-                asyncio.ensure_future(channel.close())
+            self._leaving[gone] = _Leaving(self.states.pop(gone), now)
+            log.info("%s left discovery; draining the answers it streams", gone)
         for replica_id, record in records.items():
             state = self.states.get(replica_id)
+            if state is None and replica_id in self._leaving:
+                state = self.states[replica_id] = self._leaving.pop(replica_id).state
+                log.info("%s is listed again", replica_id)
             if state is None:
                 self.states[replica_id] = ReplicaState(record=record)
                 self._connect(record)
@@ -149,11 +84,26 @@ class ReplicaView:
         old = self._channels.pop(record.id, None)
         if old is not None:
             asyncio.ensure_future(old.close())
-        channel = grpc.aio.insecure_channel(f"{record.address}:{record.port}")
+        channel = grpc.aio.insecure_channel(f"{record.address}:{record.port}", options=wire.RECONNECT_OPTIONS)
         self._channels[record.id] = channel
         self.stubs[record.id] = pb_grpc.InferenceStub(channel)
 
+    def _finish_leaving(self, now: float) -> None:
+        """Closes the channel of each leaving replica once its answers ended, or its grace ran out."""
+        for replica_id, leaving in list(self._leaving.items()):
+            open_calls = self.open_calls(replica_id)
+            if open_calls and now - leaving.since < self.drain_grace_s:
+                continue
+            if open_calls:
+                self.abandon_calls(replica_id, f"{replica_id} left discovery {self.drain_grace_s:.0f} s ago")
+            del self._leaving[replica_id]
+            self.stubs.pop(replica_id, None)
+            channel = self._channels.pop(replica_id, None)
+            if channel is not None:
+                asyncio.ensure_future(channel.close())
+
     def replicas(self) -> list[ReplicaState]:
+        """The replicas that may take new requests: those discovery lists."""
         return list(self.states.values())
 
     def tier_peers(self, state: ReplicaState) -> list[ReplicaState]:
@@ -186,8 +136,10 @@ class ReplicaView:
         state.recent_ttft_p90_ms = load.recent_ttft_p90_ms
         state.draining = load.draining
         state.pace = Pace(load.token_ms_base, load.token_ms_per_row)
+        if self.on_poll_success is not None:
+            self.on_poll_success(state)
 
-    async def run(self) -> None:
+    async def _poll_forever(self) -> None:
         while True:
             try:
                 await self.poll_once()
@@ -195,13 +147,24 @@ class ReplicaView:
                 log.exception("replica poll failed")
             await asyncio.sleep(self.poll_interval_s)
 
+    async def _tick_forever(self) -> None:
+        # Apart from the polls: a frozen replica holds a poll for its whole timeout, and must not hold this.
+        while True:
+            try:
+                self._finish_leaving(time.monotonic())
+                for watch in self.watchers:
+                    watch()
+            except Exception:
+                log.exception("replica watch failed")
+            await asyncio.sleep(self.tick_s)
+
     def start(self) -> None:
         self.refresh()
-        self._task = asyncio.ensure_future(self.run())
+        self._tasks = [asyncio.ensure_future(self._poll_forever()), asyncio.ensure_future(self._tick_forever())]
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
         for channel in self._channels.values():
             await channel.close()
         self.source.close()
