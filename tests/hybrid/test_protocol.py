@@ -75,3 +75,16 @@ def test_unknown_min_precision_is_refused():
     message.min_precision = 7
     with pytest.raises(InvalidRequestError, match="min_precision 7 is unknown"):
         request_from_proto(message)
+
+
+def test_priority_names_parse_either_case_and_refuse_others():
+    assert Priority.names() == ["realtime", "interactive", "batch"]
+    assert [Priority.parse(name) for name in ("realtime", "INTERACTIVE", "Batch")] == list(Priority)
+    with pytest.raises(ValueError, match="unknown priority 'urgent': use realtime, interactive, batch"):
+        Priority.parse("urgent")
+
+
+def test_the_client_sends_the_priority_it_is_given_by_name():
+    for priority in Priority:
+        assert build_request(prompt="hi", priority=priority.name.lower()).priority == priority
+        assert request_from_proto(build_request(prompt="hi", priority=priority.name)).priority == priority
