@@ -3,7 +3,8 @@ reaching the tiers only through their plugins."""
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+import logging
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,23 @@ def test_both_tiers_are_registered_and_load_as_plugins():
         assert isinstance(plugin.available(), bool)
         for method in ("add_commands", "start_local", "start_bench"):
             assert callable(getattr(plugin, method))
+
+
+def test_a_tier_that_fails_to_load_is_left_out_and_named(monkeypatch, caplog):
+    registered = [
+        EntryPoint("broken", "hybrid_no_such_module:plugin", tiers.ENTRY_POINT_GROUP),
+        EntryPoint("edge", "edge_agent.plugin:plugin", tiers.ENTRY_POINT_GROUP),
+    ]
+    monkeypatch.setattr(tiers, "entry_points", lambda group: registered if group == tiers.ENTRY_POINT_GROUP else [])
+    tiers.plugins.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="hybrid.tiers"):
+            assert set(tiers.plugins()) == {"edge"}
+        assert "tier broken (hybrid_no_such_module:plugin) did not load" in caplog.text
+        with pytest.raises(tiers.TierNotInstalledError, match="the broken tier is not installed"):
+            tiers.require("broken")
+    finally:
+        tiers.plugins.cache_clear()
 
 
 def test_an_extra_counts_as_installed_only_when_every_module_is_found():
