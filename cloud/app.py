@@ -3,7 +3,7 @@
 Serve routes ``/hybrid.v1.Inference/Generate`` to the method named ``Generate`` of the app's
 ingress deployment, and ``/grpc.health.v1.Health/Check`` to ``Check``: that is how Consul's
 native gRPC check reaches a cluster whose proxy has no health service of its own (see
-``hybrid.constants.CLOUD_GRPC_SERVICER_FUNCTIONS``).
+``cloud.defaults.CLOUD_GRPC_SERVICER_FUNCTIONS``).
 
 Build it with ``build_app(args)``: from Python (``hybrid cloud serve``), or from a Serve config
 file (``import_path: cloud.app:build_app``) where the replica settings arrive as ``HYBRID_*``
@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from ray import serve
 from ray.serve import Application
 
+from cloud import defaults
 from cloud.config import CloudConfigError, DeploymentSettings, ReplicaSettings
 from hybrid import constants, wire
 from hybrid.errors import HybridError
@@ -39,7 +40,7 @@ def _fail(grpc_context, error: HybridError) -> HybridError:
     return error
 
 
-@serve.deployment(name=constants.CLOUD_DEPLOYMENT_NAME)
+@serve.deployment(name=defaults.CLOUD_DEPLOYMENT_NAME)
 class InferenceDeployment:
     async def __init__(self, settings: dict):
         from cloud.engine import build_engine

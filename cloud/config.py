@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from cloud import defaults
 from hybrid import constants
 
 ENV_PREFIX = "HYBRID_"
@@ -54,12 +55,12 @@ class ReplicaSettings(BaseModel):
         description="Requests one replica holds waiting for a slot before it answers RESOURCE_EXHAUSTED.",
     )
     max_context_tokens: int = Field(
-        default=constants.CLOUD_MAX_CONTEXT_TOKENS,
+        default=defaults.CLOUD_MAX_CONTEXT_TOKENS,
         ge=16,
         description="Longest prompt + answer accepted; capped by the model's own window.",
     )
     stream_interval_ms: float = Field(
-        default=constants.CLOUD_STREAM_INTERVAL_MS,
+        default=defaults.CLOUD_STREAM_INTERVAL_MS,
         ge=0,
         le=1000,
         description="Least time between two streamed messages of one answer after the first; tokens produced "
@@ -124,7 +125,7 @@ class DeploymentSettings(BaseModel):
         description="Requests Serve sends one replica at once: the batch size plus whatever the replica may queue.",
     )
     max_queued_requests: int = Field(
-        default=constants.CLOUD_SERVE_MAX_QUEUED_REQUESTS,
+        default=defaults.CLOUD_SERVE_MAX_QUEUED_REQUESTS,
         ge=1,
         description="Requests Serve holds for busy replicas before the gRPC proxy answers with backpressure.",
     )

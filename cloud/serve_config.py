@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from cloud import defaults
 from cloud.config import CloudConfigError, DeploymentSettings, ReplicaSettings
 from hybrid import constants
 
@@ -72,7 +73,7 @@ def serve_config(
         "http_options": dict(HTTP_OPTIONS),
         "grpc_options": {
             "port": grpc_port,
-            "grpc_servicer_functions": list(constants.CLOUD_GRPC_SERVICER_FUNCTIONS),
+            "grpc_servicer_functions": list(defaults.CLOUD_GRPC_SERVICER_FUNCTIONS),
         },
         "logging_config": {"enable_access_log": False},
         "applications": [
@@ -80,11 +81,11 @@ def serve_config(
                 "name": app_name,
                 # Never null: Ray gives an application without a route prefix no gRPC ingress either.
                 "route_prefix": f"/{app_name}",
-                "import_path": constants.CLOUD_APP_IMPORT_PATH,
+                "import_path": defaults.CLOUD_APP_IMPORT_PATH,
                 "runtime_env": {"env_vars": settings.to_env()},
                 "deployments": [
                     {
-                        "name": constants.CLOUD_DEPLOYMENT_NAME,
+                        "name": defaults.CLOUD_DEPLOYMENT_NAME,
                         "autoscaling_config": deployment.autoscaling_config(),
                         "max_ongoing_requests": deployment.max_ongoing_requests,
                         "max_queued_requests": deployment.max_queued_requests,
@@ -117,7 +118,7 @@ def load_serve_config(document: dict) -> list[TierSpec]:
 
     problems = _unknown_keys(document)
     servicers = schema.grpc_options.grpc_servicer_functions if schema.grpc_options else []
-    missing = [name for name in constants.CLOUD_GRPC_SERVICER_FUNCTIONS if name not in servicers]
+    missing = [name for name in defaults.CLOUD_GRPC_SERVICER_FUNCTIONS if name not in servicers]
     if missing:
         problems.append(
             f"grpc_options.grpc_servicer_functions lacks {', '.join(missing)}: add {'them' if len(missing) > 1 else 'it'}; "
@@ -143,9 +144,9 @@ def load_serve_config(document: dict) -> list[TierSpec]:
 
 def _load_application(raw: dict, application, where: str, grpc_port: int, problems: list[str]) -> TierSpec | None:
     """One application's tier, or None with the reasons appended to problems."""
-    if application.import_path != constants.CLOUD_APP_IMPORT_PATH:
+    if application.import_path != defaults.CLOUD_APP_IMPORT_PATH:
         problems.append(
-            f"{where}.import_path is {application.import_path!r}: set it to {constants.CLOUD_APP_IMPORT_PATH!r}, "
+            f"{where}.import_path is {application.import_path!r}: set it to {defaults.CLOUD_APP_IMPORT_PATH!r}, "
             "the cloud tier's application builder"
         )
     if application.route_prefix is None:
@@ -161,15 +162,15 @@ def _load_application(raw: dict, application, where: str, grpc_port: int, proble
     settings = _replica_settings(raw, where, problems)
     entries = raw.get("deployments") or []
     for position, entry in enumerate(entries):
-        if entry["name"] != constants.CLOUD_DEPLOYMENT_NAME:
+        if entry["name"] != defaults.CLOUD_DEPLOYMENT_NAME:
             problems.append(
                 f"{where}.deployments[{position}] is named {entry['name']!r}: the application has only "
-                f"{constants.CLOUD_DEPLOYMENT_NAME!r}, so rename the entry"
+                f"{defaults.CLOUD_DEPLOYMENT_NAME!r}, so rename the entry"
             )
-    ours = [position for position, entry in enumerate(entries) if entry["name"] == constants.CLOUD_DEPLOYMENT_NAME]
+    ours = [position for position, entry in enumerate(entries) if entry["name"] == defaults.CLOUD_DEPLOYMENT_NAME]
     if not ours:
         problems.append(
-            f"{where} has no deployment named {constants.CLOUD_DEPLOYMENT_NAME!r}: add one with the tier's "
+            f"{where} has no deployment named {defaults.CLOUD_DEPLOYMENT_NAME!r}: add one with the tier's "
             "autoscaling_config, max_ongoing_requests, max_queued_requests and ray_actor_options"
         )
         return None

@@ -14,6 +14,7 @@ import signal
 import socket
 import threading
 
+from cloud import defaults
 from cloud.config import DeploymentSettings, ReplicaSettings
 from hybrid import constants
 from hybrid.discovery import ReplicaRecord, registry_from_spec
@@ -52,7 +53,7 @@ def start_serve(grpc_port: int, http_port: int | None = None) -> None:
 
     serve.start(
         http_options={"host": constants.DEFAULT_HOST, "port": http_port or free_port()},
-        grpc_options={"port": grpc_port, "grpc_servicer_functions": list(constants.CLOUD_GRPC_SERVICER_FUNCTIONS)},
+        grpc_options={"port": grpc_port, "grpc_servicer_functions": list(defaults.CLOUD_GRPC_SERVICER_FUNCTIONS)},
         logging_config={"enable_access_log": False},
     )
 

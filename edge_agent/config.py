@@ -7,8 +7,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from edge_agent import defaults
 from hybrid import constants
-from hybrid.discovery import DISCOVERY_SPEC_HELP
+from hybrid.discovery.spec import DISCOVERY_SPEC_HELP, parse_discovery_spec
 
 
 class EdgeAgentSettings(BaseModel):
@@ -32,7 +33,7 @@ class EdgeAgentSettings(BaseModel):
         default=constants.MAX_QUEUED_REQUESTS, ge=1, description="Queue bound before RESOURCE_EXHAUSTED."
     )
     max_context_tokens: int = Field(
-        default=constants.EDGE_MAX_CONTEXT_TOKENS, ge=16, description="Longest prompt + answer accepted."
+        default=defaults.EDGE_MAX_CONTEXT_TOKENS, ge=16, description="Longest prompt + answer accepted."
     )
     num_threads: int = Field(default=0, ge=0, description="ONNX Runtime threads; 0 uses the physical cores.")
     metrics_port: int | None = Field(
@@ -40,7 +41,7 @@ class EdgeAgentSettings(BaseModel):
     )
     discovery: str = Field(
         default=f"static:{constants.DEFAULT_STATIC_DISCOVERY_FILE}",
-        description="Where to register: 'static:FILE', 'consul', 'consul:HOST:PORT' or 'none'.",
+        description=f"Where to register: {DISCOVERY_SPEC_HELP}.",
     )
     advertise_host: str = Field(default="", description="Address others reach it at; the bind host when empty.")
     cost_per_hour: float = Field(default=0.0, ge=0, description="Cost of this node per hour, for cost per token.")
@@ -48,7 +49,7 @@ class EdgeAgentSettings(BaseModel):
         default=constants.DRAIN_GRACE_S, ge=0, description="How long to let streams finish on shutdown."
     )
     reregister_interval_s: float = Field(
-        default=constants.EDGE_REREGISTER_INTERVAL_S,
+        default=defaults.EDGE_REREGISTER_INTERVAL_S,
         gt=0,
         description="How often the agent checks that discovery still lists it, and registers again when not "
         "(after an outage, or when Consul dropped it).",
@@ -57,8 +58,7 @@ class EdgeAgentSettings(BaseModel):
     @field_validator("discovery")
     @classmethod
     def _known_discovery(cls, value: str) -> str:
-        if value not in ("none", "consul") and not value.startswith(("static:", "consul:")):
-            raise ValueError(f"discovery {value!r} is unknown: use {DISCOVERY_SPEC_HELP}")
+        parse_discovery_spec(value)
         return value
 
     def resolved_replica_id(self, port: int) -> str:

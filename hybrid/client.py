@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 import grpc
 
 from hybrid import wire
+from hybrid.protocol import Priority
 from hybrid.v1 import inference_pb2 as pb
 from hybrid.v1 import inference_pb2_grpc as pb_grpc
-
-_PRIORITIES = {"realtime": pb.REALTIME, "interactive": pb.INTERACTIVE, "batch": pb.BATCH}
 
 
 class RequestFailed(Exception):
@@ -80,7 +79,7 @@ def build_request(
         prompt=prompt or "",
         max_new_tokens=max_new_tokens,
         stop=stop or [],
-        priority=_PRIORITIES[priority.lower()] if isinstance(priority, str) else priority,
+        priority=int(Priority.parse(priority)) if isinstance(priority, str) else priority,
         affinity_key=affinity_key,
         client_region=client_region,
         min_precision=pb.FULL if full_precision else pb.ANY,

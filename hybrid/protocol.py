@@ -26,6 +26,18 @@ class Priority(IntEnum):
     INTERACTIVE = 2
     BATCH = 3
 
+    @classmethod
+    def names(cls) -> list[str]:
+        """The lower-case names clients and command lines use, most urgent first."""
+        return [priority.name.lower() for priority in cls]
+
+    @classmethod
+    def parse(cls, name: str) -> Priority:
+        try:
+            return cls[name.upper()]
+        except KeyError:
+            raise ValueError(f"unknown priority {name!r}: use {', '.join(cls.names())}") from None
+
 
 class Tier(IntEnum):
     EDGE = pb.EDGE

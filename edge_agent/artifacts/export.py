@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_agent import defaults
 from edge_agent.artifacts.manifest import (
     MODEL_FILE,
     Manifest,
@@ -195,7 +196,7 @@ def _build(
         full_precision=recipe.full_precision,
         opset=_opset(partial / MODEL_FILE),
         recipe={**asdict(recipe), "recipe_version": RECIPE_VERSION, "exporter": "optimum text-generation-with-past"},
-        context_window=int(config.get("max_position_embeddings", constants.EDGE_MAX_CONTEXT_TOKENS)),
+        context_window=int(config.get("max_position_embeddings", defaults.EDGE_MAX_CONTEXT_TOKENS)),
         quality=quality,
         files=hash_files(partial),
         created_by=f"hybrid {__version__}",
@@ -321,7 +322,7 @@ def export_artifact(
     out: Path | None = None,
     force: bool = False,
     cache_dir: Path | None = None,
-    max_perplexity_increase: float = constants.MAX_PERPLEXITY_INCREASE,
+    max_perplexity_increase: float = defaults.MAX_PERPLEXITY_INCREASE,
     progress=None,
 ) -> tuple[Path, Manifest]:
     """Builds the edge artifact and returns its folder and manifest.

@@ -38,8 +38,8 @@ from typing import BinaryIO
 
 from pydantic import ValidationError
 
+from edge_agent import defaults
 from edge_agent.artifacts.manifest import MANIFEST_NAME, Manifest, verify_artifact
-from hybrid import constants
 from hybrid.errors import ArtifactError
 
 log = logging.getLogger("hybrid.edge.artifacts")
@@ -94,24 +94,24 @@ def _error_detail(body: bytes) -> str:
 
 def _open_url(url: str) -> BinaryIO:
     """Opens ``url``, retrying what may pass (refused connections, timeouts, 5xx) but not a 4xx answer."""
-    for attempt in range(1, constants.EDGE_FETCH_ATTEMPTS + 1):
+    for attempt in range(1, defaults.EDGE_FETCH_ATTEMPTS + 1):
         try:
-            return urllib.request.urlopen(url, timeout=constants.EDGE_FETCH_TIMEOUT_S)
+            return urllib.request.urlopen(url, timeout=defaults.EDGE_FETCH_TIMEOUT_S)
         except urllib.error.HTTPError as error:
             detail = _error_detail(error.read(2000))
-            if error.code < 500 or attempt == constants.EDGE_FETCH_ATTEMPTS:
+            if error.code < 500 or attempt == defaults.EDGE_FETCH_ATTEMPTS:
                 raise ArtifactError(
                     f"{url} answered {error.code} {error.reason}{': ' + detail if detail else ''}; check the URL "
                     "(`hybrid artifacts serve` lists what it serves at /artifacts)"
                 ) from None
         except (urllib.error.URLError, OSError) as error:
-            if attempt == constants.EDGE_FETCH_ATTEMPTS:
+            if attempt == defaults.EDGE_FETCH_ATTEMPTS:
                 reason = getattr(error, "reason", error)
                 raise ArtifactError(
                     f"could not reach {url} after {attempt} attempts ({reason}); check the address and that the "
                     "artifact server is up"
                 ) from None
-        log.warning("fetching %s failed (attempt %d of %d); retrying", url, attempt, constants.EDGE_FETCH_ATTEMPTS)
+        log.warning("fetching %s failed (attempt %d of %d); retrying", url, attempt, defaults.EDGE_FETCH_ATTEMPTS)
         time.sleep(min(2.0**attempt, 10.0))
     raise AssertionError("unreachable")
 

@@ -26,6 +26,7 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from edge_agent import defaults
 from edge_agent.artifacts.store import ArtifactStore, Links
 from edge_agent.node.canary import run_canary
 from edge_agent.node.config import (
@@ -37,7 +38,6 @@ from edge_agent.node.config import (
     write_runtime,
 )
 from edge_agent.server import EdgeAgent, LoadedArtifact, load_artifact
-from hybrid import constants
 
 log = logging.getLogger("hybrid.edge.node")
 
@@ -55,7 +55,7 @@ class RouterProbe:
         try:
             async with grpc.aio.insecure_channel(self.address) as channel:
                 await health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=constants.EDGE_ROUTER_PROBE_TIMEOUT_S
+                    health_pb2.HealthCheckRequest(), timeout=defaults.EDGE_ROUTER_PROBE_TIMEOUT_S
                 )
             reachable, error = True, ""
         except grpc.aio.AioRpcError as failure:

@@ -16,6 +16,7 @@ import socket
 import sys
 from pathlib import Path
 
+from edge_agent import defaults
 from edge_agent.artifacts.store import Progress
 from hybrid import constants
 from hybrid.discovery import DISCOVERY_SPEC_HELP
@@ -96,7 +97,7 @@ def cmd_install(args: argparse.Namespace) -> int:
         artifact=args.artifact,
         sha256=args.sha256,
         node=node,
-        config_path=Path(args.config_dir).absolute() / constants.EDGE_CONFIG_NAME,
+        config_path=Path(args.config_dir).absolute() / defaults.EDGE_CONFIG_NAME,
         package=PackageSource(
             wheel=Path(args.wheel) if args.wheel else None,
             package=args.package,
@@ -187,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hybrid-edge", description="Install, update and run a Hybrid edge node.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
-    default_config = str(constants.EDGE_CONFIG_DIR / constants.EDGE_CONFIG_NAME)
+    default_config = str(defaults.EDGE_CONFIG_DIR / defaults.EDGE_CONFIG_NAME)
 
     install = commands.add_parser(
         "install",
@@ -210,23 +211,23 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument(
         "--discovery", default="consul", help=f"where the agent registers: {DISCOVERY_SPEC_HELP}; default consul"
     )
-    agent.add_argument("--host", default=constants.EDGE_NODE_HOST, help="address the agent binds")
+    agent.add_argument("--host", default=defaults.EDGE_NODE_HOST, help="address the agent binds")
     agent.add_argument("--port", type=int, default=constants.DEFAULT_EDGE_PORT, help="gRPC port; 0 picks one")
     agent.add_argument(
         "--advertise-host", default=None, help="address routers reach it at; default: this node's primary address"
     )
     agent.add_argument(
-        "--metrics-port", type=_metrics_port, default=constants.EDGE_NODE_METRICS_PORT, help="Prometheus; none: off"
+        "--metrics-port", type=_metrics_port, default=defaults.EDGE_NODE_METRICS_PORT, help="Prometheus; none: off"
     )
     agent.add_argument("--max-batch-size", type=int, default=constants.MAX_BATCH_SIZE, help="capacity")
     agent.add_argument("--cost-per-hour", type=float, default=0.0)
     agent.add_argument("--replica-id", default="", help="default: edge-REGION-HOSTNAME-PORT")
     agent.add_argument("--num-threads", type=int, default=0, help="ONNX Runtime threads; 0: the physical cores")
-    agent.add_argument("--probation-s", type=float, default=constants.EDGE_PROBATION_S, help="of every update")
-    agent.add_argument("--min-speed-ratio", type=float, default=constants.EDGE_GATE_MIN_SPEED_RATIO)
+    agent.add_argument("--probation-s", type=float, default=defaults.EDGE_PROBATION_S, help="of every update")
+    agent.add_argument("--min-speed-ratio", type=float, default=defaults.EDGE_GATE_MIN_SPEED_RATIO)
     where = install.add_argument_group("where")
-    where.add_argument("--prefix", default=str(constants.EDGE_PREFIX), help="venv, artifacts and state")
-    where.add_argument("--config-dir", default=str(constants.EDGE_CONFIG_DIR), help="where agent.yaml goes")
+    where.add_argument("--prefix", default=str(defaults.EDGE_PREFIX), help="venv, artifacts and state")
+    where.add_argument("--config-dir", default=str(defaults.EDGE_CONFIG_DIR), help="where agent.yaml goes")
     where.add_argument("--no-systemd", action="store_true", help="no unit: print the command that runs the agent")
     where.add_argument("--no-start", action="store_true", help="install and enable the unit, do not start it")
     package = install.add_argument_group("package")

@@ -27,9 +27,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from edge_agent import defaults
 from edge_agent.artifacts.store import Links
 from edge_agent.config import EdgeAgentConfig, EdgeAgentSettings
-from hybrid import constants
 from hybrid.errors import HybridError
 
 
@@ -43,25 +43,25 @@ class UpdateSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     probation_s: float = Field(
-        default=constants.EDGE_PROBATION_S,
+        default=defaults.EDGE_PROBATION_S,
         ge=0,
         description="After the switch the previous artifact stays loaded this long; any failure of the new one "
         "switches back to it.",
     )
     min_speed_ratio: float = Field(
-        default=constants.EDGE_GATE_MIN_SPEED_RATIO,
+        default=defaults.EDGE_GATE_MIN_SPEED_RATIO,
         ge=0,
         description="The candidate must decode at least this fraction of the current artifact's tokens/s, both "
         "measured on the canary in the updater's process; 0 turns the bound off.",
     )
     canary_prompt: str = Field(
-        default=constants.EDGE_CANARY_PROMPT, min_length=1, description="Chat message the canary requests send."
+        default=defaults.EDGE_CANARY_PROMPT, min_length=1, description="Chat message the canary requests send."
     )
     canary_max_new_tokens: int = Field(
-        default=constants.EDGE_CANARY_MAX_NEW_TOKENS, ge=2, le=256, description="Tokens each canary answer decodes."
+        default=defaults.EDGE_CANARY_MAX_NEW_TOKENS, ge=2, le=256, description="Tokens each canary answer decodes."
     )
     canary_requests: int = Field(
-        default=constants.EDGE_CANARY_REQUESTS, ge=1, le=32, description="Canary requests sent at once."
+        default=defaults.EDGE_CANARY_REQUESTS, ge=1, le=32, description="Canary requests sent at once."
     )
 
 
@@ -74,7 +74,7 @@ class NodeConfig(EdgeAgentSettings):
     model_config = ConfigDict(extra="forbid")
 
     prefix: Path = Field(
-        default=constants.EDGE_PREFIX, description="Folder holding the venv, the artifact store and the state."
+        default=defaults.EDGE_PREFIX, description="Folder holding the venv, the artifact store and the state."
     )
     router: str = Field(
         default="",
@@ -104,7 +104,7 @@ class NodeConfig(EdgeAgentSettings):
 
 
 def default_config_path() -> Path:
-    return constants.EDGE_CONFIG_DIR / constants.EDGE_CONFIG_NAME
+    return defaults.EDGE_CONFIG_DIR / defaults.EDGE_CONFIG_NAME
 
 
 def read_node_config(path: Path) -> NodeConfig:
@@ -269,7 +269,7 @@ class StateFile:
             try:
                 state = self.read()
                 yield state
-                state.updates = state.updates[-constants.EDGE_UPDATE_HISTORY :]
+                state.updates = state.updates[-defaults.EDGE_UPDATE_HISTORY :]
                 write_atomically(self.path, state.model_dump_json(indent=2) + "\n")
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge_agent import defaults
 from edge_agent.artifacts.store import ArtifactStore, Progress, check_sha256
 from edge_agent.node.config import (
     EdgeNodeError,
@@ -44,10 +45,9 @@ from edge_agent.node.config import (
     write_atomically,
 )
 from edge_agent.node.status import probe_agent
-from hybrid import constants
 
 DISTRIBUTION = "hybrid-inference"
-SERVICE_NAME = constants.EDGE_SYSTEMD_UNIT.stem
+SERVICE_NAME = defaults.EDGE_SYSTEMD_UNIT.stem
 # Modules each extra brings, to tell whether a venv has them.
 EXTRA_MODULES = {"edge": ("onnxruntime", "transformers", "jinja2"), "consul": ("consul",)}
 REUSE_PTH_NAME = "hybrid-edge-reuse-site-packages.pth"
@@ -260,7 +260,7 @@ def ensure_package(
 
 
 def _wait_until_serving(layout: NodeLayout, node: NodeConfig, sha256: str) -> str:
-    deadline = time.monotonic() + constants.EDGE_AGENT_WAIT_S
+    deadline = time.monotonic() + defaults.EDGE_AGENT_WAIT_S
     while time.monotonic() < deadline:
         runtime = running_agent(layout)
         if runtime is not None and runtime.serving_sha256 == sha256:
@@ -275,7 +275,7 @@ def _wait_until_serving(layout: NodeLayout, node: NodeConfig, sha256: str) -> st
                 return f"serving on {runtime.address}; {listed}"
         time.sleep(1.0)
     raise EdgeNodeError(
-        f"the agent did not serve within {constants.EDGE_AGENT_WAIT_S:.0f} s: see `journalctl -u {SERVICE_NAME}`"
+        f"the agent did not serve within {defaults.EDGE_AGENT_WAIT_S:.0f} s: see `journalctl -u {SERVICE_NAME}`"
     )
 
 
@@ -294,7 +294,7 @@ def service_step(request: InstallRequest, layout: NodeLayout, changed: bool, say
         return Step("service", "skipped", f"{why}: run the agent with  {command}{note}")
     if os.geteuid() != 0:
         raise EdgeNodeError("installing a systemd unit needs root: run with sudo, or pass --no-systemd")
-    unit_path = constants.EDGE_SYSTEMD_UNIT
+    unit_path = defaults.EDGE_SYSTEMD_UNIT
     unit = render_unit(layout, config_path, node)
     unit_changed = not unit_path.is_file() or unit_path.read_text() != unit
     if unit_changed:

@@ -19,10 +19,10 @@ import signal
 import time
 from collections.abc import Callable
 
+from edge_agent import defaults
 from edge_agent.artifacts.store import ArtifactStore, Progress, check_sha256
 from edge_agent.node.canary import check_candidate
 from edge_agent.node.config import EdgeNodeError, NodeConfig, StateFile, UpdateRecord, UpdateSettings, running_agent
-from hybrid import constants
 from hybrid.errors import ArtifactError
 
 log = logging.getLogger("hybrid.edge.update")
@@ -134,7 +134,7 @@ def _gate_and_switch(
     os.kill(agent.pid, signal.SIGHUP)
     if not wait:
         return record
-    record = _wait_for_outcome(store, state, record, agent.pid, constants.EDGE_AGENT_WAIT_S + settings.probation_s, say)
+    record = _wait_for_outcome(store, state, record, agent.pid, defaults.EDGE_AGENT_WAIT_S + settings.probation_s, say)
     store.prune()
     return record
 

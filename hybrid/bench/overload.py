@@ -10,6 +10,9 @@ On this machine it starts:
 * the router, on static discovery listing the replicas at their WAN proxies' addresses;
 * the baseline (``hybrid.bench.baseline``): round-robin over the very same proxied replicas.
 
+The tiers start through their plugins (``hybrid.tiers``, ``start_bench``); ``BenchStack`` is the
+``BenchHost`` they get: the config, processes of their own, teardown and the cost ledger.
+
 Every edge agent, the WAN proxies, the router, the baseline and the load generator run in
 processes of their own (``hybrid.bench.processes``), so none waits on another's GIL. Then it sends
 one schedule (``hybrid.bench.workload``) open-loop to each configuration in turn, with a pause
@@ -25,13 +28,13 @@ import platform
 import shutil
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from hybrid import constants
+from hybrid import constants, tiers
+from hybrid.bench import defaults
 from hybrid.bench.loadgen import Record, RunResult, run_open_loop
 from hybrid.bench.processes import ServerProcess, call_in_process
 from hybrid.bench.report import TierCost, write_report
@@ -74,21 +77,21 @@ class OverloadConfig(BaseModel):
     ray_cpus: int | None = Field(default=None, ge=1, description="CPUs of the local Ray cluster started here.")
     rtt_ms: dict[str, float] = Field(
         default_factory=lambda: {
-            "edge": constants.BENCH_EDGE_RTT_MS,
-            "private": constants.BENCH_PRIVATE_RTT_MS,
-            "public": constants.BENCH_PUBLIC_RTT_MS,
+            "edge": defaults.BENCH_EDGE_RTT_MS,
+            "private": defaults.BENCH_PRIVATE_RTT_MS,
+            "public": defaults.BENCH_PUBLIC_RTT_MS,
         },
         description="Emulated round trip to each tier, ms.",
     )
     cost_per_hour: dict[str, float] = Field(
         default_factory=lambda: {
-            "edge": constants.BENCH_EDGE_COST_PER_HOUR,
-            "private": constants.BENCH_PRIVATE_COST_PER_HOUR,
-            "public": constants.BENCH_PUBLIC_COST_PER_HOUR,
+            "edge": defaults.BENCH_EDGE_COST_PER_HOUR,
+            "private": defaults.BENCH_PRIVATE_COST_PER_HOUR,
+            "public": defaults.BENCH_PUBLIC_COST_PER_HOUR,
         },
         description="Price of one replica of each tier per hour, dollars.",
     )
-    cooldown_s: float = Field(default=constants.BENCH_COOLDOWN_S, ge=0, description="Pause between configurations.")
+    cooldown_s: float = Field(default=defaults.BENCH_COOLDOWN_S, ge=0, description="Pause between configurations.")
     chat: bool = Field(default=True, description="Send prompts as a chat message (else as raw prompts).")
     plots: bool = Field(default=True, description="Write the PNG plots (needs matplotlib).")
     progress: bool = Field(default=True, description="Show progress bars while the schedule runs.")
@@ -139,45 +142,20 @@ class BenchStack:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def _artifact(self) -> Path:
-        if self.config.artifact is not None:
-            return self.config.artifact
-        from edge_agent.artifacts.export import export_artifact
-
-        self.say("building the int8 edge artifact (cached after the first run)")
-        folder, _ = export_artifact(precision="int8", progress=self.say)
-        return folder
-
     def start(self) -> None:
-        from edge_agent.config import EdgeAgentConfig
-        from edge_agent.server import EdgeAgent
         from hybrid.bench.wan import DelayProxyGroup, WanConfig, WanRoute
 
         config = self.config
-        self._stoppers.append(lambda: shutil.rmtree(self._folder, ignore_errors=True))
-        artifact = self._artifact()
-
-        def start_agent(index: int) -> ReplicaRecord:
-            agent_config = EdgeAgentConfig(
-                artifact=artifact,
-                port=0,
-                region="bench-edge",
-                replica_id=f"bench-edge-{index}",
-                discovery="none",
-                max_batch_size=config.edge_max_batch_size,
-                num_threads=config.edge_threads,
-                cost_per_hour=config.cost_per_hour["edge"],
-            )
-            return self._process(EdgeAgent, agent_config, f"edge agent {index}").record
-
-        self.say(f"starting {config.edge_agents} edge agent(s)")
-        with ThreadPoolExecutor(config.edge_agents) as pool:  # each loads its model in its own process
-            direct: list[ReplicaRecord] = list(pool.map(start_agent, range(config.edge_agents)))
-        self.tier_costs["edge"] = TierCost(config.edge_agents, config.cost_per_hour["edge"])
+        # The tiers start through their plugins; both are checked before either starts.
+        needed = [tiers.require("edge")]
         if config.cloud:
-            direct += self._start_cloud()
+            needed.append(tiers.require("cloud", alternative="pass --no-cloud for edge only"))
+        self.on_stop(lambda: shutil.rmtree(self._folder, ignore_errors=True))
+        direct: list[ReplicaRecord] = []
+        for plugin in needed:
+            direct += plugin.start_bench(self)
         routes = [WanRoute(target=f"{r.address}:{r.port}", rtt_ms=config.rtt_ms[r.tier], name=r.id) for r in direct]
-        wan = self._process(DelayProxyGroup, WanConfig(routes=routes), "WAN proxies")
+        wan = self.in_process(DelayProxyGroup, WanConfig(routes=routes), "WAN proxies")
         for record, address in zip(direct, wan.address, strict=True):
             host, port = address.rsplit(":", 1)
             self.records.append(record.model_copy(update={"address": host, "port": int(port)}))
@@ -191,63 +169,21 @@ class BenchStack:
         if "baseline" in config.configurations:
             from hybrid.bench.baseline import BaselineConfig, RoundRobinProxy
 
-            baseline = self._process(RoundRobinProxy, BaselineConfig(port=0, replicas=self.records), "baseline")
+            baseline = self.in_process(RoundRobinProxy, BaselineConfig(port=0, replicas=self.records), "baseline")
             self.baseline_address = baseline.address
 
-    def _process(self, server_class: type, server_config, name: str) -> ServerProcess:
+    # What the tiers' plugins use to start their replicas (hybrid.tiers.BenchHost).
+
+    def in_process(self, server_class: type, server_config, name: str) -> ServerProcess:
         process = ServerProcess(server_class, server_config, name)
-        self._stoppers.append(process.stop)
+        self.on_stop(process.stop)
         return process
 
-    def _start_cloud(self) -> list[ReplicaRecord]:
-        try:
-            import ray
-        except ImportError:
-            raise ValueError(
-                "the cloud tier needs Ray: pip install 'hybrid-inference[cloud]', or pass --no-cloud for edge only"
-            ) from None
+    def on_stop(self, stopper) -> None:
+        self._stoppers.append(stopper)
 
-        from cloud.config import DeploymentSettings, ReplicaSettings
-        from cloud.server import CloudTier, cluster_gpus, free_port, init_ray, shutdown_serve
-
-        config = self.config
-        if not ray.is_initialized():
-            self._stoppers.append(shutdown_serve)  # we start Ray, so we stop it; a cluster we joined goes on
-        init_ray(config.ray_cpus)
-        num_gpus = config.cloud_num_gpus
-        if num_gpus is None:  # two applications, one replica each, sharing what the cluster has
-            num_gpus = min(1.0, cluster_gpus() / 2)
-        port = config.cloud_port or free_port()
-        records = []
-        for kind in ("private", "public"):
-            self.say(f"starting the cloud tier's {kind} application on local Ray (first start ~30 s)")
-            deployment = DeploymentSettings(
-                num_cpus=0,  # on a small machine the replicas share the cores with the edge agents
-                num_gpus=num_gpus,
-                max_ongoing_requests=config.cloud_max_batch_size,
-                target_ongoing_requests=max(1.0, config.cloud_max_batch_size / 2),
-            )
-            settings = ReplicaSettings(
-                tier=kind,
-                region=f"bench-{kind}",
-                model=config.cloud_model,
-                random_weights=config.cloud_random_weights,
-                max_batch_size=config.cloud_max_batch_size,
-            )
-            tier = CloudTier(
-                settings,
-                deployment,
-                port=port,
-                discovery="none",
-                cost_per_hour=config.cost_per_hour[kind],
-                app_name=f"bench-{kind}",
-                num_cpus=config.ray_cpus,
-            )
-            tier.start()
-            self._stoppers.append(tier.stop)
-            records.append(tier.record())
-            self.tier_costs[kind] = TierCost(tier.deployment.max_replicas, config.cost_per_hour[kind])
-        return records
+    def provisioned(self, tier: str, replicas: int) -> None:
+        self.tier_costs[tier] = TierCost(replicas, self.config.cost_per_hour[tier])
 
     def _start_router(self) -> None:
         from hybrid.discovery import StaticFileRegistry
@@ -258,7 +194,7 @@ class BenchStack:
         for record in self.records:
             registry.register(record)
         router_config = RouterConfig(port=0, discovery=f"static:{discovery}")
-        self.router_address = self._process(Router, router_config, "router").address
+        self.router_address = self.in_process(Router, router_config, "router").address
         time.sleep(3 * router_config.poll_interval_s)  # a few load polls: RTTs measured through the proxies
 
     def _warm_up(self) -> None:

@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from hybrid import constants
+from hybrid.bench import defaults
 
 PRIORITIES = ("REALTIME", "INTERACTIVE", "BATCH")
 PHASES = ("steady", "burst", "recovery")
@@ -35,14 +36,14 @@ _WORDS = (
 class WorkloadConfig(BaseModel):
     """The traffic of one overload run. Every validator says what to change."""
 
-    steady_rps: float = Field(default=constants.BENCH_STEADY_RPS, gt=0, description="Requests a second when steady.")
+    steady_rps: float = Field(default=defaults.BENCH_STEADY_RPS, gt=0, description="Requests a second when steady.")
     burst_multiplier: float = Field(
-        default=constants.BENCH_BURST_MULTIPLIER, ge=1, description="The burst's rate as a multiple of the steady rate."
+        default=defaults.BENCH_BURST_MULTIPLIER, ge=1, description="The burst's rate as a multiple of the steady rate."
     )
-    steady_s: float = Field(default=constants.BENCH_STEADY_S, ge=0, description="Steady phase before the burst.")
-    burst_s: float = Field(default=constants.BENCH_BURST_S, ge=0, description="Length of the burst.")
+    steady_s: float = Field(default=defaults.BENCH_STEADY_S, ge=0, description="Steady phase before the burst.")
+    burst_s: float = Field(default=defaults.BENCH_BURST_S, ge=0, description="Length of the burst.")
     recovery_s: float = Field(
-        default=constants.BENCH_RECOVERY_S, ge=0, description="Steady phase after the burst (recovery)."
+        default=defaults.BENCH_RECOVERY_S, ge=0, description="Steady phase after the burst (recovery)."
     )
     class_mix: dict[str, float] = Field(
         default_factory=lambda: {"REALTIME": 0.3, "INTERACTIVE": 0.5, "BATCH": 0.2},
@@ -56,9 +57,9 @@ class WorkloadConfig(BaseModel):
     max_new_tokens: tuple[int, int] = Field(default=(16, 64), description="Output length in tokens, min and max.")
     deadlines_s: dict[str, float] = Field(
         default_factory=lambda: {
-            "REALTIME": constants.BENCH_REALTIME_DEADLINE_S,
-            "INTERACTIVE": constants.BENCH_INTERACTIVE_DEADLINE_S,
-            "BATCH": constants.BENCH_BATCH_DEADLINE_S,
+            "REALTIME": defaults.BENCH_REALTIME_DEADLINE_S,
+            "INTERACTIVE": defaults.BENCH_INTERACTIVE_DEADLINE_S,
+            "BATCH": defaults.BENCH_BATCH_DEADLINE_S,
         },
         description="Client-side deadline of each priority, seconds.",
     )

@@ -7,24 +7,32 @@ Every backend speaks the schema of DESIGN.md: service ``hybrid-inference``, tags
 """
 
 from hybrid.discovery.records import Registry, ReplicaRecord
+from hybrid.discovery.spec import DISCOVERY_SPEC_HELP, DiscoverySpec, parse_discovery_spec
 from hybrid.discovery.static import StaticFileRegistry
 
-__all__ = ["ConsulRegistry", "ConsulWatcher", "ReplicaRecord", "Registry", "StaticFileRegistry", "registry_from_spec"]
-
-DISCOVERY_SPEC_HELP = "'static:FILE', 'consul' (CONSUL_HTTP_ADDR or the local agent), 'consul:HOST:PORT' or 'none'"
+__all__ = [
+    "DISCOVERY_SPEC_HELP",
+    "ConsulRegistry",
+    "ConsulWatcher",
+    "DiscoverySpec",
+    "ReplicaRecord",
+    "Registry",
+    "StaticFileRegistry",
+    "parse_discovery_spec",
+    "registry_from_spec",
+]
 
 
 def registry_from_spec(spec: str) -> Registry | None:
     """The registry a discovery spec names; None for 'none'. Raises ValueError naming the accepted forms."""
-    if spec == "none":
+    parsed = parse_discovery_spec(spec)
+    if parsed.kind == "none":
         return None
-    if spec.startswith("static:") and spec[len("static:") :]:
-        return StaticFileRegistry(spec[len("static:") :])
-    if spec == "consul" or spec.startswith("consul:"):
-        from hybrid.discovery.consul import ConsulRegistry
+    if parsed.kind == "static":
+        return StaticFileRegistry(parsed.path)
+    from hybrid.discovery.consul import ConsulRegistry
 
-        return ConsulRegistry(spec[len("consul:") :] or None)
-    raise ValueError(f"discovery {spec!r} is unknown: use {DISCOVERY_SPEC_HELP}")
+    return ConsulRegistry(parsed.address)
 
 
 def __getattr__(name: str):

@@ -19,6 +19,7 @@ from hybrid.errors import HybridError, ModelNotFoundError, OverloadedError, Unav
 from hybrid.protocol import GenerationRequest
 from hybrid.router import defaults
 from hybrid.router.ledger import HookChain
+from hybrid.router.liveness import LivenessWatch
 from hybrid.router.metrics import RouterMetrics
 from hybrid.router.policy.policy import Decision, RoutingPolicy
 from hybrid.router.policy.replica import ReplicaState
@@ -45,8 +46,18 @@ class RouterDataPlane:
         outliers = self.policy.outliers
         outliers.peers = view.tier_peers
         outliers.on_ejected = self._ejected
-        self.hooks = HookChain([self.ledger, outliers, self.metrics])
-        view.on_poll_failure = lambda state, error: outliers.record_failure(state, view.tier_peers(state))
+        self.liveness = LivenessWatch(self.ledger, outliers, view.replicas)
+        self.hooks = HookChain([self.ledger, outliers, self.metrics, self.liveness])
+        # A replica that cannot answer its load poll is unreachable; one that answers lives.
+        view.on_poll_failure = lambda state, error: outliers.record_failure(state, view.tier_peers(state), True)
+        view.on_poll_success = self.liveness.heard
+        view.open_calls = self.ledger.outstanding
+        view.abandon_calls = self._abandon_calls
+        view.watchers.append(self.liveness.check)
+
+    def _abandon_calls(self, replica_id: str, reason: str) -> None:
+        for call in self.ledger.in_flight(replica_id):
+            call.abandon(reason)
 
     def explain(self, request: GenerationRequest) -> Decision:
         """The decision the next identical request would get; nothing is sent or counted."""

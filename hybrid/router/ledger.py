@@ -8,7 +8,7 @@ the policy's expectations read), the outlier detector (``policy/ejection.py``) a
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -34,6 +34,18 @@ class Call:
     first_token_at: float | None = None
     tokens: int = 0
     chunks: int = 0
+    last_chunk_at: float | None = None
+    # Why the router ended the call itself (its replica was found frozen, or left and its grace ran out).
+    abandoned: str = ""
+    # Set by whoever streams the call: stops its stream (the gRPC call's cancel).
+    stop_stream: Callable[[], object] | None = None
+
+    def abandon(self, reason: str) -> None:
+        """Ends the call from outside its stream: the stream then fails with UNAVAILABLE and this reason."""
+        if not self.abandoned:
+            self.abandoned = reason
+            if self.stop_stream is not None:
+                self.stop_stream()
 
     def tokens_left(self) -> int:
         return max(1, self.max_new_tokens - self.tokens)
@@ -44,6 +56,7 @@ class Call:
             self.first_token_at = now
         self.tokens += tokens
         self.chunks += 1
+        self.last_chunk_at = now
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,8 @@ class Outcome:
     answered: bool = False
     # The replica's own fault (not the caller's, not a full queue): counts toward its ejection.
     replica_failed: bool = False
+    # The fault was reaching it (refused, cut off, silent) rather than an error it answered with.
+    unreachable: bool = False
 
 
 OK = Outcome("ok", answered=True)

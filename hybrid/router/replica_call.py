@@ -32,7 +32,7 @@ CALLER_CODES = frozenset(
         grpc.StatusCode.OUT_OF_RANGE,
     }
 )
-CUT_SHORT = Outcome("cut_short", replica_failed=True)
+CUT_SHORT = Outcome("cut_short", replica_failed=True, unreachable=True)
 # The router closed the replica's channel (it left discovery): nothing to hold against the replica.
 CHANNEL_CLOSED = Outcome("cut_short")
 
@@ -62,7 +62,7 @@ def passed_on(error: grpc.aio.AioRpcError) -> grpc.StatusCode:
 def outcome_of(code: grpc.StatusCode) -> Outcome:
     # A full replica is not a failing one: the policy steers around it through its load.
     blameless = code == grpc.StatusCode.RESOURCE_EXHAUSTED or code in CALLER_CODES
-    return Outcome(code.name.lower(), replica_failed=not blameless)
+    return Outcome(code.name.lower(), replica_failed=not blameless, unreachable=code == grpc.StatusCode.UNAVAILABLE)
 
 
 def caller_cancelled() -> bool:
@@ -92,6 +92,7 @@ async def stream_call(
     call = Call(state, began, deadline, request.max_new_tokens, request_class, request.arrived_at)
     metadata = wire.call_metadata(state.record.application, remaining)
     rpc = stub.Generate(message, timeout=remaining, metadata=metadata)
+    call.stop_stream = rpc.cancel
     hooks.sent(call)
     outcome = CANCELLED  # unless the stream ends or fails below: the caller went away
     try:
@@ -114,8 +115,11 @@ async def stream_call(
     except asyncio.CancelledError:
         if caller_cancelled():
             raise
-        outcome = CHANNEL_CLOSED
-        message = "the router closed the stream's channel (the replica left discovery or moved)"
+        if call.abandoned:
+            outcome, message = CUT_SHORT, f"the router ended the call: {call.abandoned}"
+        else:
+            outcome = CHANNEL_CLOSED
+            message = "the router closed the stream's channel (the replica left discovery or moved)"
         raise ReplicaFailed(grpc.StatusCode.UNAVAILABLE, message) from None
     finally:
         hooks.ended(call, outcome, time.monotonic())

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from hybrid.discovery import ReplicaRecord
+from hybrid.discovery.spec import parse_discovery_spec
 from hybrid.discovery.static import StaticFileRegistry
 
 log = logging.getLogger("hybrid.router")
@@ -105,9 +106,9 @@ class ConsulSource:
 
 
 def source_from_spec(spec: str) -> DiscoverySource:
-    if spec.startswith("static:"):
-        return StaticSource(spec[len("static:") :])
-    if spec == "consul" or spec.startswith("consul:"):
-        return ConsulSource(spec[len("consul:") :] or None)
+    parsed = parse_discovery_spec(spec)
+    if parsed.kind == "static":
+        return StaticSource(parsed.path)
+    if parsed.kind == "consul":
+        return ConsulSource(parsed.address)
     raise ValueError(f"the router needs discovery: use static:FILE, consul or consul:HOST:PORT, not {spec!r}")
-

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
+from cloud import defaults
 from cloud.config import CloudConfigError, DeploymentSettings, ReplicaSettings
 from cloud.serve_config import TierSpec, dump_serve_config, load_serve_config, serve_config
 from hybrid import constants
@@ -53,11 +54,11 @@ def test_generated_config_is_a_valid_serve_config(document):
 
     assert schema.proxy_location == "EveryNode"
     assert schema.grpc_options.port == constants.DEFAULT_CLOUD_GRPC_PORT
-    assert schema.grpc_options.grpc_servicer_functions == list(constants.CLOUD_GRPC_SERVICER_FUNCTIONS)
+    assert schema.grpc_options.grpc_servicer_functions == list(defaults.CLOUD_GRPC_SERVICER_FUNCTIONS)
     assert schema.logging_config.enable_access_log is False
     [application] = schema.applications
     assert application.route_prefix == "/private-eu"
-    assert application.import_path == constants.CLOUD_APP_IMPORT_PATH
+    assert application.import_path == defaults.CLOUD_APP_IMPORT_PATH
     # Only the settings that differ from the defaults, and only as HYBRID_* strings.
     assert application.runtime_env["env_vars"] == {
         "HYBRID_REGION": "eu-west",
@@ -66,7 +67,7 @@ def test_generated_config_is_a_valid_serve_config(document):
         "HYBRID_MAX_BATCH_SIZE": "16",
     }
     [deployment] = application.deployments
-    assert deployment.name == constants.CLOUD_DEPLOYMENT_NAME
+    assert deployment.name == defaults.CLOUD_DEPLOYMENT_NAME
 
 
 def test_serve_config_refuses_what_a_config_file_cannot_say():
@@ -182,15 +183,15 @@ def test_every_problem_is_reported_at_once(document):
 def test_hand_written_config_reads_as_serve_runs_it():
     """Args override env; options the entry leaves out keep build_app's; num_replicas pins the replicas."""
     document = {
-        "grpc_options": {"port": 9200, "grpc_servicer_functions": list(constants.CLOUD_GRPC_SERVICER_FUNCTIONS)},
+        "grpc_options": {"port": 9200, "grpc_servicer_functions": list(defaults.CLOUD_GRPC_SERVICER_FUNCTIONS)},
         "applications": [
             {
                 "name": "private-local",
-                "import_path": constants.CLOUD_APP_IMPORT_PATH,
+                "import_path": defaults.CLOUD_APP_IMPORT_PATH,
                 "runtime_env": {"env_vars": {"HYBRID_REGION": "from-env", "HYBRID_MODEL": "smollm2-135m"}},
                 "args": {"region": "from-args", "deployment": {"max_ongoing_requests": 48}},
                 "deployments": [
-                    {"name": constants.CLOUD_DEPLOYMENT_NAME, "num_replicas": 3, "ray_actor_options": {"num_cpus": 2}}
+                    {"name": defaults.CLOUD_DEPLOYMENT_NAME, "num_replicas": 3, "ray_actor_options": {"num_cpus": 2}}
                 ],
             }
         ],

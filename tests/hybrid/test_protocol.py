@@ -96,3 +96,16 @@ def test_a_megabyte_request_id_is_refused_without_echoing_it():
 def test_long_stop_strings_are_refused():
     with pytest.raises(InvalidRequestError, match=r"stop\[1\] is 257 characters long"):
         request_from_proto(build_request(prompt="hi", stop=["\n", "s" * 257]))
+
+
+def test_priority_names_parse_either_case_and_refuse_others():
+    assert Priority.names() == ["realtime", "interactive", "batch"]
+    assert [Priority.parse(name) for name in ("realtime", "INTERACTIVE", "Batch")] == list(Priority)
+    with pytest.raises(ValueError, match="unknown priority 'urgent': use realtime, interactive, batch"):
+        Priority.parse("urgent")
+
+
+def test_the_client_sends_the_priority_it_is_given_by_name():
+    for priority in Priority:
+        assert build_request(prompt="hi", priority=priority.name.lower()).priority == priority
+        assert request_from_proto(build_request(prompt="hi", priority=priority.name)).priority == priority

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from cloud import defaults
 from cloud.config import DeploymentSettings
 from cloud.serve_config import load_serve_config
 from hybrid import constants
@@ -166,7 +167,7 @@ def test_serve_config_structure(sample_outputs):
 
     assert config["grpc_options"] == {
         "port": 9000,
-        "grpc_servicer_functions": list(constants.CLOUD_GRPC_SERVICER_FUNCTIONS),
+        "grpc_servicer_functions": list(defaults.CLOUD_GRPC_SERVICER_FUNCTIONS),
     }
     [application] = config["applications"]
     assert application["name"] == "private-eu"

@@ -26,6 +26,9 @@ class _Record:
     ejected_until: float = 0.0
     # Its last failure or the end of its last ejection, whichever is later.
     last_trouble: float = float("-inf")
+    # Its last failure was one of reaching it (refused, cut, silent), not an error it answered with:
+    # once it answers a load poll again, it is back.
+    unreachable: bool = False
 
 
 class OutlierDetector:
@@ -67,13 +70,32 @@ class OutlierDetector:
     def record_success(self, replica: ReplicaState) -> None:
         self._record(replica).consecutive_failures = 0
 
-    def record_failure(self, replica: ReplicaState, tier_peers: list[ReplicaState]) -> bool:
+    def record_reachable(self, replica: ReplicaState) -> bool:
+        """It answered a load poll (an active health check). One ejected because it could not be reached is
+        back at once, as Envoy's outlier detection un-ejects on a passing health check; one ejected for the
+        errors it answered with serves out its time. Returns True when this let it back."""
+        record = self._records.get(replica.replica_id)
+        now = self._clock()
+        if record is None or not record.unreachable or record.ejected_until <= now:
+            return False
+        record.ejected_until, record.consecutive_failures, record.unreachable = now, 0, False
+        return True
+
+    def eject(self, replica: ReplicaState, unreachable: bool = True) -> bool:
+        """Ejects it now, whatever its count (a replica found frozen); still never more than a tier's share."""
+        record = self._record(replica)
+        record.unreachable = unreachable
+        record.consecutive_failures = self.max_failures - 1
+        return self.record_failure(replica, self.peers(replica), unreachable)
+
+    def record_failure(self, replica: ReplicaState, tier_peers: list[ReplicaState], unreachable: bool = False) -> bool:
         """Counts a failure; returns True when this one ejected the replica."""
         now = self._clock()
         record = self._record(replica)
         if now - max(record.last_trouble, record.ejected_until) >= self.healthy_reset_s:
             record.ejections = 0  # healthy long enough: the next ejection is a first one again
         record.last_trouble = now
+        record.unreachable = unreachable
         record.consecutive_failures += 1
         if record.consecutive_failures < self.max_failures or record.ejected_until > now:
             return False
@@ -97,4 +119,4 @@ class OutlierDetector:
         if outcome.answered:
             self.record_success(call.replica)
         elif outcome.replica_failed:
-            self.record_failure(call.replica, self.peers(call.replica))
+            self.record_failure(call.replica, self.peers(call.replica), outcome.unreachable)

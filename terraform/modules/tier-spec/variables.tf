@@ -215,7 +215,7 @@ variable "grpc_port" {
 
 variable "grpc_servicer_functions" {
   description = <<-EOT
-    Functions that add gRPC servicers to Ray Serve's gRPC proxy (hybrid.constants.CLOUD_GRPC_SERVICER_FUNCTIONS).
+    Functions that add gRPC servicers to Ray Serve's gRPC proxy (cloud.defaults.CLOUD_GRPC_SERVICER_FUNCTIONS).
     cloud.grpc_servicers.add_inference_servicer serves hybrid.v1.Inference with Generate's request
     left as bytes, so the replica answers a malformed request with INVALID_ARGUMENT. The health
     servicer is there so Consul's gRPC check (grpc.health.v1) reaches the application through the proxy.

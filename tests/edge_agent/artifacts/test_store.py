@@ -89,7 +89,7 @@ def test_unknown_hash_on_the_server_says_where_the_index_is(served, tmp_path):
 
 
 def test_unreachable_server_is_named(tmp_path, monkeypatch):
-    monkeypatch.setattr("hybrid.constants.EDGE_FETCH_ATTEMPTS", 1)
+    monkeypatch.setattr("edge_agent.defaults.EDGE_FETCH_ATTEMPTS", 1)
     with pytest.raises(ArtifactError, match="could not reach http://127.0.0.1:1/artifacts/"):
         ArtifactStore(tmp_path / "artifacts").add("http://127.0.0.1:1/artifacts/" + "ab" * 32, "ab" * 32)
 

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from edge_agent import defaults
 from edge_agent.node.config import (
     AgentRuntime,
     EdgeNodeError,
@@ -19,7 +20,6 @@ from edge_agent.node.config import (
     running_agent,
     write_runtime,
 )
-from hybrid import constants
 from tests.edge_agent.artifacts.samples import sample_artifact
 
 
@@ -52,11 +52,11 @@ def test_config_errors_say_what_to_do(tmp_path):
 
 def test_history_keeps_the_last_updates(tmp_path):
     state = StateFile(tmp_path / "state.json")
-    for number in range(constants.EDGE_UPDATE_HISTORY + 5):
+    for number in range(defaults.EDGE_UPDATE_HISTORY + 5):
         state.save(UpdateRecord(source=f"u{number}", to_sha256="ab" * 32, outcome="checking"))
     updates = state.read().updates
     assert (
-        len(updates) == constants.EDGE_UPDATE_HISTORY and updates[-1].source == f"u{constants.EDGE_UPDATE_HISTORY + 4}"
+        len(updates) == defaults.EDGE_UPDATE_HISTORY and updates[-1].source == f"u{defaults.EDGE_UPDATE_HISTORY + 4}"
     )
     finished = state.finish(updates[-1], "refused", "because")
     assert state.read().last == finished and finished.finished and finished.finished_at

@@ -1,0 +1,51 @@
+"""What several commands share: the console on stderr, printing an answer, the --discovery flag."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from hybrid import constants
+from hybrid.discovery.spec import DISCOVERY_SPEC_HELP
+
+
+def console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def add_discovery_argument(parser: argparse.ArgumentParser, also: str = "") -> None:
+    """``--discovery SPEC``, the static file by default; ``also`` is said after the accepted forms."""
+    parser.add_argument(
+        "--discovery",
+        default=f"static:{constants.DEFAULT_STATIC_DISCOVERY_FILE}",
+        help=f"{DISCOVERY_SPEC_HELP}{also}",
+    )
+
+
+def print_chunks(chunks, as_json: bool) -> None:
+    """An answer's text on stdout as it streams (or one JSON object per chunk); where it was served on stderr."""
+    from google.protobuf.json_format import MessageToDict
+
+    from hybrid.client import Completion
+
+    completion = Completion()
+    for chunk in chunks:
+        completion.add(chunk)
+        if as_json:
+            print(json.dumps(MessageToDict(chunk, preserving_proto_field_name=True)), flush=True)
+        else:
+            print(chunk.text, end="", flush=True)
+    if not as_json:
+        print()
+        served = completion.served_by
+        if served is not None:
+            from hybrid.v1 import inference_pb2 as pb
+
+            usage, timing = completion.usage, completion.timing
+            console().print(
+                f"[dim]served by {pb.Tier.Name(served.tier).lower()} replica {served.replica_id} in {served.region} "
+                f"({served.precision}); {usage.prompt_tokens}+{usage.completion_tokens} tokens, first token after "
+                f"{timing.time_to_first_token_ms:.0f} ms, total {timing.total_ms:.0f} ms, finish {completion.finish_reason}[/]"
+            )

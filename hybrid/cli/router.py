@@ -1,0 +1,42 @@
+"""`hybrid router serve`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from hybrid import constants
+from hybrid.cli.common import add_discovery_argument
+from hybrid.router import defaults as router_defaults
+
+
+def cmd_router_serve(args: argparse.Namespace) -> int:
+    from hybrid.router.server import RouterConfig, serve_forever
+
+    config = RouterConfig(
+        host=args.host,
+        port=args.port,
+        discovery=args.discovery,
+        http_port=args.http_port,
+        metrics_port=args.metrics_port,
+        realtime_ttft_ms=args.realtime_ttft_ms,
+    )
+    asyncio.run(serve_forever(config))
+    return 0
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    router = commands.add_parser("router", help="the router").add_subparsers(dest="router_command", required=True)
+    serve = router.add_parser("serve", help="run the router")
+    serve.add_argument("--host", default=constants.DEFAULT_HOST)
+    serve.add_argument("--port", type=int, default=constants.DEFAULT_ROUTER_PORT)
+    add_discovery_argument(serve, also="; the router needs replicas, so not 'none'")
+    serve.add_argument("--http-port", type=int, default=None, help="serve the OpenAI-compatible HTTP front on this port")
+    serve.add_argument("--metrics-port", type=int, default=None)
+    serve.add_argument(
+        "--realtime-ttft-ms",
+        type=float,
+        default=router_defaults.ROUTING_REALTIME_TTFT_MS,
+        help="first-token target of REALTIME requests: the nearest tier expected to meet it serves them",
+    )
+    serve.set_defaults(func=cmd_router_serve)
