@@ -97,12 +97,13 @@ def build_request(
 
 # A request the server could not start (it was restarting, draining, or not listening yet) is sent again by
 # gRPC itself, with backoff, as long as its deadline allows. gRPC retries a stream only until its first
-# message arrives, so no answer is ever repeated or spliced from two attempts.
+# message arrives, so no answer is ever repeated or spliced from two attempts. Five attempts wait at most
+# 1.5 s in all (jittered), so a server that stays down is still reported as UNAVAILABLE within a short deadline.
 RETRY_POLICY = {
     "maxAttempts": 5,
-    "initialBackoff": "0.2s",
-    "maxBackoff": "3s",
-    "backoffMultiplier": 2.5,
+    "initialBackoff": "0.1s",
+    "maxBackoff": "1s",
+    "backoffMultiplier": 2,
     "retryableStatusCodes": ["UNAVAILABLE"],
 }
 CHANNEL_OPTIONS = (

@@ -42,7 +42,9 @@ class SyntheticReplicaConfig(BaseModel):
     first_token_ms: float = Field(default=0.0, ge=0, description="Time before an answer's first token.")
     token_ms: float = Field(default=10.0, ge=0, description="Time between two tokens of one answer.")
     discovery: str = Field(default="none", description="Where it registers: static:FILE, consul, ... or none.")
-    drain_grace_s: float = Field(default=constants.DRAIN_GRACE_S, ge=0, description="How long stop() lets answers finish.")
+    drain_grace_s: float = Field(
+        default=constants.DRAIN_GRACE_S, ge=0, description="How long stop() lets answers finish."
+    )
 
 
 class SyntheticReplica:

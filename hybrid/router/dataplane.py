@@ -37,6 +37,7 @@ class RouterDataPlane:
         policy: RoutingPolicy | None = None,
         metrics: RouterMetrics | None = None,
         max_attempts: int = defaults.ROUTER_MAX_ATTEMPTS,
+        stall_s: float = defaults.ROUTER_STALL_S,
     ):
         self.view = view
         self.policy = policy or RoutingPolicy()
@@ -46,7 +47,7 @@ class RouterDataPlane:
         outliers = self.policy.outliers
         outliers.peers = view.tier_peers
         outliers.on_ejected = self._ejected
-        self.liveness = LivenessWatch(self.ledger, outliers, view.replicas)
+        self.liveness = LivenessWatch(self.ledger, outliers, view.replicas, stall_s)
         self.hooks = HookChain([self.ledger, outliers, self.metrics, self.liveness])
         # A replica that cannot answer its load poll is unreachable; one that answers lives.
         view.on_poll_failure = lambda state, error: outliers.record_failure(state, view.tier_peers(state), True)

@@ -10,7 +10,7 @@ ROUTER_LOAD_TIMEOUT_S = 2.0
 ROUTER_TICK_S = 0.1
 # A replica with calls open that has sent nothing (no chunk, no load report) for this long is frozen:
 # it is ejected and its calls are ended, so that those without a first token are sent elsewhere.
-ROUTER_STALL_S = 1.0
+ROUTER_STALL_S = 1.5
 # Replicas one request may be sent to: it is resent only when a replica fails before its first token.
 ROUTER_MAX_ATTEMPTS = 3
 # How long a starting router waits for discovery's first answer before it serves anyway.

@@ -47,10 +47,15 @@ class LivenessWatch:
             log.warning("%s answers again; back in rotation", replica.replica_id)
 
     def silent_for(self, replica_id: str, calls: list[Call], now: float) -> float:
-        """Since when nothing came from it: no load report, no chunk, and no call younger than that."""
-        news = [self._last_heard.get(replica_id, float("-inf"))]
-        news += [c.last_chunk_at if c.last_chunk_at is not None else c.began for c in calls]
-        return now - max(news)
+        """How long nothing has come from it: no load report and no chunk of any call.
+
+        A call sent is no news from the replica; for one never heard from, its oldest open call is where
+        its silence starts."""
+        heard = self._last_heard.get(replica_id)
+        if heard is None:
+            heard = min(c.began for c in calls)
+        chunks = [c.last_chunk_at for c in calls if c.last_chunk_at is not None]
+        return now - max([heard, *chunks])
 
     def check(self) -> None:
         now = self._clock()

@@ -41,7 +41,17 @@ class RouterConfig(BaseModel):
     poll_interval_s: float = Field(
         default=defaults.ROUTER_LOAD_POLL_S, gt=0, description="How often every replica's load is polled."
     )
-    drain_grace_s: float = Field(default=constants.DRAIN_GRACE_S, ge=0, description="Streams' time to finish on stop.")
+    drain_grace_s: float = Field(
+        default=constants.DRAIN_GRACE_S,
+        ge=0,
+        description="Streams' time to finish when the router stops, or when their replica leaves discovery.",
+    )
+    stall_s: float = Field(
+        default=defaults.ROUTER_STALL_S,
+        gt=0,
+        description="A replica with calls open that sends nothing (no chunk, no load report) this long is frozen: "
+        "ejected, its calls ended and those without a first token sent elsewhere.",
+    )
     realtime_ttft_ms: float = Field(
         default=defaults.ROUTING_REALTIME_TTFT_MS,
         gt=0,
@@ -115,8 +125,11 @@ class Router:
     def __init__(self, config: RouterConfig, source: DiscoverySource | None = None):
         """``source`` stands in for ``config.discovery`` where replicas are known another way (tests)."""
         self.config = config
-        self.view = ReplicaView(source or source_from_spec(config.discovery), config.poll_interval_s)
-        self.dataplane = RouterDataPlane(self.view, RoutingPolicy(realtime_ttft_ms=config.realtime_ttft_ms))
+        self.view = ReplicaView(
+            source or source_from_spec(config.discovery), config.poll_interval_s, drain_grace_s=config.drain_grace_s
+        )
+        policy = RoutingPolicy(realtime_ttft_ms=config.realtime_ttft_ms)
+        self.dataplane = RouterDataPlane(self.view, policy, stall_s=config.stall_s)
         self.shell = ServerShell(config.host, config.port, [INFERENCE_SERVICE, ROUTER_ADMIN_SERVICE])
         self.address = self.shell.address
         servicer = RouterServicer(self.dataplane)

@@ -64,7 +64,9 @@ class StaticSource:
 
     def _fault(self, reason: str) -> None:
         if self.healthy:  # logged once per outage, however often the view asks
-            log.warning("discovery file %s: %s; keeping the last view of %d replicas", self.path, reason, len(self._records))
+            log.warning(
+                "discovery file %s: %s; keeping the last view of %d replicas", self.path, reason, len(self._records)
+            )
         self.healthy = False
 
     def staleness_s(self) -> float:

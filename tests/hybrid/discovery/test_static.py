@@ -59,3 +59,4 @@ def test_concurrent_registrations_are_all_kept(tmp_path):
 def test_unknown_tier_is_refused():
     with pytest.raises(ValidationError, match="tier must be edge, private or public"):
         record(1, tier="moon")
+

@@ -110,3 +110,11 @@ async def stalls_after_one_chunk(replica: FakeReplica, message: pb.GenerateReque
 
 async def stops_without_its_final_chunk(replica: FakeReplica, message: pb.GenerateRequest):
     yield chunk(message, [1])
+
+
+async def streams_slowly(replica: FakeReplica, message: pb.GenerateRequest):
+    """Ten tokens, one every 50 ms: a steady answer that outlasts whatever the test does meanwhile."""
+    for token in range(1, 10):
+        yield chunk(message, [token])
+        await asyncio.sleep(0.05)
+    yield chunk(message, [10], last=True)

@@ -20,12 +20,13 @@ pytestmark = pytest.mark.timeout(10)
 
 
 @asynccontextmanager
-async def routed(*replicas: FakeReplica):
+async def routed(*replicas: FakeReplica, drain_grace_s: float = 0):
     """A real router in front of ``replicas``, and a client stub to it."""
     for replica in replicas:
         await replica.shell.start()
     source = MemorySource([r.record for r in replicas])
-    router = Router(RouterConfig(port=0, discovery="memory", poll_interval_s=60, drain_grace_s=0), source=source)
+    config = RouterConfig(port=0, discovery="memory", poll_interval_s=60, drain_grace_s=drain_grace_s)
+    router = Router(config, source=source)
     await router.start()
     channel = grpc.aio.insecure_channel(router.address)
     try:
@@ -89,19 +90,55 @@ async def test_a_stream_that_ends_without_its_final_chunk_is_unavailable_and_hel
         assert router.dataplane.policy.outliers.consecutive_failures(router.view.states["priv-1"]) == 1
 
 
-async def test_a_replica_removed_from_the_view_while_it_streams_ends_the_stream_at_once():
-    leaving = FakeReplica("priv-1", "private", scripts.stalls_after_one_chunk)
-    async with routed(leaving) as (router, source, stub):
+async def test_a_replica_that_leaves_discovery_while_it_streams_finishes_its_answer_and_gets_no_new_one():
+    leaving, staying = (
+        FakeReplica("priv-1", "private", scripts.streams_slowly),
+        FakeReplica("pub-1", "public", scripts.answers),
+    )
+    async with routed(leaving, staying, drain_grace_s=5) as (router, source, stub):
+        call = stub.Generate(build_request("hello", priority="interactive"), timeout=5)
+        assert (await call.read()).token_ids == [1]
+        source.listed.remove(leaving.record)
+        router.view.refresh()  # it left discovery mid-answer
+        rest = [await call.read()]
+        while not rest[-1].finish_reason:
+            rest.append(await call.read())
+        assert [t for r in rest for t in r.token_ids] == list(range(2, 11)) and rest[-1].finish_reason
+        await ask(stub)
+        assert (leaving.calls, staying.calls) == (1, 1), "a leaving replica takes no new request"
+        assert await settled(lambda: "priv-1" not in router.view.stubs), "its channel closes once its answers ended"
+
+
+async def test_a_replica_that_left_is_cut_with_unavailable_once_its_grace_runs_out():
+    leaving = FakeReplica("priv-1", "private", scripts.streams_slowly)
+    async with routed(leaving, drain_grace_s=0.1) as (router, source, stub):
         call = stub.Generate(build_request("hello", priority="interactive"), timeout=5)
         assert (await call.read()).token_ids == [1]
         began = time.monotonic()
         source.listed.clear()
-        router.view.refresh()  # it left discovery: the view closes its channel under the stream
+        router.view.refresh()
         with pytest.raises(grpc.aio.AioRpcError) as failure:
-            await call.read()
+            while True:
+                await call.read()
         assert failure.value.code() == grpc.StatusCode.UNAVAILABLE, failure.value
-        assert time.monotonic() - began < 1.0, "not at the deadline"
+        assert "left discovery" in failure.value.details()
+        assert time.monotonic() - began < 1.0, "at its grace, not at the deadline"
         assert await settled(lambda: router.dataplane.ledger.total_outstanding() == 0)
+
+
+async def test_a_replica_silent_with_calls_open_is_frozen_ejected_and_its_waiting_calls_go_elsewhere():
+    frozen, spare = (
+        FakeReplica("priv-1", "private", scripts.stalls_before_answering),
+        FakeReplica("pub-1", "public", scripts.answers),
+    )
+    async with routed(frozen, spare) as (router, _, stub):
+        began = time.monotonic()
+        answer = await ask(stub)
+        assert [t for r in answer for t in r.token_ids] == [1, 2, 3], "retried on the spare"
+        waited = time.monotonic() - began
+        assert router.dataplane.liveness.stall_s <= waited < router.dataplane.liveness.stall_s + 0.5
+        assert router.dataplane.policy.outliers.ejected(router.view.states["priv-1"])
+        assert await settled(lambda: frozen.cancelled.is_set())
 
 
 async def test_a_passed_deadline_is_deadline_exceeded_and_not_retried():

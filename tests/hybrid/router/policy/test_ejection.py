@@ -67,3 +67,31 @@ def test_as_a_call_hook_it_counts_replica_failures_only(detector):
     for _ in range(5):
         detector.ended(call, Outcome("unavailable", replica_failed=True), 0.0)
     assert ejected == ["priv-0"] and detector.ejected(peers[0])
+
+
+def test_one_ejected_for_being_unreachable_is_back_on_its_first_load_report(detector, clock):
+    peers = [replica(f"priv-{i}", "private") for i in range(4)]
+    dead = peers[0]
+    for _ in range(5):
+        detector.record_failure(dead, peers, unreachable=True)
+    assert detector.ejected(dead)
+    clock.now += 2  # restarted and serving: its load poll answers
+    assert detector.record_reachable(dead)
+    assert not detector.ejected(dead)
+
+
+def test_one_ejected_for_its_errors_serves_out_its_ejection_although_it_answers_polls(detector, clock):
+    peers = [replica(f"priv-{i}", "private") for i in range(4)]
+    erring = peers[0]
+    for _ in range(5):
+        detector.record_failure(erring, peers)  # it answered, with errors
+    assert not detector.record_reachable(erring)
+    assert detector.ejected(erring)
+
+
+def test_eject_takes_a_frozen_replica_out_at_once_but_never_more_than_a_tiers_share(detector):
+    peers = [replica("priv-1", "private"), replica("priv-2", "private")]
+    detector.peers = lambda r: peers
+    assert detector.eject(peers[0])
+    assert detector.ejected(peers[0])
+    assert not detector.eject(peers[1]), "half the tier is out already"
