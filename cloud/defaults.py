@@ -5,6 +5,8 @@ from __future__ import annotations
 # Must match terraform/modules/tier-spec: the names the generated Serve config and KubeRay use.
 CLOUD_APP_IMPORT_PATH = "cloud.app:build_app"
 CLOUD_DEPLOYMENT_NAME = "InferenceDeployment"
+# How often the tier checks that discovery still lists it, and registers it again when not.
+CLOUD_REREGISTER_INTERVAL_S = 10.0
 # Requests Serve itself holds for busy replicas before its proxy answers with backpressure.
 CLOUD_SERVE_MAX_QUEUED_REQUESTS = 64
 # After an answer's first message, a cloud replica streams at most one message per this interval.

@@ -18,6 +18,7 @@ from cloud import defaults
 from cloud.config import DeploymentSettings, ReplicaSettings
 from hybrid import constants
 from hybrid.discovery import ReplicaRecord, registry_from_spec
+from hybrid.discovery.upkeep import RegistrationUpkeep
 from hybrid.models.registry import model_name
 
 log = logging.getLogger("hybrid.cloud")
@@ -31,7 +32,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def init_ray(num_cpus: int | None = None) -> None:
-    """Joins RAY_ADDRESS's cluster, or starts a local one with the settings DESIGN.md tunes."""
+    """Joins RAY_ADDRESS's cluster, or starts a local one with settings tuned for a small machine."""
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -100,7 +101,10 @@ class CloudTier:
         self.app_name = app_name or settings.tier
         self.cost_per_hour = cost_per_hour
         self.advertise_host = advertise_host
-        self.registry = registry_from_spec(discovery)
+        registry = registry_from_spec(discovery)
+        self.registration = (
+            None if registry is None else RegistrationUpkeep(registry, self.record, defaults.CLOUD_REREGISTER_INTERVAL_S)
+        )
         self.num_cpus = num_cpus
         self.address = f"{advertise_host}:{self.port}"
 
@@ -133,11 +137,8 @@ class CloudTier:
             self.deployment = self.deployment.model_copy(update={"num_gpus": 1.0 if cluster_gpus() else 0.0})
         start_serve(self.port)
         deploy(self.settings, self.deployment, self.app_name)
-        if self.registry is not None:
-            try:
-                self.registry.register(self.record())
-            except Exception as error:  # discovery down: serving matters more than being listed
-                log.warning("could not register %s in discovery (%s); serving anyway", self.replica_id, error)
+        if self.registration is not None:
+            self.registration.start()
         log.info(
             "cloud tier %s ready on %s (app %s, model %s, %s replica(s) of %d sequences, region %s)",
             self.settings.tier,
@@ -153,11 +154,8 @@ class CloudTier:
         """Deregisters and deletes this tier's application; other applications of the cluster go on."""
         from ray import serve
 
-        if self.registry is not None:
-            try:
-                self.registry.deregister(self.replica_id)
-            except Exception as error:
-                log.warning("could not deregister %s (%s)", self.replica_id, error)
+        if self.registration is not None:
+            self.registration.stop()
         serve.delete(self.app_name)
         log.info("cloud tier %s stopped", self.settings.tier)
 

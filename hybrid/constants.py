@@ -14,6 +14,8 @@ MAX_BATCH_SIZE = 32
 MAX_BATCH_WAIT_MS = 50.0
 # Requests held waiting for a batch slot before new ones get RESOURCE_EXHAUSTED.
 MAX_QUEUED_REQUESTS = 256
+# Chunks of one answer left unread before a replica stops it: its client stopped reading.
+MAX_UNREAD_CHUNKS = 256
 # Floor of the retry hint given with RESOURCE_EXHAUSTED.
 MIN_RETRY_AFTER_MS = 100
 

@@ -46,6 +46,12 @@ class OverloadedError(HybridError):
         return (type(self), (self.reason, self.retry_after_ms))
 
 
+class SlowReaderError(HybridError):
+    """The client stopped reading its stream: the answer was stopped rather than buffered without bound."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class DeadlineExceededError(HybridError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 

@@ -1,4 +1,4 @@
-"""`hybrid-edge`: the installer, updater and agent of a regional edge node (DESIGN "Command line").
+"""`hybrid-edge`: the installer, updater and agent of a regional edge node.
 
 hybrid-edge install --artifact URL --sha256 H --region R [--router HOST:PORT] [--discovery SPEC] ...
 hybrid-edge update  --artifact URL --sha256 H [--config FILE]

@@ -1,4 +1,4 @@
-"""`hybrid bench`: the overload benchmark (issue 5).
+"""`hybrid bench`: the overload benchmark.
 
 Transport-light parts, each usable and tested on its own:
 

@@ -1,6 +1,6 @@
 """The baseline of the overload bench: the same replicas behind plain round-robin.
 
-This is the "unoptimized setup" issue 5 compares the router with: a real hybrid.v1.Inference
+This is the "unoptimized setup" the overload bench compares the router with: a real hybrid.v1.Inference
 gRPC server (the same ``ServerShell`` and ``inference_handler`` as every Hybrid server) that hands
 each Generate to the next replica of a fixed list and streams the answer back. It has no
 priorities, no tiers, no load or deadline awareness, no spillover and no retry: whatever the

@@ -44,7 +44,7 @@ from hybrid.bench.workload import PRIORITIES, WorkloadConfig
 TIERS = ("edge", "private", "public")
 ALL = "all"
 QUANTILES = (50, 95, 99)
-# The goal of issue 5, checked on every report that has both configurations.
+# The overload goal, checked on every report that has both configurations.
 GOAL_ROUTER_SUCCESS = 0.999
 GOAL_BASELINE_SUCCESS = 0.95
 GOAL_REALTIME_TTFT_P99_MS = 250.0
@@ -189,7 +189,7 @@ def summarize_run(run: RunResult, tiers: dict[str, TierCost], bin_s: float = 1.0
 
 
 def goal_check(configurations: dict[str, dict]) -> dict | None:
-    """Issue 5's goal, when the report has a baseline and a router."""
+    """The overload goal, when the report has a baseline and a router."""
     if "baseline" not in configurations or "router" not in configurations:
         return None
     router, baseline = configurations["router"], configurations["baseline"]
@@ -282,7 +282,7 @@ def markdown(report: dict) -> str:
     if goal is not None:
         lines += [
             "",
-            f"Goal (issue 5): router success ≥ {GOAL_ROUTER_SUCCESS:.1%} and REALTIME TTFT p99 < "
+            f"Goal: router success ≥ {GOAL_ROUTER_SUCCESS:.1%} and REALTIME TTFT p99 < "
             f"{GOAL_REALTIME_TTFT_P99_MS:.0f} ms: {'yes' if goal['router_meets_goal'] else 'no'}; baseline below "
             f"{GOAL_BASELINE_SUCCESS:.0%} success or missing that latency: {'yes' if goal['baseline_falls_short'] else 'no'}; "
             f"router cost per million tokens no higher: {'yes' if goal['cost_no_higher'] else 'no'}.",

@@ -1,6 +1,6 @@
 """WAN emulation on loopback: a TCP proxy that delays every byte by half a round trip each way.
 
-``tc netem`` is not in this kernel (DESIGN "Runtime facts"), so the bench puts a ``DelayProxy``
+``tc netem`` is not in every kernel (nor allowed in every sandbox), so the bench puts a ``DelayProxy``
 in front of each tier instead. Every chunk read from one side is forwarded to the other at its
 arrival time plus ``rtt_ms / 2``. The delay is the same for every chunk, so forwarding in arrival
 order keeps the byte stream in order, and reading goes on while earlier chunks wait, so the

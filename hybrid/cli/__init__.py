@@ -1,4 +1,4 @@
-"""The `hybrid` command line (DESIGN "Command line").
+"""The `hybrid` command line.
 
 The core's commands live in this package, one module per group; each tier adds its own
 (`hybrid edge ...`, `hybrid cloud ...`, `hybrid export`, `hybrid artifacts ...`) through its

@@ -25,7 +25,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         needed.append(tiers.require("cloud", alternative="pass --no-cloud for the edge tier and the router alone"))
     console = make_console()
     state = Path(args.state_dir)
-    # DESIGN "Command line": Consul when CONSUL_HTTP_ADDR is set, else the static file.
+    # Consul when CONSUL_HTTP_ADDR is set, else the static file.
     discovery = "consul" if os.environ.get("CONSUL_HTTP_ADDR") else f"static:{state / 'discovery.yaml'}"
     ports = {"edge": args.edge_port, "cloud": args.cloud_port}
     stoppers: list = []

@@ -1,4 +1,4 @@
-"""Consul, the production discovery backend (DESIGN "Discovery").
+"""Consul, the production discovery backend.
 
 Replicas register through the local agent as service ``hybrid-inference`` with a gRPC health check
 (Consul speaks ``grpc.health.v1`` itself) or, when asked, a TTL check they keep alive with

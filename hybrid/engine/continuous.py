@@ -37,6 +37,7 @@ from hybrid.errors import (
     InvalidRequestError,
     ModelNotFoundError,
     PreconditionError,
+    SlowReaderError,
     UnavailableError,
 )
 from hybrid.protocol import Chunk, FinishReason, GenerationRequest, Priority, ServedBy
@@ -64,6 +65,7 @@ class ContinuousBatchingEngine(ABC):
         max_batch_size: int = constants.MAX_BATCH_SIZE,
         max_wait_ms: float = constants.MAX_BATCH_WAIT_MS,
         max_queued_requests: int = constants.MAX_QUEUED_REQUESTS,
+        max_unread_chunks: int = constants.MAX_UNREAD_CHUNKS,
     ):
         self.tokenizer = tokenizer
         self.served_by = served_by
@@ -72,6 +74,7 @@ class ContinuousBatchingEngine(ABC):
             max_batch_size, max_wait_ms, max_queued_requests, on_expired=self.expire
         )
         self.capacity = max_batch_size
+        self.max_unread_chunks = max_unread_chunks
         self.max_context_tokens = max_context_tokens
         self.full_precision = full_precision
         self.metrics = metrics
@@ -350,10 +353,24 @@ class ContinuousBatchingEngine(ABC):
         for loop, items in outbox.items():
             deliver(loop, items)
 
+    def _unread(self, seq: Sequence) -> bool:
+        """Whether its client stopped reading: chunks piled up unread past the bound. Its row and memory then
+        go to others instead of decoding for nobody (a consumer that is merely slow takes piles at once)."""
+        if seq.inbox.qsize() < self.max_unread_chunks:
+            return False
+        seq.cancelled = True
+        self._post(seq, SlowReaderError(
+            f"this answer was stopped: its client read none of the last {self.max_unread_chunks} chunks; "
+            "read the stream as it comes"
+        ))  # fmt: skip
+        if self.metrics:
+            self.metrics.requests.labels("unread").inc()
+        return True
+
     def _emit(self, sequences: list[Sequence], tokens: list[int]) -> None:
         now = time.monotonic()
         for seq, token in zip(sequences, tokens):
-            if seq.cancelled:
+            if seq.cancelled or self._unread(seq):
                 continue
             if seq.first_token_at is None:
                 seq.first_token_at = now

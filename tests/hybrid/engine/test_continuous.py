@@ -305,3 +305,28 @@ async def test_the_load_report_carries_the_engine_figures(make_engine):
     assert report.token_ms_per_row == pytest.approx(engine.load().pace.per_row_ms) and report.token_ms_per_row > 0
     assert not report.draining
     await abandon(running)
+
+
+async def test_a_client_that_stops_reading_is_stopped_once_its_unread_chunks_pass_the_bound(make_engine):
+    engine = make_engine(max_unread_chunks=8, default_answer="x" * 200)
+    stream = engine.generate(make_request("never read", max_new_tokens=200))
+    first = await stream.__anext__()  # it reads one chunk, then nothing more
+    assert first.text.startswith("x")
+    await until(lambda: not engine.rows)  # its row is freed long before its 200 tokens
+    assert engine.rows_decoded < 40
+    with pytest.raises(HybridError) as stopped:
+        await rest_of(stream)
+    assert stopped.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "read the stream as it comes" in stopped.value.message
+    served = await answer(engine, make_request("a reader", max_new_tokens=5))
+    assert served[-1].finish_reason is not None, "the engine serves on"
+
+
+async def test_a_slow_reader_gets_its_chunks_in_piles_and_is_not_stopped(make_engine):
+    engine = make_engine(max_unread_chunks=64, default_answer="y" * 60)
+    chunks = []
+    async for chunk in engine.generate(make_request("slow", max_new_tokens=60)):
+        chunks.append(chunk)
+        await asyncio.sleep(0.01)  # several engine steps per read, but reading
+    assert "".join(c.text for c in chunks) == "y" * 60 and chunks[-1].finish_reason is not None
+    assert len(chunks) < 60, "what piled up between two reads came as one chunk"

@@ -9,7 +9,7 @@ from hybrid.models import resolve_model
 def test_default_model_is_converted_once_with_a_fixed_tokenizer(resolved_model, tokenizer):
     assert resolved_model.name == "smollm2-135m"
     assert (resolved_model.hf_dir / "config.json").is_file()
-    # DESIGN "Models": the end token is <|im_end|> (id 2) and no BOS is prepended.
+    # The converted tokenizer must say: the end token is <|im_end|> (id 2) and no BOS is prepended.
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.eos_token_id == 2
     assert tokenizer("Hello world").input_ids[0] != tokenizer.bos_token_id
     again = resolve_model("smollm2-135m")

@@ -1,0 +1,79 @@
+"""Hostile input against a real router process: oversized fields and bodies are refused with a clear error,
+the router serves on, and its memory returns near where it was."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from hybrid.bench.processes import ServerProcess
+from hybrid.bench.synthetic import SyntheticReplica, SyntheticReplicaConfig
+from hybrid.client import HybridClient, RequestFailed, build_request
+from hybrid.router.server import Router, RouterConfig
+from hybrid.v1 import inference_pb2_grpc as pb_grpc
+
+pytestmark = pytest.mark.slow
+
+# What a few dozen refused requests may leave behind in the router's resident memory.
+RSS_SLACK_MB = 25
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.fixture(scope="module")
+def router():
+    with tempfile.TemporaryDirectory() as folder:
+        discovery = f"static:{Path(folder) / 'discovery.yaml'}"
+        replica = ServerProcess(SyntheticReplica, SyntheticReplicaConfig(replica_id="r", discovery=discovery), "r")
+        process = ServerProcess(Router, RouterConfig(port=0, discovery=discovery), "router")
+        try:
+            yield process
+        finally:
+            process.stop(5)
+            replica.stop(5)
+
+
+def _answer(address: str) -> str:
+    with HybridClient(address, timeout_s=10) as client:
+        return client.complete(prompt="hello", max_new_tokens=4).served_by.replica_id
+
+
+def test_oversized_fields_are_refused_and_memory_returns(router):
+    address = router.address
+    assert _answer(address) == "r"
+    time.sleep(0.5)
+    before = rss_mb(router.pid)
+    channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 8 << 20)])
+    stub = pb_grpc.InferenceStub(channel)
+    for field, size in [("affinity_key", 3 << 20), ("request_id", 1 << 20), ("client_region", 1 << 20)]:
+        for _ in range(8):
+            with pytest.raises(grpc.RpcError) as refused:
+                list(stub.Generate(build_request("hi", **{field: "k" * size}), timeout=10))
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert f"{field} is {size} characters long" in refused.value.details()
+            assert len(refused.value.details()) < 300, "the refusal does not echo the field"
+    channel.close()
+    assert _answer(address) == "r", "the router serves on"
+    time.sleep(0.5)
+    assert rss_mb(router.pid) - before < RSS_SLACK_MB, f"RSS {before:.0f} -> {rss_mb(router.pid):.0f} MB"
+
+
+def test_a_client_that_gives_up_leaves_nothing_behind(router):
+    with HybridClient(router.address, timeout_s=0.05) as client:
+        for _ in range(20):
+            try:
+                client.complete(prompt="hello", max_new_tokens=200)
+            except RequestFailed as failure:
+                assert failure.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert _answer(router.address) == "r"
+    assert os.path.exists(f"/proc/{router.pid}")
