@@ -84,6 +84,12 @@ class StaticCacheLlama:
         self.max_context = max_context
         self.buckets = batch_buckets(max_batch)
         self.slots = self.buckets[-1]
+        self._load_weights(hf_model)
+        self._init_cache(hf_model.model.rotary_emb)
+        self._prepare_graphs()
+
+    def _load_weights(self, hf_model) -> None:
+        """Copies the weights onto the device, fusing q/k/v and gate/up so each is one matmul."""
 
         def take(t: torch.Tensor) -> torch.Tensor:
             return t.detach().to(self.device, self.dtype).contiguous()
@@ -108,7 +114,10 @@ class StaticCacheLlama:
                     down=take(mlp.down_proj.weight),
                 )
             )
-        self._rotary = body.rotary_emb
+
+    def _init_cache(self, rotary) -> None:
+        """An empty cache and rotary table (``_ensure_length`` sizes them) and the decode graphs' inputs."""
+        self._rotary = rotary
         self._cos = self._sin = torch.empty(0)
         self._length = 0
         self.k_cache = self.v_cache = torch.empty(0)
@@ -117,15 +126,18 @@ class StaticCacheLlama:
         self._positions = torch.zeros(self.slots, dtype=torch.long, device=self.device)
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, StepOutput]] = {}
         self._pool = None
+
+    def _prepare_graphs(self) -> None:
+        """Sizes the cache and, with CUDA graphs, captures every decode graph up front."""
         if self.cuda_graphs:
             # A graph captured while serving stalls every running row for the capture (a burst is when
             # batch sizes and lengths first meet), and a cache that grows drops them all. So on a GPU the
             # cache spans the context window from the start (SmolLM2-135M, 32 slots, 2048 positions:
             # 1.5 GB) and every batch and length bucket is captured now.
-            self._ensure_length(max_context)
+            self._ensure_length(self.max_context)
             self._capture_all()
         else:
-            self._ensure_length(min(_MIN_LENGTH_BUCKET * 4, max_context))
+            self._ensure_length(min(_MIN_LENGTH_BUCKET * 4, self.max_context))
 
     # --- cache --------------------------------------------------------------------------------
 

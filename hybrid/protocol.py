@@ -153,8 +153,8 @@ def _check_length(name: str, value: str, limit: int, advice: str = "shorten it")
         raise InvalidRequestError(f"{name} is {len(value)} characters long; the limit is {limit}: {advice}")
 
 
-def request_from_proto(message: pb.GenerateRequest, deadline: float | None = None) -> GenerationRequest:
-    """Validates a wire request. Raises InvalidRequestError with a message that says what to change."""
+def _messages_of(message: pb.GenerateRequest) -> list[dict[str, str]] | None:
+    """The chat messages, or None for a plain prompt; checks that exactly one of the two says something."""
     has_prompt = bool(message.prompt)
     has_messages = len(message.messages) > 0
     if has_prompt == has_messages:
@@ -177,17 +177,29 @@ def request_from_proto(message: pb.GenerateRequest, deadline: float | None = Non
         raise InvalidRequestError(
             f"the prompt is {characters} characters long; the limit is {constants.MAX_PROMPT_CHARS}: shorten it"
         )
+    return messages
 
+
+def _max_new_tokens_of(message: pb.GenerateRequest) -> int:
     max_new_tokens = message.max_new_tokens or constants.DEFAULT_MAX_NEW_TOKENS
     if max_new_tokens < 0 or max_new_tokens > constants.MAX_NEW_TOKENS_LIMIT:
         raise InvalidRequestError(
             f"max_new_tokens must be between 1 and {constants.MAX_NEW_TOKENS_LIMIT} (0 means the default "
             f"{constants.DEFAULT_MAX_NEW_TOKENS}), got {message.max_new_tokens}"
         )
+    return max_new_tokens
+
+
+def _sampling_of(message: pb.GenerateRequest) -> tuple[float, float]:
+    """Temperature and top_p, with their defaults (greedy, the whole distribution) where unset."""
     temperature = message.temperature if message.HasField("temperature") else 0.0
     temperature = _check_float(temperature, "temperature", 0.0, constants.MAX_TEMPERATURE)
     top_p = message.top_p if message.HasField("top_p") else 1.0
     top_p = _check_float(top_p, "top_p", 0.0, 1.0, low_open=True)
+    return temperature, top_p
+
+
+def _stop_of(message: pb.GenerateRequest) -> list[str]:
     stop = list(message.stop)
     if len(stop) > constants.MAX_STOP_STRINGS or any(not s for s in stop):
         raise InvalidRequestError(
@@ -195,26 +207,42 @@ def request_from_proto(message: pb.GenerateRequest, deadline: float | None = Non
         )
     for index, text in enumerate(stop):
         _check_length(f"stop[{index}]", text, constants.MAX_STOP_STRING_CHARS)
+    return stop
+
+
+def _check_strings(message: pb.GenerateRequest) -> None:
     _check_length("request_id", message.request_id, constants.MAX_REQUEST_ID_CHARS)
     _check_length("affinity_key", message.affinity_key, constants.MAX_AFFINITY_KEY_CHARS, "hash long keys first")
     _check_length("client_region", message.client_region, constants.MAX_CLIENT_REGION_CHARS)
     _check_length("model", message.model, constants.MAX_MODEL_NAME_CHARS)
+
+
+def _check_enums(message: pb.GenerateRequest) -> None:
     if message.priority not in pb.Priority.values():
         raise InvalidRequestError(f"priority {message.priority} is unknown: use REALTIME, INTERACTIVE or BATCH")
     if message.min_precision not in pb.MinPrecision.values():
         raise InvalidRequestError(f"min_precision {message.min_precision} is unknown: use ANY or FULL")
-    priority = Priority(message.priority) if message.priority else Priority.INTERACTIVE
+
+
+def request_from_proto(message: pb.GenerateRequest, deadline: float | None = None) -> GenerationRequest:
+    """Validates a wire request. Raises InvalidRequestError with a message that says what to change."""
+    messages = _messages_of(message)
+    max_new_tokens = _max_new_tokens_of(message)
+    temperature, top_p = _sampling_of(message)
+    stop = _stop_of(message)
+    _check_strings(message)
+    _check_enums(message)
     return GenerationRequest(
         request_id=message.request_id or uuid.uuid4().hex,
         model=message.model,
-        prompt=message.prompt if has_prompt else None,
+        prompt=message.prompt if messages is None else None,
         messages=messages,
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         top_p=top_p,
         seed=message.seed if message.HasField("seed") else None,
         stop=stop,
-        priority=priority,
+        priority=Priority(message.priority) if message.priority else Priority.INTERACTIVE,
         affinity_key=message.affinity_key,
         client_region=message.client_region,
         require_full_precision=message.min_precision == pb.FULL,

@@ -104,6 +104,88 @@ async def _start(folder: Path, node: NodeConfig, sha256: str) -> LoadedArtifact:
     return loaded
 
 
+@dataclass
+class _Speeds:
+    """What the canary rounds measured: the best decode speed of each artifact (0: not measured)."""
+
+    canaries: int
+    candidate_best: float
+    current_best: float = 0.0
+    failure: str = ""
+
+
+async def _start_current(
+    current_dir: Path,
+    current_sha: str,
+    node: NodeConfig,
+    settings: UpdateSettings,
+    engines: list[GenerationEngine],
+    say: Callable[[str], None],
+) -> LoadedArtifact | None:
+    """The current artifact, loaded and warmed up beside the candidate; None when it cannot be measured."""
+    say(f"loading the current artifact {current_sha[:12]} to compare its speed")
+    try:
+        current = await _start(current_dir, node, current_sha)
+        engines.append(current.engine)
+        await run_canary(current.engine, settings)
+    except Exception as error:
+        log.warning("the current artifact could not be measured (%s); the speed bound is not applied", error)
+        return None
+    return current
+
+
+async def _measure_speeds(
+    candidate: LoadedArtifact,
+    current: LoadedArtifact | None,
+    first: CanaryResult,
+    settings: UpdateSettings,
+    say: Callable[[str], None],
+) -> _Speeds:
+    """Canary rounds on both artifacts in turn; the candidate's answers are checked in every round."""
+    speeds = _Speeds(canaries=first.requests, candidate_best=first.decode_tokens_per_s)
+    # Rounds only to compare speeds: with nothing to compare against, the first answers said it all.
+    for round_number in range(1, MEASURED_ROUNDS + 1 if current is not None else 1):
+        say(f"measuring decode speed, round {round_number} of {MEASURED_ROUNDS}")
+        for loaded in (current, candidate):
+            if loaded is None:
+                continue
+            result = await run_canary(loaded.engine, settings)
+            if loaded is candidate:
+                speeds.canaries += result.requests
+                if not result.ok:
+                    speeds.failure = result.errors[0]
+                    return speeds
+                speeds.candidate_best = max(speeds.candidate_best, result.decode_tokens_per_s)
+            else:
+                speeds.current_best = max(speeds.current_best, result.decode_tokens_per_s)
+    return speeds
+
+
+def _verdict(report: GateReport, speeds: _Speeds, settings: UpdateSettings) -> GateReport:
+    """Fills ``report`` from the measurements and passes it, unless a canary failed or the candidate is too slow."""
+    report.canary_requests = speeds.canaries
+    if speeds.failure:
+        report.reason = f"the candidate failed its canary: {speeds.failure}"
+        return report
+    candidate_best, current_best = speeds.candidate_best, speeds.current_best
+    report.candidate_tokens_per_s = round(candidate_best, 2)
+    if current_best > 0:
+        report.current_tokens_per_s = round(current_best, 2)
+        report.speed_ratio = round(candidate_best / current_best, 3)
+        if report.speed_ratio < settings.min_speed_ratio:
+            report.reason = (
+                f"the candidate decodes {candidate_best:.1f} tokens/s, {report.speed_ratio:.0%} of the current "
+                f"artifact's {current_best:.1f} tokens/s; the gate asks for at least {settings.min_speed_ratio:.0%} "
+                "(update.min_speed_ratio in agent.yaml, or --min-speed-ratio)"
+            )
+            return report
+    report.passed = True
+    report.reason = f"{speeds.canaries} canary answers without an error" + (
+        f", {report.speed_ratio:.0%} of the current artifact's decode speed" if report.speed_ratio else ""
+    )
+    return report
+
+
 async def _gate(
     candidate_dir: Path,
     candidate_sha: str,
@@ -128,56 +210,13 @@ async def _gate(
         first = await run_canary(candidate.engine, settings)
         report.canary_sample = first.sample
         if not first.ok:
-            report.canary_requests = first.requests
-            report.reason = f"the candidate failed its canary: {first.errors[0]}"
-            return report
-
+            failed = _Speeds(canaries=first.requests, candidate_best=0.0, failure=first.errors[0])
+            return _verdict(report, failed, settings)
         current = None
         if current_dir is not None and current_sha is not None and settings.min_speed_ratio > 0:
-            say(f"loading the current artifact {current_sha[:12]} to compare its speed")
-            try:
-                current = await _start(current_dir, node, current_sha)
-                engines.append(current.engine)
-                await run_canary(current.engine, settings)
-            except Exception as error:
-                log.warning("the current artifact could not be measured (%s); the speed bound is not applied", error)
-                current = None
-
-        candidate_best, current_best = first.decode_tokens_per_s, 0.0
-        canaries = first.requests
-        # Rounds only to compare speeds: with nothing to compare against, the first answers said it all.
-        for round_number in range(1, MEASURED_ROUNDS + 1 if current is not None else 1):
-            say(f"measuring decode speed, round {round_number} of {MEASURED_ROUNDS}")
-            for loaded in (current, candidate):
-                if loaded is None:
-                    continue
-                result = await run_canary(loaded.engine, settings)
-                if loaded is candidate:
-                    canaries += result.requests
-                    if not result.ok:
-                        report.canary_requests = canaries
-                        report.reason = f"the candidate failed its canary: {result.errors[0]}"
-                        return report
-                    candidate_best = max(candidate_best, result.decode_tokens_per_s)
-                else:
-                    current_best = max(current_best, result.decode_tokens_per_s)
-        report.canary_requests = canaries
-        report.candidate_tokens_per_s = round(candidate_best, 2)
-        if current is not None and current_best > 0:
-            report.current_tokens_per_s = round(current_best, 2)
-            report.speed_ratio = round(candidate_best / current_best, 3)
-            if report.speed_ratio < settings.min_speed_ratio:
-                report.reason = (
-                    f"the candidate decodes {candidate_best:.1f} tokens/s, {report.speed_ratio:.0%} of the current "
-                    f"artifact's {current_best:.1f} tokens/s; the gate asks for at least {settings.min_speed_ratio:.0%} "
-                    "(update.min_speed_ratio in agent.yaml, or --min-speed-ratio)"
-                )
-                return report
-        report.passed = True
-        report.reason = f"{canaries} canary answers without an error" + (
-            f", {report.speed_ratio:.0%} of the current artifact's decode speed" if report.speed_ratio else ""
-        )
-        return report
+            current = await _start_current(current_dir, current_sha, node, settings, engines, say)
+        speeds = await _measure_speeds(candidate, current, first, settings, say)
+        return _verdict(report, speeds, settings)
     finally:
         for engine in engines:
             await asyncio.to_thread(engine.stop, 0.0)

@@ -184,18 +184,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hybrid-edge", description="Install, update and run a Hybrid edge node.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    commands = parser.add_subparsers(dest="command", required=True)
-    default_config = str(defaults.EDGE_CONFIG_DIR / defaults.EDGE_CONFIG_NAME)
-
-    install = commands.add_parser(
-        "install",
-        help="set up this node: venv, verified artifact, agent.yaml, systemd unit (idempotent)",
-        description="Sets up an edge node. Running it again with the same flags changes nothing; a node that "
-        "serves another artifact is changed with `hybrid-edge update`, which gates it.",
-    )
+def _add_artifact_arguments(install: argparse.ArgumentParser) -> None:
+    """What to install: the artifact and its pin."""
     artifact = install.add_argument_group("artifact")
     artifact.add_argument(
         "--artifact", required=True, help="http(s) URL of an artifact folder (hybrid artifacts serve) or tarball, "
@@ -204,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     artifact.add_argument(
         "--sha256", required=True, help="sha256 of the artifact's manifest.json (`hybrid artifacts hash DIR`)"
     )
+
+
+def _add_agent_arguments(install: argparse.ArgumentParser) -> None:
+    """The settings install writes to agent.yaml."""
     agent = install.add_argument_group("agent (written to agent.yaml)")
     agent.add_argument("--region", default=constants.DEFAULT_REGION, help="region as the router sees it")
     agent.add_argument("--zone", default="")
@@ -225,11 +219,19 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--num-threads", type=int, default=0, help="ONNX Runtime threads; 0: the physical cores")
     agent.add_argument("--probation-s", type=float, default=defaults.EDGE_PROBATION_S, help="of every update")
     agent.add_argument("--min-speed-ratio", type=float, default=defaults.EDGE_GATE_MIN_SPEED_RATIO)
+
+
+def _add_where_arguments(install: argparse.ArgumentParser) -> None:
+    """Where the node goes and whether systemd runs it."""
     where = install.add_argument_group("where")
     where.add_argument("--prefix", default=str(defaults.EDGE_PREFIX), help="venv, artifacts and state")
     where.add_argument("--config-dir", default=str(defaults.EDGE_CONFIG_DIR), help="where agent.yaml goes")
     where.add_argument("--no-systemd", action="store_true", help="no unit: print the command that runs the agent")
     where.add_argument("--no-start", action="store_true", help="install and enable the unit, do not start it")
+
+
+def _add_package_arguments(install: argparse.ArgumentParser) -> None:
+    """Where the hybrid-inference package comes from."""
     package = install.add_argument_group("package")
     source = package.add_mutually_exclusive_group()
     source.add_argument("--wheel", help="install hybrid-inference from this wheel file")
@@ -243,8 +245,23 @@ def build_parser() -> argparse.ArgumentParser:
         "resolves from there without an index",
     )
     package.add_argument("--python", default=sys.executable, help="interpreter the venv is made with")
+
+
+def _add_install(commands: argparse._SubParsersAction) -> None:
+    install = commands.add_parser(
+        "install",
+        help="set up this node: venv, verified artifact, agent.yaml, systemd unit (idempotent)",
+        description="Sets up an edge node. Running it again with the same flags changes nothing; a node that "
+        "serves another artifact is changed with `hybrid-edge update`, which gates it.",
+    )
+    _add_artifact_arguments(install)
+    _add_agent_arguments(install)
+    _add_where_arguments(install)
+    _add_package_arguments(install)
     install.set_defaults(func=cmd_install)
 
+
+def _add_update(commands: argparse._SubParsersAction, default_config: str) -> None:
     update = commands.add_parser(
         "update", help="switch to a new artifact: fetch, health gate, atomic switch, rollback on failure"
     )
@@ -256,14 +273,29 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("--no-wait", action="store_true", help="return once the agent was told to switch")
     update.set_defaults(func=cmd_update)
 
+
+def _add_status(commands: argparse._SubParsersAction, default_config: str) -> None:
     status = commands.add_parser("status", help="version, health, throughput and the last update's outcome")
     status.add_argument("--config", default=default_config)
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
 
+
+def _add_run(commands: argparse._SubParsersAction, default_config: str) -> None:
     run = commands.add_parser("run", help="run the agent of this node (the systemd unit's command)")
     run.add_argument("--config", default=default_config)
     run.set_defaults(func=cmd_run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hybrid-edge", description="Install, update and run a Hybrid edge node.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+    default_config = str(defaults.EDGE_CONFIG_DIR / defaults.EDGE_CONFIG_NAME)
+    _add_install(commands)
+    _add_update(commands, default_config)
+    _add_status(commands, default_config)
+    _add_run(commands, default_config)
     return parser
 
 

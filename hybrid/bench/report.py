@@ -37,9 +37,13 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hybrid.bench.loadgen import Record, RunResult
 from hybrid.bench.workload import PRIORITIES, WorkloadConfig
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 TIERS = ("edge", "private", "public")
 ALL = "all"
@@ -295,13 +299,9 @@ def _cdf(values: list[float]) -> tuple[list[float], list[float]]:
     return ordered, [(i + 1) / len(ordered) for i in range(len(ordered))]
 
 
-def plot(report: dict, runs: list[RunResult], out: Path) -> list[Path]:
-    """latency_cdf.png, timeline.png and tier_mix.png in ``out``; returns their paths."""
+def _latency_cdf_figure(runs: list[RunResult], colors: dict[str, str]) -> Figure:
+    """Per class, the CDF of time to first token and of total latency of the requests that succeeded."""
     from matplotlib.figure import Figure
-
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    colors = {name: f"C{i}" for i, name in enumerate(report["configurations"])}
 
     figure = Figure(figsize=(4.5 * len(PRIORITIES), 4), layout="constrained")
     axes = figure.subplots(1, len(PRIORITIES), squeeze=False)[0]
@@ -323,8 +323,12 @@ def plot(report: dict, runs: list[RunResult], out: Path) -> list[Path]:
         ax.set_ylabel("fraction ≤ x")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
-    paths.append(out / "latency_cdf.png")
-    figure.savefig(paths[-1], dpi=110)
+    return figure
+
+
+def _timeline_figure(report: dict, colors: dict[str, str]) -> Figure:
+    """Success rate and completion tokens/s over the run, the burst shaded."""
+    from matplotlib.figure import Figure
 
     figure = Figure(figsize=(10, 6), layout="constrained")
     success_ax, tokens_ax = figure.subplots(2, 1, sharex=True)
@@ -352,8 +356,12 @@ def plot(report: dict, runs: list[RunResult], out: Path) -> list[Path]:
     success_ax.set_ylim(-0.02, 1.02)
     tokens_ax.set_ylabel("completion tokens / s")
     tokens_ax.set_xlabel("seconds since the run's start")
-    paths.append(out / "timeline.png")
-    figure.savefig(paths[-1], dpi=110)
+    return figure
+
+
+def _tier_mix_figure(report: dict) -> Figure:
+    """Per class and configuration, the share of requests each tier served, failures on top."""
+    from matplotlib.figure import Figure
 
     figure = Figure(figsize=(10, 4.5), layout="constrained")
     ax = figure.subplots()
@@ -388,9 +396,18 @@ def plot(report: dict, runs: list[RunResult], out: Path) -> list[Path]:
     ax.set_ylim(0, 1.25)
     ax.set_title("Tier mix: who served each class (grey: failed)")
     ax.legend(fontsize="small", ncol=4, loc="upper right")
-    paths.append(out / "tier_mix.png")
-    figure.savefig(paths[-1], dpi=110)
-    return paths
+    return figure
+
+
+def plot(report: dict, runs: list[RunResult], out: Path) -> list[Path]:
+    """latency_cdf.png, timeline.png and tier_mix.png in ``out``; returns their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    colors = {name: f"C{i}" for i, name in enumerate(report["configurations"])}
+    latency_cdf, timeline, tier_mix = out / "latency_cdf.png", out / "timeline.png", out / "tier_mix.png"
+    _latency_cdf_figure(runs, colors).savefig(latency_cdf, dpi=110)
+    _timeline_figure(report, colors).savefig(timeline, dpi=110)
+    _tier_mix_figure(report).savefig(tier_mix, dpi=110)
+    return [latency_cdf, timeline, tier_mix]
 
 
 def write_report(
