@@ -23,6 +23,8 @@ MIN_RETRY_AFTER_MS = 100
 DEFAULT_MAX_NEW_TOKENS = 128
 MAX_NEW_TOKENS_LIMIT = 4096
 MAX_PROMPT_CHARS = 64_000
+# Largest request message a server reads: a valid one (prompt, messages, stop strings, ids) stays well below.
+MAX_REQUEST_BYTES = 1 << 20
 MAX_STOP_STRINGS = 8
 # Identifiers and strings a request carries: echoed into every chunk or held by the router, so bounded.
 MAX_STOP_STRING_CHARS = 256

@@ -21,6 +21,7 @@ from hybrid.router.sources import DiscoverySource, source_from_spec
 from hybrid.router.view import ReplicaView
 from hybrid.serving.background import BackgroundLoop, serve_until_signalled
 from hybrid.serving.grpc_shell import INFERENCE_SERVICE, ServerShell, inference_handler
+from hybrid.serving.memory import release_free_memory
 from hybrid.v1 import inference_pb2 as pb
 from hybrid.v1 import router_admin_pb2 as admin_pb
 from hybrid.v1 import router_admin_pb2_grpc as admin_grpc
@@ -175,6 +176,7 @@ class Router:
     async def _observe(self) -> None:
         while True:
             self.dataplane.observe_discovery()
+            release_free_memory()  # what a burst of large requests left behind goes back to the system
             await asyncio.sleep(1.0)
 
     async def stop(self) -> None:

@@ -11,7 +11,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from hybrid import wire
+from hybrid import constants, wire
 from hybrid.errors import HybridError, InvalidRequestError, OverloadedError
 from hybrid.v1 import inference_pb2 as pb
 
@@ -70,7 +70,14 @@ class ServerShell:
     """A grpc.aio server with health and reflection, bound to one address, that drains on stop."""
 
     def __init__(self, host: str, port: int, service_names: list[str]):
-        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 0),
+                # A request larger than any valid one is refused by gRPC as it arrives, before it is read into
+                # memory: RESOURCE_EXHAUSTED naming both sizes.
+                ("grpc.max_receive_message_length", constants.MAX_REQUEST_BYTES),
+            ]
+        )
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_names = service_names

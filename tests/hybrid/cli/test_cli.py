@@ -46,40 +46,25 @@ def test_generate_against_nothing_fails_fast_with_unavailable():
 FREE_PORTS = ("--edge-port", "0", "--router-port", "0", "--cloud-port", "0", "--http-port", "0")
 
 
-def test_up_once_serves_a_generated_answer(int8_artifact, tmp_path):
-    result = hybrid(
-        "up",
-        "--state-dir",
-        str(tmp_path),
-        *FREE_PORTS,
-        "--prompt",
-        "What is 2 + 3?",
-        "--once",
-        "--max-new-tokens",
-        "12",
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip(), "no answer was printed"
-    # A cold INTERACTIVE request: the router sends it to the private cloud tier.
-    assert "served by private replica" in result.stderr, result.stderr[-3000:]
-    assert (tmp_path / "artifact" / "manifest.json").is_file()
-    # Everything deregistered on the way out.
-    assert "services: []" in (tmp_path / "discovery.yaml").read_text()
-
-
-def test_up_serves_until_interrupted_and_then_stops_cleanly(int8_artifact, tmp_path):
+def test_up_answers_its_prompt_serves_every_tier_until_interrupted_and_stops_cleanly(int8_artifact, tmp_path):
+    """One whole stack (edge agent, private and public on local Ray, router), started as `make up` starts it."""
     import signal
 
     from hybrid.client import HybridClient
     from tests.conftest import running_hybrid
 
+    prompt = ("--prompt", "What is 2 + 3?", "--max-new-tokens", "12")
     with running_hybrid(
-        "up", "--state-dir", str(tmp_path), *FREE_PORTS, ready_marker="stack ready on ", ready_timeout_s=300
+        "up", "--state-dir", str(tmp_path), *FREE_PORTS, *prompt, ready_marker="stack ready on ", ready_timeout_s=300
     ) as (process, address):
         with HybridClient(address) as client:
             # Through the router: REALTIME to the nearest tier, the edge; BATCH to the public cloud.
             assert client.complete(prompt="Hello", max_new_tokens=3, priority="realtime").served_by.tier == 1
             assert client.complete(prompt="Hello", max_new_tokens=3, priority="batch").served_by.tier == 3
+        assert (tmp_path / "artifact" / "manifest.json").is_file()
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
-        assert "services: []" in (tmp_path / "discovery.yaml").read_text()
+        output = process.stdout.read()
+        # Its own prompt, a cold INTERACTIVE request: the router sends it to the private cloud tier.
+        assert "served by private replica" in output, output[-3000:]
+        assert "services: []" in (tmp_path / "discovery.yaml").read_text(), "everything deregistered on the way out"
