@@ -29,6 +29,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     discovery = "consul" if os.environ.get("CONSUL_HTTP_ADDR") else f"static:{state / 'discovery.yaml'}"
     ports = {"edge": args.edge_port, "cloud": args.cloud_port}
     stoppers: list = []
+    _interrupt_on_signals()  # from the first moment: Ctrl-C while tiers start or the prompt is answered stops cleanly
     try:
         for plugin in needed:
             stack = tiers.LocalStack(state, args.host, args.region, discovery, ports[plugin.name], console)
@@ -37,12 +38,26 @@ def cmd_up(args: argparse.Namespace) -> int:
         if args.prompt:
             _answer(router_address, args)
         if not args.once:
-            _wait_for_interrupt(console)
+            console.print("serving; Ctrl-C stops everything")
+            threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
         console.print("stopping")
         for stopper in reversed(stoppers):
             stopper()
     return 0
+
+
+def _interrupt_on_signals() -> None:
+    def interrupt(*_) -> None:
+        raise KeyboardInterrupt
+
+    # Installed explicitly: a shell that starts us in the background leaves SIGINT ignored; SIGTERM too.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
 
 
 def _start_router(args: argparse.Namespace, discovery: str, console, stoppers: list) -> str:
@@ -66,15 +81,6 @@ def _answer(address: str, args: argparse.Namespace) -> None:
     with HybridClient(address, timeout_s=600) as client:
         messages = [{"role": "user", "content": args.prompt}]
         print_chunks(client.stream(messages=messages, max_new_tokens=args.max_new_tokens, priority=args.priority), False)
-
-
-def _wait_for_interrupt(console) -> None:
-    stop = threading.Event()
-    # Installed explicitly: a shell that starts us in the background leaves SIGINT ignored.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    console.print("serving; Ctrl-C stops everything")
-    stop.wait()
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:

@@ -62,9 +62,11 @@ def test_up_answers_its_prompt_serves_every_tier_until_interrupted_and_stops_cle
             assert client.complete(prompt="Hello", max_new_tokens=3, priority="realtime").served_by.tier == 1
             assert client.complete(prompt="Hello", max_new_tokens=3, priority="batch").served_by.tier == 3
         assert (tmp_path / "artifact" / "manifest.json").is_file()
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 0
-        output = process.stdout.read()
         # Its own prompt, a cold INTERACTIVE request: the router sends it to the private cloud tier.
+        output = ""
+        while "served by " not in output and process.poll() is None:
+            output += process.stdout.readline()
         assert "served by private replica" in output, output[-3000:]
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0, process.stdout.read()[-3000:]
         assert "services: []" in (tmp_path / "discovery.yaml").read_text(), "everything deregistered on the way out"

@@ -53,7 +53,8 @@ def test_list_replicas_and_explain(edge_router, edge_agent):
         assert replicas[0].tier == pb.EDGE and replicas[0].rtt_ms > 0, "the router polls and times every replica"
         realtime = admin.Explain(build_request("hi", priority="realtime"), timeout=10)
         assert realtime.request_class == "REALTIME" and realtime.chosen.replica_id == edge_agent.agent.replica_id
-        assert any("power of two choices" in r for r in realtime.reasons), realtime.reasons
+        # The reasons name the replica chosen, whichever pass chose it (the first-token target depends on load).
+        assert any(edge_agent.agent.replica_id in r for r in realtime.reasons[1:]), realtime.reasons
         batch = admin.Explain(build_request("hi", priority="batch"), timeout=10)
     # BATCH never goes to the edge (the routing table): with no cloud tier there is nowhere to go.
     assert not batch.chosen.replica_id
