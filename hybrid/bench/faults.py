@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -36,6 +37,9 @@ from hybrid.v1 import router_admin_pb2 as admin_pb
 from hybrid.v1 import router_admin_pb2_grpc as admin_grpc
 
 VICTIM = "replica-b"
+# A server other than a synthetic replica for the victim (an edge agent, say): given the discovery spec, its
+# replica id and its port, the server class and config that ``ServerProcess`` runs.
+VictimFactory = Callable[[str, str, int], tuple[type, Any]]
 
 
 @dataclass
@@ -107,8 +111,9 @@ class FaultRunConfig:
 class FaultRun:
     """The stack of one scenario: a router and two replicas, started fresh, stopped at the end."""
 
-    def __init__(self, config: FaultRunConfig, folder: Path):
+    def __init__(self, config: FaultRunConfig, folder: Path, victim: VictimFactory | None = None):
         self.config = config
+        self.victim = victim
         self.discovery_file = folder / "discovery.yaml"
         self.registry = StaticFileRegistry(self.discovery_file)
         self.replicas: dict[str, ServerProcess] = {}
@@ -126,7 +131,11 @@ class FaultRun:
         )
 
     def start_replica(self, replica_id: str, port: int = 0) -> ServerProcess:
-        process = ServerProcess(SyntheticReplica, self.replica_config(replica_id, port), replica_id, 60)
+        if replica_id == VICTIM and self.victim is not None:
+            server_class, config = self.victim(f"static:{self.discovery_file}", replica_id, port)
+        else:
+            server_class, config = SyntheticReplica, self.replica_config(replica_id, port)
+        process = ServerProcess(server_class, config, replica_id, 300)
         self.replicas[replica_id] = process
         return process
 
@@ -189,11 +198,13 @@ async def _watch(run: FaultRun, result: FaultResult, stop: asyncio.Event) -> Non
             await asyncio.sleep(0.05)
 
 
-async def run_scenario(name: str, scenario: Scenario, config: FaultRunConfig | None = None) -> FaultResult:
+async def run_scenario(
+    name: str, scenario: Scenario, config: FaultRunConfig | None = None, victim: VictimFactory | None = None
+) -> FaultResult:
     """Runs one scenario on a fresh stack and measures it."""
     config = config or FaultRunConfig()
     with tempfile.TemporaryDirectory(prefix="hybrid-faults-") as folder:
-        run = FaultRun(config, Path(folder))
+        run = FaultRun(config, Path(folder), victim)
         try:
             await asyncio.to_thread(run.start_replica, "replica-a")
             await asyncio.to_thread(run.start_replica, VICTIM)
@@ -277,11 +288,13 @@ async def replica_drained(run: FaultRun) -> None:
 
 
 async def discovery_file_deleted(run: FaultRun) -> None:
-    records = run.registry.list()
+    """Deleted, then written back whole (as a configuration tool would), not replica by replica."""
+    saved = run.discovery_file.read_bytes()
     run.discovery_file.unlink()
     await _until_repair(run)
-    for record in records:
-        await asyncio.to_thread(run.registry.register, record)
+    staged = run.discovery_file.with_suffix(".restoring")
+    staged.write_bytes(saved)
+    staged.replace(run.discovery_file)
 
 
 async def router_restarted(run: FaultRun) -> None:

@@ -58,3 +58,24 @@ async def test_a_deleted_discovery_file_keeps_the_last_view():
 async def test_a_router_restart_loses_only_answers_it_cut(name):
     result = await run_scenario(name, SCENARIOS[name], RUN)
     _check(result, lost_mid_answer_allowed=name.startswith("router killed"))
+
+
+def _edge_agent(artifact):
+    from edge_agent.config import EdgeAgentConfig
+    from edge_agent.server import EdgeAgent
+
+    def victim(discovery: str, replica_id: str, port: int):
+        return EdgeAgent, EdgeAgentConfig(
+            artifact=artifact, port=port, replica_id=replica_id, discovery=discovery, drain_grace_s=RUN.deadline_s
+        )
+
+    return victim
+
+
+async def test_a_real_edge_agent_drained_with_sigterm_finishes_its_answers_and_loses_none(int8_artifact):
+    """The graceful path of an update or a shutdown, on the edge agent itself: it deregisters, refuses new
+    work (retried elsewhere), finishes what it streams, and exits; restarted, it serves again."""
+    name = "replica drained (SIGTERM), then restarted"
+    result = await run_scenario(f"edge agent {name}", SCENARIOS[name], RUN, victim=_edge_agent(int8_artifact))
+    _check(result)
+    assert any(o.replica == "replica-b" for o in result.outcomes), "the edge agent took part of the load"
