@@ -20,6 +20,8 @@ def cmd_router_serve(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         metrics_port=args.metrics_port,
         realtime_ttft_ms=args.realtime_ttft_ms,
+        stall_s=args.stall_s,
+        drain_grace_s=args.drain_grace_s,
     )
     asyncio.run(serve_forever(config))
     return 0
@@ -38,5 +40,17 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         type=float,
         default=router_defaults.ROUTING_REALTIME_TTFT_MS,
         help="first-token target of REALTIME requests: the nearest tier expected to meet it serves them",
+    )
+    serve.add_argument(
+        "--stall-s",
+        type=float,
+        default=router_defaults.ROUTER_STALL_S,
+        help="a replica with calls open that sends nothing this long is frozen: ejected, its calls sent elsewhere",
+    )
+    serve.add_argument(
+        "--drain-grace-s",
+        type=float,
+        default=constants.DRAIN_GRACE_S,
+        help="time the answers in flight get to finish when the router stops or their replica leaves discovery",
     )
     serve.set_defaults(func=cmd_router_serve)
