@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from hybrid.engine.window import RecentWindow
 from hybrid.router import defaults
@@ -77,12 +77,17 @@ OK = Outcome("ok", answered=True)
 CANCELLED = Outcome("cancelled")
 
 
-class CallHooks(Protocol):
-    def sent(self, call: Call) -> None: ...
+class CallHooks:
+    """What a hook may hear of each call; each one overrides the events it keeps books on."""
 
-    def chunk(self, call: Call, tokens: int, now: float) -> None: ...
+    def sent(self, call: Call) -> None:
+        pass
 
-    def ended(self, call: Call, outcome: Outcome, now: float) -> None: ...
+    def chunk(self, call: Call, tokens: int, now: float) -> None:
+        pass
+
+    def ended(self, call: Call, outcome: Outcome, now: float) -> None:
+        pass
 
 
 class HookChain:
@@ -105,7 +110,7 @@ class HookChain:
             hook.ended(call, outcome, now)
 
 
-class CallLedger:
+class CallLedger(CallHooks):
     """Calls in flight per replica, and how long each token after the first took in calls that ended well.
 
     A replica's batch size says nothing of its speed (a CPU node with 32 slots may take 50 ms a token);
@@ -118,9 +123,6 @@ class CallLedger:
 
     def sent(self, call: Call) -> None:
         self._in_flight.setdefault(call.replica.replica_id, []).append(call)
-
-    def chunk(self, call: Call, tokens: int, now: float) -> None:
-        pass  # the call itself holds its tokens and first token
 
     def ended(self, call: Call, outcome: Outcome, now: float) -> None:
         replica_id = call.replica.replica_id

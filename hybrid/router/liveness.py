@@ -15,14 +15,14 @@ import time
 from collections.abc import Callable
 
 from hybrid.router import defaults
-from hybrid.router.ledger import Call, CallLedger, Outcome
+from hybrid.router.ledger import Call, CallHooks, CallLedger, Outcome
 from hybrid.router.policy.ejection import OutlierDetector
 from hybrid.router.policy.replica import ReplicaState
 
 log = logging.getLogger("hybrid.router")
 
 
-class LivenessWatch:
+class LivenessWatch(CallHooks):
     """A call hook (chunks are news) and a watcher the view runs every tick."""
 
     def __init__(
@@ -72,13 +72,7 @@ class LivenessWatch:
             for call in calls:
                 call.abandon(reason)
 
-    # --- CallHooks: a chunk is news too, kept on the call itself ---
-    def sent(self, call: Call) -> None:
-        pass
-
-    def chunk(self, call: Call, tokens: int, now: float) -> None:
-        pass
-
+    # --- CallHooks: chunks are news too, read off the calls themselves ---
     def ended(self, call: Call, outcome: Outcome, now: float) -> None:
         if outcome.answered:
             self._last_heard[call.replica.replica_id] = now

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from hybrid.router.ledger import Call, Outcome
+from hybrid.router.ledger import Call, CallHooks, Outcome
 from hybrid.router.policy.policy import Decision
 from hybrid.router.policy.replica import ReplicaState
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
-class RouterMetrics:
+class RouterMetrics(CallHooks):
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
         r = self.registry
@@ -78,9 +78,6 @@ class RouterMetrics:
         self.ejections.labels(replica.record.tier).inc()
 
     # --- CallHooks ---
-    def sent(self, call: Call) -> None:
-        pass
-
     def chunk(self, call: Call, tokens: int, now: float) -> None:
         if call.chunks == 1:
             self.ttft.labels(call.replica.record.tier, call.request_class).observe(now - call.arrived_at)

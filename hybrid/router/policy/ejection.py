@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hybrid.router import defaults
-from hybrid.router.ledger import Call, Outcome
+from hybrid.router.ledger import Call, CallHooks, Outcome
 from hybrid.router.policy.replica import ReplicaState
 
 
@@ -31,7 +31,7 @@ class _Record:
     unreachable: bool = False
 
 
-class OutlierDetector:
+class OutlierDetector(CallHooks):
     """Ejects a replica after ``max_failures`` consecutive failures, for base_s x times ejected (capped)."""
 
     def __init__(
@@ -109,12 +109,6 @@ class OutlierDetector:
         return True
 
     # --- CallHooks ---
-    def sent(self, call: Call) -> None:
-        pass
-
-    def chunk(self, call: Call, tokens: int, now: float) -> None:
-        pass
-
     def ended(self, call: Call, outcome: Outcome, now: float) -> None:
         if outcome.answered:
             self.record_success(call.replica)
