@@ -11,7 +11,9 @@ The same client talks to the router, an edge agent or a cloud ingress.
 
 from __future__ import annotations
 
-import json
+import asyncio
+import random
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
@@ -95,25 +97,38 @@ def build_request(
     return request
 
 
-# A request the server could not start (it was restarting, draining, or not listening yet) is sent again by
-# gRPC itself, with backoff, as long as its deadline allows. gRPC retries a stream only until its first
-# message arrives, so no answer is ever repeated or spliced from two attempts. Five attempts wait at most
-# 1.5 s in all (jittered), so a server that stays down is still reported as UNAVAILABLE within a short deadline.
-RETRY_POLICY = {
-    "maxAttempts": 5,
-    "initialBackoff": "0.1s",
-    "maxBackoff": "1s",
-    "backoffMultiplier": 2,
-    "retryableStatusCodes": ["UNAVAILABLE"],
-}
-CHANNEL_OPTIONS = (
-    ("grpc.enable_retries", 1),
-    (
-        "grpc.service_config",
-        json.dumps({"methodConfig": [{"name": [{"service": "hybrid.v1.Inference"}], "retryPolicy": RETRY_POLICY}]}),
-    ),
-    *wire.RECONNECT_OPTIONS,
-)
+# gRPC's own retry policy gives up after five attempts, whatever the deadline; a server that restarts takes
+# longer than five short backoffs. So the client resends a request the server could not start itself.
+CHANNEL_OPTIONS = wire.RECONNECT_OPTIONS
+
+
+class _Resend:
+    """When to send a request again that the server could not start (UNAVAILABLE or CANCELLED before any
+    message: it was restarting, draining, or not listening yet): after a backoff of 0.1 s doubling to 1 s, half of it jitter,
+    for as long as the deadline leaves room for the wait. Only before the first message: an answer is never
+    repeated or spliced from two attempts."""
+
+    FIRST_S, LAST_S, MARGIN_S, ATTEMPTS_WITHOUT_DEADLINE = 0.1, 1.0, 0.05, 8
+
+    def __init__(self, timeout_s: float | None):
+        self.deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        self.backoff_s = self.FIRST_S
+        self.attempts = 1
+
+    def remaining_s(self) -> float | None:
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+    def delay_s(self, error: grpc.RpcError, streamed: bool) -> float | None:
+        """How long to wait before the next attempt; None when this failure is the answer."""
+        # CANCELLED that this client did not ask for is a server that stopped as the request arrived.
+        if streamed or error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+            return None
+        delay = self.backoff_s * (0.5 + random.random() / 2)
+        self.backoff_s = min(self.LAST_S, self.backoff_s * 2)
+        self.attempts += 1
+        if self.deadline is None:
+            return delay if self.attempts <= self.ATTEMPTS_WITHOUT_DEADLINE else None
+        return delay if time.monotonic() + delay + self.MARGIN_S < self.deadline else None
 
 
 # How Ray's proxy words the death of the replica actor serving a call.
@@ -153,18 +168,25 @@ class HybridClient:
     ) -> Iterator[pb.GenerateResponse]:
         """Yields chunks as they arrive. Raises RequestFailed."""
         request = build_request(prompt, messages, **params)
-        timeout = timeout_s or self.timeout_s
-        finished = False
-        try:
-            for chunk in self.stub.Generate(
-                request, timeout=timeout, metadata=wire.call_metadata(self.application, timeout)
-            ):
-                finished = bool(chunk.finish_reason)
-                yield chunk
-        except grpc.RpcError as error:
-            raise _failure(error) from None
-        if not finished:
-            raise _cut_short()
+        resend = _Resend(timeout_s or self.timeout_s)
+        while True:
+            streamed = finished = False
+            remaining = resend.remaining_s()
+            try:
+                for chunk in self.stub.Generate(
+                    request, timeout=remaining, metadata=wire.call_metadata(self.application, remaining)
+                ):
+                    streamed, finished = True, bool(chunk.finish_reason)
+                    yield chunk
+            except grpc.RpcError as error:
+                delay = resend.delay_s(error, streamed)
+                if delay is None:
+                    raise _failure(error) from None
+                time.sleep(delay)
+                continue
+            if not finished:
+                raise _cut_short()
+            return
 
     def complete(self, prompt: str | None = None, messages=None, **params) -> Completion:
         completion = Completion()
@@ -201,17 +223,25 @@ class AsyncHybridClient:
         self, prompt: str | None = None, messages=None, timeout_s: float | None = None, **params
     ) -> AsyncIterator[pb.GenerateResponse]:
         request = build_request(prompt, messages, **params)
-        timeout = timeout_s or self.timeout_s
-        call = self.stub.Generate(request, timeout=timeout, metadata=wire.call_metadata(self.application, timeout))
-        finished = False
-        try:
-            async for chunk in call:
-                finished = bool(chunk.finish_reason)
-                yield chunk
-        except grpc.RpcError as error:
-            raise _failure(error, await call.trailing_metadata()) from None
-        if not finished:
-            raise _cut_short()
+        resend = _Resend(timeout_s or self.timeout_s)
+        while True:
+            remaining = resend.remaining_s()
+            metadata = wire.call_metadata(self.application, remaining)
+            call = self.stub.Generate(request, timeout=remaining, metadata=metadata)
+            streamed = finished = False
+            try:
+                async for chunk in call:
+                    streamed, finished = True, bool(chunk.finish_reason)
+                    yield chunk
+            except grpc.RpcError as error:
+                delay = resend.delay_s(error, streamed)
+                if delay is None:
+                    raise _failure(error, await call.trailing_metadata()) from None
+                await asyncio.sleep(delay)
+                continue
+            if not finished:
+                raise _cut_short()
+            return
 
     async def complete(self, prompt: str | None = None, messages=None, **params) -> Completion:
         completion = Completion()
