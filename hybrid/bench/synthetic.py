@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
+import socket
 import time
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from hybrid import constants, wire
 from hybrid.discovery import ReplicaRecord, registry_from_spec
@@ -31,6 +33,8 @@ log = logging.getLogger("hybrid.bench.synthetic")
 
 
 class SyntheticReplicaConfig(BaseModel):
+    """A bench tool serves plaintext gRPC, so it listens on loopback only."""
+
     replica_id: str = Field(description="Its id in discovery and in served_by.")
     tier: str = Field(default="edge", description="edge, private or public: where discovery lists it.")
     host: str = Field(default=constants.DEFAULT_HOST, description="Address to bind.")
@@ -45,6 +49,13 @@ class SyntheticReplicaConfig(BaseModel):
     drain_grace_s: float = Field(
         default=constants.DRAIN_GRACE_S, ge=0, description="How long stop() lets answers finish."
     )
+
+    @field_validator("host")
+    @classmethod
+    def _loopback_only(cls, host: str) -> str:
+        if not ipaddress.ip_address(socket.gethostbyname(host)).is_loopback:
+            raise ValueError(f"a synthetic replica listens on loopback only (127.0.0.1, localhost), not {host!r}")
+        return host
 
 
 class SyntheticReplica:

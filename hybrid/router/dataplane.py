@@ -88,8 +88,8 @@ class RouterDataPlane:
             self.metrics.routed(decision, attempt)
             streamed = False
             try:
-                stub = self.view.stubs.get(state.replica_id)
-                call = stream_call(stub, state, request, message, decision.request_class.value, self.hooks)
+                client = self.view.replica_clients.get(state.replica_id)
+                call = stream_call(client, state, request, message, decision.request_class.value, self.hooks)
                 async with aclosing(call) as chunks:
                     async for response in chunks:
                         streamed = True

@@ -74,7 +74,7 @@ def caller_cancelled() -> bool:
 
 
 async def stream_call(
-    stub: pb_grpc.InferenceStub | None,
+    client: pb_grpc.InferenceStub | None,
     state: ReplicaState,
     request: GenerationRequest,
     message: pb.GenerateRequest,
@@ -85,13 +85,13 @@ async def stream_call(
     remaining = request.remaining_s()
     if remaining is not None and remaining <= 0:
         raise ReplicaFailed(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the request was sent")
-    if stub is None:
+    if client is None:  # its channel closed between the choice and the call
         raise ReplicaFailed(grpc.StatusCode.UNAVAILABLE, f"{state.replica_id} left discovery before the call")
     began = time.monotonic()
     deadline = None if remaining is None else began + remaining
     call = Call(state, began, deadline, request.max_new_tokens, request_class, request.arrived_at)
     metadata = wire.call_metadata(state.record.application, remaining)
-    rpc = stub.Generate(message, timeout=remaining, metadata=metadata)
+    rpc = client.Generate(message, timeout=remaining, metadata=metadata)
     call.stop_stream = rpc.cancel
     hooks.sent(call)
     outcome = CANCELLED  # unless the stream ends or fails below: the caller went away

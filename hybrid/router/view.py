@@ -48,7 +48,8 @@ class ReplicaView:
         self.drain_grace_s = drain_grace_s
         self.tick_s = tick_s
         self.states: dict[str, ReplicaState] = {}
-        self.stubs: dict[str, pb_grpc.InferenceStub] = {}
+        # One generated gRPC client (InferenceStub) per replica, on its channel.
+        self.replica_clients: dict[str, pb_grpc.InferenceStub] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._leaving: dict[str, _Leaving] = {}
         self._tasks: list[asyncio.Task] = []
@@ -86,7 +87,7 @@ class ReplicaView:
             asyncio.ensure_future(old.close())
         channel = grpc.aio.insecure_channel(f"{record.address}:{record.port}", options=wire.RECONNECT_OPTIONS)
         self._channels[record.id] = channel
-        self.stubs[record.id] = pb_grpc.InferenceStub(channel)
+        self.replica_clients[record.id] = pb_grpc.InferenceStub(channel)
 
     def _finish_leaving(self, now: float) -> None:
         """Closes the channel of each leaving replica once its answers ended, or its grace ran out."""
@@ -97,7 +98,7 @@ class ReplicaView:
             if open_calls:
                 self.abandon_calls(replica_id, f"{replica_id} left discovery {self.drain_grace_s:.0f} s ago")
             del self._leaving[replica_id]
-            self.stubs.pop(replica_id, None)
+            self.replica_clients.pop(replica_id, None)
             channel = self._channels.pop(replica_id, None)
             if channel is not None:
                 asyncio.ensure_future(channel.close())
@@ -115,12 +116,12 @@ class ReplicaView:
         await asyncio.gather(*(self._poll(state) for state in list(self.states.values())))
 
     async def _poll(self, state: ReplicaState) -> None:
-        stub = self.stubs.get(state.record.id)
-        if stub is None:
+        client = self.replica_clients.get(state.record.id)
+        if client is None:
             return
         started = time.monotonic()
         try:
-            load = await stub.GetLoad(
+            load = await client.GetLoad(
                 pb.GetLoadRequest(),
                 timeout=defaults.ROUTER_LOAD_TIMEOUT_S,
                 metadata=wire.call_metadata(state.record.application),

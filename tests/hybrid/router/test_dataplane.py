@@ -106,7 +106,7 @@ async def test_a_replica_that_leaves_discovery_while_it_streams_finishes_its_ans
         assert [t for r in rest for t in r.token_ids] == list(range(2, 11)) and rest[-1].finish_reason
         await ask(stub)
         assert (leaving.calls, staying.calls) == (1, 1), "a leaving replica takes no new request"
-        assert await settled(lambda: "priv-1" not in router.view.stubs), "its channel closes once its answers ended"
+        assert await settled(lambda: "priv-1" not in router.view.replica_clients), "its channel closes once its answers ended"
 
 
 async def test_a_replica_that_left_is_cut_with_unavailable_once_its_grace_runs_out():
