@@ -5,6 +5,10 @@ ingress deployment, and ``/grpc.health.v1.Health/Check`` to ``Check``: that is h
 native gRPC check reaches a cluster whose proxy has no health service of its own (see
 ``cloud.defaults.CLOUD_GRPC_SERVICER_FUNCTIONS``).
 
+With ``RAY_SERVE_ENABLE_DIRECT_INGRESS=1`` every replica also serves the same methods on a gRPC port of
+its own node and registers itself there in discovery (``cloud.directory``); the proxy stays the door for
+clients that do not use the router.
+
 Build it with ``build_app(args)``: from Python (``hybrid cloud serve``), or from a Serve config
 file (``import_path: cloud.app:build_app``) where the replica settings arrive as ``HYBRID_*``
 environment variables and ``args`` may override them.
@@ -22,7 +26,9 @@ from ray.serve import Application
 
 from cloud import defaults
 from cloud.config import CloudConfigError, DeploymentSettings, ReplicaSettings
+from cloud.directory import ReplicaDirectory, ServeTarget, direct_ingress_enabled
 from hybrid import constants, wire
+from hybrid.discovery import ReplicaRecord, registry_from_spec
 from hybrid.errors import HybridError
 from hybrid.protocol import request_from_proto
 from hybrid.serving.grpc_shell import parse_generate_request
@@ -53,7 +59,34 @@ class InferenceDeployment:
         self.engine.start()
         # Serve sends nothing before the constructor returns: the pace is known from the first load report.
         await self.engine.measure_pace()
+        self.directory = self._follow_in_discovery(context.app_name, unique)
         log.info("replica %s serving %s on %s", self.replica_id, self.engine.model_name, self.engine.model.device)
+
+    def _follow_in_discovery(self, app_name: str, serve_replica: str) -> ReplicaDirectory | None:
+        """On its own port (direct ingress), the replica is one record of discovery, kept while it serves."""
+        registry = registry_from_spec(self.settings.discovery)
+        if registry is None or not direct_ingress_enabled():
+            return None
+        settings = self.settings
+
+        def record_for(target: ServeTarget) -> ReplicaRecord:
+            return ReplicaRecord(
+                id=self.replica_id,
+                address=settings.advertise_host or target.ip,
+                port=target.port,
+                tier=settings.tier,
+                model=self.engine.model_name,
+                precision=self.engine.served_by.precision,
+                region=settings.region,
+                zone=settings.zone,
+                capacity=settings.max_batch_size,
+                cost_per_hour=settings.cost_per_hour,
+                application=app_name,
+                serve_replica=target.serve_replica,
+            )
+
+        directory = ReplicaDirectory(registry, app_name, serve_replica, record_for, defaults.CLOUD_DIRECTORY_INTERVAL_S)
+        return directory.start()
 
     async def Generate(self, raw: bytes, grpc_context=None):
         try:
@@ -104,6 +137,9 @@ class InferenceDeployment:
             raise RuntimeError(f"the engine thread of {self.replica_id} has stopped")
 
     def __del__(self) -> None:
+        directory = getattr(self, "directory", None)
+        if directory is not None:
+            directory.stop()
         engine = getattr(self, "engine", None)
         if engine is not None:
             engine.stop(constants.DRAIN_GRACE_S)

@@ -54,6 +54,7 @@ def cmd_cloud_serve(args: argparse.Namespace) -> int:
         advertise_host=args.advertise_host,
         app_name=args.app_name,
         num_cpus=args.ray_cpus,
+        direct=args.direct,
     )
     serve_forever(tier)
     return 0
@@ -85,6 +86,13 @@ def add_commands(commands: argparse._SubParsersAction, plugin: tiers.TierPlugin)
     add_discovery_argument(serve)
     serve.add_argument("--cost-per-hour", type=float, default=0.0, help="per replica")
     serve.add_argument("--advertise-host", default=constants.DEFAULT_HOST, help="address others reach it at")
+    serve.add_argument(
+        "--direct",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="each replica serves on a gRPC port of its own node (Serve's direct ingress) and registers there, "
+        "one record per replica; --no-direct registers the tier once, at Serve's gRPC proxy",
+    )
     serve.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a local Ray cluster started here")
     serve.set_defaults(func=tiers.requiring(plugin, cmd_cloud_serve))
     config.add_argument("--out", default="", help="file to write; stdout when empty")

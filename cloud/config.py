@@ -66,6 +66,19 @@ class ReplicaSettings(BaseModel):
         description="Least time between two streamed messages of one answer after the first; tokens produced "
         "in between are sent together. Each message Ray Serve streams costs a round of its streaming protocol.",
     )
+    discovery: str = Field(
+        default="none",
+        description="Where each replica registers itself when Serve reaches it on its own gRPC port (direct "
+        "ingress): static:FILE, consul or consul:HOST:PORT; none leaves registration to whoever runs the tier.",
+    )
+    advertise_host: str = Field(
+        default="",
+        description="Address a replica registers for its own port; empty takes the node address Serve reports, "
+        "which is what other machines of a multi-node cluster or a KubeRay pod network reach.",
+    )
+    cost_per_hour: float = Field(
+        default=0.0, ge=0, description="What an hour of one replica costs, registered for cost per token."
+    )
     random_weights: bool = Field(
         default=False,
         description="Benchmarks only: build the model from its config with random weights and ignore end tokens, "

@@ -7,6 +7,10 @@ CLOUD_APP_IMPORT_PATH = "cloud.app:build_app"
 CLOUD_DEPLOYMENT_NAME = "InferenceDeployment"
 # How often the tier checks that discovery still lists it, and registers it again when not.
 CLOUD_REREGISTER_INTERVAL_S = 10.0
+# How often a replica reached directly checks its record and drops those of replicas Serve stopped.
+CLOUD_DIRECTORY_INTERVAL_S = 2.0
+# Serve's hold on a stopping direct-ingress replica; the router follows discovery within a poll.
+CLOUD_DIRECT_DRAINING_PERIOD_S = 2.0
 # Requests Serve itself holds for busy replicas before its proxy answers with backpressure.
 CLOUD_SERVE_MAX_QUEUED_REQUESTS = 64
 # After an answer's first message, a cloud replica streams at most one message per this interval.

@@ -2,14 +2,18 @@
 
 Registered under the entry-point group ``hybrid.tiers`` (pyproject.toml). Importing this module
 needs no cloud extra: Ray and the tier's code are imported when a command or a start calls for them.
-Both starts run the private and the public tier as two Serve applications behind one gRPC proxy.
+Both starts run the private and the public tier as two Serve applications behind one gRPC proxy, with
+every replica also on a port of its own (Serve's direct ingress), where the router reaches it.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shutil
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 from hybrid import tiers
 from hybrid.discovery import ReplicaRecord
@@ -75,15 +79,19 @@ class CloudTierPlugin:
         config = bench.config
         if not ray.is_initialized():
             bench.on_stop(shutdown_serve)  # we start Ray, so we stop it; a cluster we joined goes on
-        init_ray(config.ray_cpus)
+        init_ray(config.ray_cpus, direct=True)
         num_gpus = config.cloud_num_gpus
         if num_gpus is None:  # two applications, one replica each, sharing what the cluster has
             num_gpus = min(1.0, cluster_gpus() / 2)
         port = config.cloud_port or free_port()  # one Serve proxy for both applications
-        return [self._bench_tier(bench, kind, num_gpus, port) for kind in KINDS]
+        folder = Path(tempfile.mkdtemp(prefix="hybrid-bench-cloud-"))
+        bench.on_stop(lambda: shutil.rmtree(folder, ignore_errors=True))
+        return [record for kind in KINDS for record in self._bench_tier(bench, kind, num_gpus, port, folder)]
 
     @staticmethod
-    def _bench_tier(bench: tiers.BenchHost, kind: str, num_gpus: float, port: int) -> ReplicaRecord:
+    def _bench_tier(
+        bench: tiers.BenchHost, kind: str, num_gpus: float, port: int, folder: Path
+    ) -> list[ReplicaRecord]:
         from cloud.config import DeploymentSettings, ReplicaSettings
         from cloud.server import CloudTier
 
@@ -106,7 +114,7 @@ class CloudTierPlugin:
             settings,
             deployment,
             port=port,
-            discovery="none",
+            discovery=f"static:{folder / 'cloud.yaml'}",  # where the replicas register themselves
             cost_per_hour=config.cost_per_hour[kind],
             app_name=f"bench-{kind}",
             num_cpus=config.ray_cpus,
@@ -114,7 +122,8 @@ class CloudTierPlugin:
         tier.start()
         bench.on_stop(tier.stop)
         bench.provisioned(kind, tier.deployment.max_replicas)
-        return tier.record()
+        # The proxy's record too: the baseline goes through it, the router to the replicas themselves.
+        return [tier.record(), *tier.records()]
 
 
 def _quietly(stop: Callable[[], None]) -> None:

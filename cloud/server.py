@@ -1,9 +1,14 @@
 """``hybrid cloud serve``: the cloud tier on this machine's Ray, registered in discovery.
 
-Serve's gRPC proxy is the ingress; it is one address for the whole tier, so the tier registers
-once (not per replica) with capacity and cost of the tier at ``max_replicas``, the same
-convention as the Terraform tier-spec module. Consul checks it with its native gRPC check, which
-the proxy routes to ``InferenceDeployment.Check``.
+Direct (the default): Serve runs with direct ingress, every replica serves on a gRPC port of its own
+node and registers itself there, one record per replica with its own capacity and cost
+(``cloud.directory``). The router reaches each replica without the proxy and reads its load.
+
+Through the proxy (``direct=False``): Serve's gRPC proxy is one address for the whole tier, so the
+tier registers once with capacity and cost of the tier at ``max_replicas``, the same convention as
+the Terraform tier-spec module.
+
+Either way Consul checks each record with its native gRPC check, routed to ``InferenceDeployment.Check``.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ import os
 import signal
 import socket
 import threading
+import time
 
 from cloud import defaults
 from cloud.config import DeploymentSettings, ReplicaSettings
+from cloud.directory import DIRECT_INGRESS_ENV, DRAINING_PERIOD_ENV
 from hybrid import constants
 from hybrid.discovery import ReplicaRecord, registry_from_spec
 from hybrid.discovery.upkeep import RegistrationUpkeep
@@ -31,11 +38,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
-def init_ray(num_cpus: int | None = None) -> None:
-    """Joins RAY_ADDRESS's cluster, or starts a local one with settings tuned for a small machine."""
+def init_ray(num_cpus: int | None = None, direct: bool = False) -> None:
+    """Joins RAY_ADDRESS's cluster, or starts a local one with settings tuned for a small machine.
+
+    ``direct`` turns on Serve's direct ingress for a cluster this process starts (its processes inherit
+    the environment); a cluster joined by address must have it set on its nodes already.
+    """
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if direct:
+        os.environ[DIRECT_INGRESS_ENV] = "1"
+        os.environ.setdefault(DRAINING_PERIOD_ENV, str(defaults.CLOUD_DIRECT_DRAINING_PERIOD_S))
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS") or None
@@ -81,6 +95,14 @@ def deploy(settings: ReplicaSettings, deployment: DeploymentSettings, app_name: 
     )
 
 
+def _replica_advertise_host(advertise_host: str) -> str:
+    # A cluster started here has every replica on this machine, reached on loopback like the rest of the
+    # local stack; a joined cluster's replicas are on its nodes, at the node address Serve reports ("").
+    if advertise_host == constants.DEFAULT_HOST and os.environ.get("RAY_ADDRESS"):
+        return ""
+    return advertise_host
+
+
 class CloudTier:
     """One tier on local Ray: ``start`` deploys and registers it, ``stop`` deregisters and tears down."""
 
@@ -94,14 +116,24 @@ class CloudTier:
         advertise_host: str = constants.DEFAULT_HOST,
         app_name: str = "",
         num_cpus: int | None = None,
+        direct: bool = True,
     ):
+        self.direct = direct
+        if direct:  # each replica registers itself, with its own share of the cost
+            settings = settings.model_copy(
+                update={
+                    "discovery": discovery,
+                    "cost_per_hour": cost_per_hour,
+                    "advertise_host": settings.advertise_host or _replica_advertise_host(advertise_host),
+                }
+            )
         self.settings = settings
         self.deployment = deployment
         self.port = port or free_port()
         self.app_name = app_name or settings.tier
         self.cost_per_hour = cost_per_hour
         self.advertise_host = advertise_host
-        registry = registry_from_spec(discovery)
+        registry = None if direct else registry_from_spec(discovery)
         self.registration = (
             None if registry is None else RegistrationUpkeep(registry, self.record, defaults.CLOUD_REREGISTER_INTERVAL_S)
         )
@@ -131,8 +163,28 @@ class CloudTier:
             application=self.app_name,
         )
 
+    def records(self, timeout_s: float = 120.0) -> list[ReplicaRecord]:
+        """What the tier registered: through the proxy, its one record; direct, one per replica, once
+        ``min_replicas`` of them are listed in discovery (each registers itself when Serve gives it a port)."""
+        if not self.direct:
+            return [self.record()]
+        registry = registry_from_spec(self.settings.discovery)
+        if registry is None:
+            raise ValueError("replicas reached directly register themselves: give the tier a discovery spec")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            mine = [r for r in registry.list() if r.application == self.app_name and r.serve_replica]
+            if len(mine) >= max(1, self.deployment.min_replicas):
+                return mine
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{len(mine)} of {self.deployment.min_replicas} replicas of {self.app_name} registered within "
+                    f"{timeout_s:.0f} s: is RAY_SERVE_ENABLE_DIRECT_INGRESS=1 set on the cluster's nodes?"
+                )
+            time.sleep(0.2)
+
     def start(self) -> None:
-        init_ray(self.num_cpus)
+        init_ray(self.num_cpus, direct=self.direct)
         if self.deployment.num_gpus is None:
             self.deployment = self.deployment.model_copy(update={"num_gpus": 1.0 if cluster_gpus() else 0.0})
         start_serve(self.port)

@@ -108,7 +108,10 @@ class TierPlugin(Protocol):
         ...
 
     def start_bench(self, bench: BenchHost) -> list[ReplicaRecord]:
-        """Starts the tier's replicas for the overload bench; returns them as discovery would list them."""
+        """Starts the tier's replicas for the overload bench; returns them as discovery would list them.
+
+        A Serve application may list its proxy's record beside its replicas' own: the baseline takes
+        records without ``serve_replica``, the router prefers the replicas (``prefer_direct_replicas``)."""
         ...
 
 

@@ -201,7 +201,7 @@ def serve_cluster(resolved_model):
 
     from cloud.server import free_port, init_ray, start_serve
 
-    init_ray(num_cpus=2)
+    init_ray(num_cpus=2, direct=True)
     port = free_port()
     start_serve(port)
     yield ServeCluster(port)

@@ -4,11 +4,13 @@ On this machine it starts:
 
 * the edge agent(s), on the int8 artifact (built once and cached, as `hybrid up` does);
 * the cloud tier's private and public Serve applications on local Ray, behind one Serve gRPC
-  proxy (or on the cluster already running in this process, e.g. a test session's); where Ray
-  sees GPUs the two applications share them;
+  proxy and each replica on a port of its own (or on the cluster already running in this process,
+  e.g. a test session's); where Ray sees GPUs the two applications share them;
 * one WAN proxy (``hybrid.bench.wan``) in front of each replica, with that tier's round trip;
-* the router, on static discovery listing the replicas at their WAN proxies' addresses;
-* the baseline (``hybrid.bench.baseline``): round-robin over the very same proxied replicas.
+* the router, on static discovery listing the replicas at their WAN proxies' addresses (the cloud
+  replicas on their own ports);
+* the baseline (``hybrid.bench.baseline``): round-robin over the edge agents and the cloud tiers'
+  Serve proxies, each behind the same WAN proxies: the way in without the router.
 
 The tiers start through their plugins (``hybrid.tiers``, ``start_bench``); ``BenchStack`` is the
 ``BenchHost`` they get: the config, processes of their own, teardown and the cost ledger.
@@ -40,6 +42,7 @@ from hybrid.bench.processes import ServerProcess, call_in_process
 from hybrid.bench.report import TierCost, write_report
 from hybrid.bench.workload import Arrival, WorkloadConfig, schedule
 from hybrid.discovery import ReplicaRecord
+from hybrid.discovery.records import prefer_direct_replicas
 
 log = logging.getLogger("hybrid.bench")
 
@@ -169,7 +172,9 @@ class BenchStack:
         if "baseline" in config.configurations:
             from hybrid.bench.baseline import BaselineConfig, RoundRobinProxy
 
-            baseline = self.in_process(RoundRobinProxy, BaselineConfig(port=0, replicas=self.records), "baseline")
+            # Today's way in: the cloud tiers through Serve's proxies, never their replicas' own ports.
+            proxied = [r for r in self.records if not r.serve_replica]
+            baseline = self.in_process(RoundRobinProxy, BaselineConfig(port=0, replicas=proxied), "baseline")
             self.baseline_address = baseline.address
 
     # What the tiers' plugins use to start their replicas (hybrid.tiers.BenchHost).
@@ -224,7 +229,7 @@ class BenchStack:
                     wave *= 2
 
         async def all_of_them() -> None:
-            await asyncio.gather(*(warm(r) for r in self.records))
+            await asyncio.gather(*(warm(r) for r in prefer_direct_replicas(self.records)))
 
         self.say("warming up every replica")
         asyncio.run(all_of_them())

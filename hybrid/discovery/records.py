@@ -25,6 +25,11 @@ class ReplicaRecord(BaseModel):
         description="Ray Serve application to ask for (the proxy's `application` metadata), when its cluster runs "
         "several; empty for edge agents and one-application clusters.",
     )
+    serve_replica: str = Field(
+        default="",
+        description="Ray Serve's id of the one replica this record reaches on its own gRPC port (direct ingress); "
+        "empty for a tier reached through Serve's proxy, and for edge agents.",
+    )
 
     @field_validator("tier")
     @classmethod
@@ -44,6 +49,7 @@ class ReplicaRecord(BaseModel):
             "cost_per_hour": str(self.cost_per_hour),
             "grpc_port": str(self.port),
             **({"serve_application": self.application} if self.application else {}),
+            **({"serve_replica": self.serve_replica} if self.serve_replica else {}),
         }
 
     def to_service(self) -> dict:
@@ -74,7 +80,18 @@ class ReplicaRecord(BaseModel):
             capacity=int(meta.get("capacity", 1)),
             cost_per_hour=float(meta.get("cost_per_hour", 0.0)),
             application=meta.get("serve_application", ""),
+            serve_replica=meta.get("serve_replica", ""),
         )
+
+
+def prefer_direct_replicas(records: list[ReplicaRecord]) -> list[ReplicaRecord]:
+    """Leaves out the proxy record of a Serve application whose replicas are also listed on their own ports.
+
+    A replica reached directly reports its own load and answers without the proxy's extra hop; the proxy,
+    which reaches one replica per call, stays listed only for applications with no direct replica.
+    """
+    direct = {r.application for r in records if r.serve_replica}
+    return [r for r in records if r.serve_replica or not r.application or r.application not in direct]
 
 
 class Registry(Protocol):

@@ -19,6 +19,7 @@ import grpc
 
 from hybrid import constants, wire
 from hybrid.discovery import ReplicaRecord
+from hybrid.discovery.records import prefer_direct_replicas
 from hybrid.engine.pace import Pace
 from hybrid.router import defaults
 from hybrid.router.policy.replica import ReplicaState
@@ -63,7 +64,7 @@ class ReplicaView:
 
     def refresh(self) -> None:
         """Brings the states in line with discovery: new replicas join, gone ones start leaving, changed ones update."""
-        records = {r.id: r for r in self.source.records()}
+        records = {r.id: r for r in prefer_direct_replicas(self.source.records())}
         now = time.monotonic()
         for gone in set(self.states) - set(records):
             self._leaving[gone] = _Leaving(self.states.pop(gone), now)

@@ -109,6 +109,7 @@ def test_consul_payload_parses_into_the_routers_record(sample_outputs):
         zone="eu-west-1a",
         capacity=4 * 32,
         cost_per_hour=4 * 0.75,
+        application="private-eu",
     )
     # Same fields, names and value types as the router's own registrations, plus the health check.
     expected = record.to_service()
@@ -193,6 +194,11 @@ def test_serve_config_structure(sample_outputs):
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert workers["template"]["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "nvidia-l4"}
     assert manifest["spec"]["serveService"]["spec"]["ports"] == [{"name": "serve", "port": 9000}]
+    # Direct ingress by default: every Ray process knows it, each replica registers itself with its own cost.
+    assert {"name": "RAY_SERVE_ENABLE_DIRECT_INGRESS", "value": "1"} in container["env"]
+    assert {"name": "replica-grpc", "containerPort": 40000} in container["ports"]
+    env = application["runtime_env"]["env_vars"]
+    assert (env["HYBRID_DISCOVERY"], env["HYBRID_COST_PER_HOUR"]) == ("consul", "0.75")
 
 
 def test_edge_user_data_runs_the_installer(tier_spec, tmp_path):

@@ -44,6 +44,10 @@ locals {
             HYBRID_ZONE      = t.zone
             HYBRID_MODEL     = t.model
             HYBRID_PRECISION = t.precision
+            # Reached directly, each replica registers itself (through its node's Consul agent) with
+            # its own share of the cost; through the proxy, the tier's one entry below stands for it.
+            HYBRID_DISCOVERY     = var.direct_ingress.enabled ? var.direct_ingress.discovery : "none"
+            HYBRID_COST_PER_HOUR = tostring(t.cost_per_hour)
           })
         }
         deployments = [{
@@ -70,6 +74,17 @@ locals {
     { name = "client", containerPort = 10001 },
     { name = "grpc", containerPort = var.grpc_port },
   ]
+
+  # Serve's direct ingress is a setting of every Ray process, so it travels as the containers' environment.
+  ray_env = [
+    { name = "RAY_SERVE_ENABLE_DIRECT_INGRESS", value = var.direct_ingress.enabled ? "1" : "0" },
+    { name = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", value = tostring(var.direct_ingress.draining_period_s) },
+  ]
+  # One replica per worker pod, so Serve gives it the first port of its range on that pod.
+  worker_ports = concat(
+    [{ name = "grpc", containerPort = var.grpc_port }],
+    var.direct_ingress.enabled ? [{ name = "replica-grpc", containerPort = var.direct_ingress.grpc_port }] : [],
+  )
 
   worker_resources = {
     for name, t in local.tiers : name => merge(
@@ -117,6 +132,7 @@ locals {
                 containers = [{
                   name  = "ray-head"
                   image = t.image
+                  env   = local.ray_env
                   ports = local.container_ports
                   resources = {
                     requests = { cpu = var.head_node.cpu, memory = var.head_node.memory }
@@ -139,7 +155,8 @@ locals {
                 containers = [{
                   name  = "ray-worker"
                   image = t.image
-                  ports = [{ name = "grpc", containerPort = var.grpc_port }]
+                  env   = local.ray_env
+                  ports = local.worker_ports
                   resources = {
                     requests = local.worker_resources[name]
                     limits   = local.worker_resources[name]
@@ -171,6 +188,8 @@ locals {
         capacity      = tostring(t.max_replicas * t.max_ongoing_requests)
         cost_per_hour = tostring(t.max_replicas * t.cost_per_hour)
         grpc_port     = tostring(var.grpc_port)
+        # The router leaves this entry out while replicas of the application are listed themselves.
+        serve_application = name
       }
       # Consul's native gRPC check: the proxy routes grpc.health.v1.Health/Check to the deployment's Check method.
       Check = {

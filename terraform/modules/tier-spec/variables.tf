@@ -321,6 +321,30 @@ variable "head_node" {
   }
 }
 
+variable "direct_ingress" {
+  description = <<-EOT
+    Serve's direct ingress: every replica also serves gRPC on a port of its own pod and registers itself
+    in discovery there, one entry per replica, which the router prefers to the tier's entry at the proxy.
+    enabled: turn it on (RAY_SERVE_ENABLE_DIRECT_INGRESS on every Ray container).
+    discovery: where replicas register (consul: the Consul agent CONSUL_HTTP_ADDR names on their node).
+    grpc_port: the first port of Serve's range, which a pod's one replica gets.
+    draining_period_s: how long Serve holds a stopping replica; the router follows discovery within a poll.
+  EOT
+  type = object({
+    enabled           = optional(bool, true)
+    discovery         = optional(string, "consul")
+    grpc_port         = optional(number, 40000)
+    draining_period_s = optional(number, 2)
+  })
+  default  = {}
+  nullable = false
+
+  validation {
+    condition     = var.direct_ingress.draining_period_s >= 0 && var.direct_ingress.grpc_port > 0 && var.direct_ingress.grpc_port < 65536
+    error_message = "direct_ingress: draining_period_s must be 0 or more and grpc_port a port number (Serve's default range starts at 40000)."
+  }
+}
+
 variable "service_type" {
   description = "Kubernetes Service type of each tier's gRPC endpoint: LoadBalancer when the router runs outside the cluster."
   type        = string

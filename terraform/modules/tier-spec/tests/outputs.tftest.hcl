@@ -186,13 +186,14 @@ run "consul_registration" {
 
   assert {
     condition = output.consul_services["private-eu"].Meta == {
-      region        = "eu-west"
-      zone          = "eu-west-1a"
-      capacity      = "128"
-      cost_per_hour = "3"
-      grpc_port     = "9000"
+      region            = "eu-west"
+      zone              = "eu-west-1a"
+      capacity          = "128"
+      cost_per_hour     = "3"
+      grpc_port         = "9000"
+      serve_application = "private-eu"
     }
-    error_message = "Meta holds strings only: capacity and cost are those of the tier at max_replicas."
+    error_message = "Meta holds strings only: capacity and cost are those of the tier at max_replicas; serve_application lets the router prefer the replicas' own entries."
   }
 
   assert {
