@@ -8,8 +8,10 @@ forced new tokens each (random weights, end tokens ignored), greedy. Paths:
 * ``cb``      transformers ``generate_batch`` (its continuous batching), where the version has it;
 * ``engine``  hybrid's TorchEngine (StaticCacheLlama + CUDA graphs) driven through its public
   ``generate`` stream, scheduler and text streaming included;
-* ``serve``   the same engine inside the Ray Serve deployment, reached through Serve's gRPC
-  proxy on loopback with hybrid's async client (135M shape only).
+* ``serve``   the same engine inside one Ray Serve replica, reached with hybrid's async client on
+  loopback each way ``--serve-ways`` names, one after the other in this run (135M shape only):
+  ``proxy`` (Serve's gRPC proxy), ``direct`` (the replica's own port: Serve's direct ingress) and
+  ``router`` (`hybrid router serve` in a process of its own, reaching the replica on its own port).
 
 tokens/s = B * new tokens / wall time of the whole call (prefill included, on every path).
 Weights are random (the packaged model is too big to carry to the GPU machine); decode speed does
@@ -27,7 +29,9 @@ import gc
 import json
 import os
 import platform
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -220,22 +224,49 @@ def graph_step_ms(static, batch: int, steps: int = 200) -> float:
     return 1000 * (time.perf_counter() - started) / steps
 
 
+def start_router(discovery: Path, workers: int) -> tuple[subprocess.Popen, str]:
+    """`hybrid router serve` in a process of its own, on the replicas' discovery file."""
+    from cloud.server import free_port
+
+    port = free_port()
+    command = [sys.executable, "-m", "hybrid.cli", "router", "serve", "--port", str(port)]
+    command += ["--discovery", f"static:{discovery}"] + (["--workers", str(workers)] if workers > 1 else [])
+    router = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return router, f"127.0.0.1:{port}"
+        except OSError:
+            if router.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the router did not start") from None
+            time.sleep(0.2)
+
+
 def serve_path(
-    shape: str, vocab: int, batches: list[int], prompt_tokens: int, new: int, repeats: int, max_batch: int
+    shape: str,
+    vocab: int,
+    batches: list[int],
+    prompt_tokens: int,
+    new: int,
+    repeats: int,
+    max_batch: int,
+    ways: list[str],
+    router_workers: int,
 ) -> dict:
+    """The engine in one Serve replica, reached each way in ``ways``, all in this one run:
+    ``proxy`` (Serve's gRPC proxy), ``direct`` (the replica's own port, Serve's direct ingress) and
+    ``router`` (hybrid's router, which reaches the replica on its own port)."""
     from transformers import LlamaConfig
 
     from cloud.config import DeploymentSettings, ReplicaSettings
-    from cloud.server import deploy, free_port, init_ray, start_serve
+    from cloud.server import CloudTier, shutdown_serve
     from hybrid.client import AsyncHybridClient
 
     folder = Path(tempfile.mkdtemp(prefix="bench-model-"))
     LlamaConfig(**SHAPES[shape], eos_token_id=0, pad_token_id=0).save_pretrained(folder)
     tokenizer = word_tokenizer(vocab)
     tokenizer.save_pretrained(folder)
-    init_ray(num_cpus=8)
-    port = free_port()
-    start_serve(port)
     settings = ReplicaSettings(
         tier="private",
         model=str(folder),
@@ -246,30 +277,48 @@ def serve_path(
         max_context_tokens=prompt_tokens + new + 8,
     )
     deployment = DeploymentSettings(
-        num_gpus=1, num_cpus=1, max_ongoing_requests=4 * max_batch, max_queued_requests=4096
+        num_gpus=1 if torch.cuda.is_available() else 0,
+        num_cpus=1,
+        max_ongoing_requests=4 * max_batch,
+        max_queued_requests=4096,
     )
+    discovery = folder / "discovery.yaml"
+    tier = CloudTier(settings, deployment, port=0, discovery=f"static:{discovery}", app_name="bench", num_cpus=8)
     started = time.perf_counter()
-    deploy(settings, deployment, "bench")
-    results = {"deploy_seconds": time.perf_counter() - started}
+    tier.start()
+    [replica] = tier.records()
+    results: dict = {"deploy_seconds": time.perf_counter() - started}
+    addresses = {"proxy": (tier.address, "bench"), "direct": (f"{replica.address}:{replica.port}", None)}
+    router = None
+    if "router" in ways:
+        router, address = start_router(discovery, router_workers)
+        addresses["router"] = (address, None)
 
-    async def run(batch: int) -> tuple[float, int]:
+    async def run(batch: int, address: str, application: str | None) -> tuple[float, int]:
         texts = [tokenizer.decode(row) for row in prompts(batch, prompt_tokens, vocab).tolist()]
-        async with AsyncHybridClient(f"127.0.0.1:{port}", timeout_s=600) as client:
+        async with AsyncHybridClient(address, timeout_s=600, application=application) as client:
             began = time.perf_counter()
             answers = await asyncio.gather(*(client.complete(prompt=t, max_new_tokens=new) for t in texts))
             return time.perf_counter() - began, sum(len(a.token_ids) for a in answers)
 
-    for batch in batches:
-        asyncio.run(run(batch))  # warm-up
-        times = []
-        for _ in range(repeats):
-            seconds, produced = asyncio.run(run(batch))
-            assert produced == batch * new, (produced, batch)
-            times.append(seconds)
-        results[str(batch)] = summarize(times, batch, new)
-    from ray import serve
-
-    serve.shutdown()
+    try:
+        for way in ways:
+            address, application = addresses[way]
+            for batch in batches:
+                asyncio.run(run(batch, address, application))  # warm-up
+                times = []
+                for _ in range(repeats):
+                    seconds, produced = asyncio.run(run(batch, address, application))
+                    assert produced == batch * new, (produced, batch)
+                    times.append(seconds)
+                results.setdefault(way, {})[str(batch)] = summarize(times, batch, new)
+                print(shape, way, batch, f"{results[way][str(batch)]['tokens_per_s']:.0f} tok/s", flush=True)
+    finally:
+        if router is not None:
+            router.terminate()
+            router.wait(timeout=30)
+        tier.stop()
+        shutdown_serve()
     return results
 
 
@@ -281,6 +330,8 @@ def main() -> int:
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--serve-ways", default="proxy,direct,router", help="how the serve path reaches the replica")
+    parser.add_argument("--router-workers", type=int, default=1, help="`hybrid router serve --workers`")
     parser.add_argument("--out", default="cloud_decode.json")
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -334,7 +385,15 @@ def main() -> int:
         if "serve" in paths and shape == "smollm2-135m":
             try:
                 report["results"][shape]["serve"] = serve_path(
-                    shape, vocab, batches, args.prompt_tokens, args.new_tokens, args.repeats, max(batches)
+                    shape,
+                    vocab,
+                    batches,
+                    args.prompt_tokens,
+                    args.new_tokens,
+                    args.repeats,
+                    max(batches),
+                    args.serve_ways.split(","),
+                    args.router_workers,
                 )
             except Exception as error:
                 report["results"][shape]["serve"] = {"error": f"{type(error).__name__}: {error}"[:600]}
@@ -363,9 +422,12 @@ def print_table(report: dict) -> None:
                     cells.append(f"{path} {result['tokens_per_s']:.0f}{extra}")
                 else:
                     cells.append(f"{path} ERR")
-            serve = rows.get("serve", {}).get(batch, {})
-            if "tokens_per_s" in serve:
-                cells.append(f"serve {serve['tokens_per_s']:.0f}")
+            engine = row.get("engine", {}).get("tokens_per_s")
+            for way, by_batch in rows.get("serve", {}).items():
+                served = by_batch.get(batch, {}) if isinstance(by_batch, dict) else {}
+                if "tokens_per_s" in served:
+                    ratio = f" = {served['tokens_per_s'] / engine:.2f}x engine" if engine else ""
+                    cells.append(f"serve/{way} {served['tokens_per_s']:.0f}{ratio}")
             print(f"  b{batch}: " + ", ".join(cells))
 
 
