@@ -67,6 +67,7 @@ def cmd_bench_overload(args: argparse.Namespace) -> int:
         cloud_port=args.cloud_port,
         cloud_model=args.cloud_model,
         cloud_random_weights=args.cloud_random_weights,
+        cloud_max_batch_size=args.cloud_max_batch_size,
         cloud_num_gpus=args.cloud_num_gpus,
         ray_cpus=args.ray_cpus,
         cooldown_s=args.cooldown_s,
@@ -132,6 +133,12 @@ def _add_stack_arguments(overload: argparse.ArgumentParser) -> None:
         "--cloud-random-weights",
         action="store_true",
         help="random weights of the cloud model's shape (a GPU machine without the weights): real speed, noise answers",
+    )
+    overload.add_argument(
+        "--cloud-max-batch-size",
+        type=int,
+        default=constants.MAX_BATCH_SIZE,
+        help="sequences a cloud replica decodes at once: its capacity as discovery lists it",
     )
     overload.add_argument(
         "--cloud-num-gpus", type=float, default=None, help="GPUs per cloud replica; default: the two tiers share them"
