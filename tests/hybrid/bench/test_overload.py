@@ -16,6 +16,7 @@ from hybrid.cli import main
         (["--mix", "REALTIME"], "CLASS=FRACTION"),
         (["--steady-rps", "0"], "greater than 0"),
         (["--max-new-tokens", "0"], "at least 1 token"),
+        (["--loadgen-processes", "0"], "loadgen_processes"),
     ],
 )
 def test_a_wrong_workload_is_refused_before_anything_starts(flags, says, tmp_path, capsys):
