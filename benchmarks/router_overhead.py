@@ -141,7 +141,7 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def summarize(records: list, offered: int, seconds: float) -> dict:
+def summarize(records: list, offered: int, seconds: float, generator_cpu_s: float) -> dict:
     """One path's figures at one rate, over all its rounds. ``offered``: the arrivals scheduled."""
     from hybrid.bench.loadgen import OK
 
@@ -163,6 +163,8 @@ def summarize(records: list, offered: int, seconds: float) -> dict:
         "p99_ms": percentile(ok, 0.99),
         "generator_lag_p99_ms": percentile(lag_ms, 0.99),
         "generator_lag_max_ms": max(lag_ms, default=None),
+        # Divided into the cores it has, this says what rate the generator can offer.
+        "generator_cpu_ms_per_request": 1000 * generator_cpu_s / max(1, len(records)),
     }
 
 
@@ -175,6 +177,7 @@ def measure_rate(rate: float, targets: dict[str, str], router_pid: int, args: ar
     from hybrid.bench.loadgen_pool import run_pool
 
     records: dict[str, list] = {"direct": [], "routed": []}
+    generator_cpu_s = {"direct": 0.0, "routed": 0.0}
     offered = 0
     router_cpu_s = 0.0
     for round_ in range(args.rounds):
@@ -186,9 +189,9 @@ def measure_rate(rate: float, targets: dict[str, str], router_pid: int, args: ar
             if name == "routed":
                 router_cpu_s += cpu_seconds(router_pid) - before
             records[name] += run.records
+            generator_cpu_s[name] += run.generator_cpu_s
     seconds = args.seconds * args.rounds
-    direct = summarize(records["direct"], offered, seconds)
-    routed = summarize(records["routed"], offered, seconds)
+    direct, routed = (summarize(records[n], offered, seconds, generator_cpu_s[n]) for n in ("direct", "routed"))
     return {
         "direct": direct,
         "routed": routed,
@@ -264,8 +267,9 @@ def table(results: dict) -> str:
 
     lines = [
         "| offered req/s | sent req/s direct / routed | failed routed (direct) | direct p50 / p99 ms "
-        "| routed p50 / p99 ms | **added p50 / p99 ms** | router CPU ms/request | generator lag p99 ms direct / routed |",
-        "|---|---|---|---|---|---|---|---|",
+        "| routed p50 / p99 ms | **added p50 / p99 ms** | router CPU ms/request "
+        "| generator lag p99 ms direct / routed | generator CPU ms/request direct / routed |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results.values():
         d, t = r["direct"], r["routed"]
@@ -274,7 +278,8 @@ def table(results: dict) -> str:
             f"| {t['failed']} = {t['failed_pct']:.2f}% ({d['failed']}) "
             f"| {ms(d['p50_ms'])} / {ms(d['p99_ms'])} | {ms(t['p50_ms'])} / {ms(t['p99_ms'])} "
             f"| **{ms(r['added_p50_ms'])} / {ms(r['added_p99_ms'])}** | {r['router_cpu_ms_per_request']:.3f} "
-            f"| {ms(d['generator_lag_p99_ms'])} / {ms(t['generator_lag_p99_ms'])} |"
+            f"| {ms(d['generator_lag_p99_ms'])} / {ms(t['generator_lag_p99_ms'])} "
+            f"| {d['generator_cpu_ms_per_request']:.3f} / {t['generator_cpu_ms_per_request']:.3f} |"
         )
     return "\n".join(lines)
 

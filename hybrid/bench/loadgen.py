@@ -75,6 +75,8 @@ class RunResult:
     records: list[Record] = field(default_factory=list)
     started_at: float = 0.0  # wall clock (time.time()) at the run's start
     duration_s: float = 0.0  # first scheduled send to the last record's end
+    # CPU time the load generator's processes spent sending and reading; past a core's worth a second, it lags.
+    generator_cpu_s: float = 0.0
 
     def to_dict(self) -> dict:
         return {
@@ -82,6 +84,7 @@ class RunResult:
             "target": self.target,
             "started_at": self.started_at,
             "duration_s": self.duration_s,
+            "generator_cpu_s": self.generator_cpu_s,
             "records": [r.to_dict() for r in self.records],
         }
 
@@ -195,6 +198,7 @@ async def run_open_loop(
         else:
             start = time.monotonic() + (start_at - time.time())
             await _connect(clients, start)
+        cpu_at_start = time.process_time()
         tasks: list[asyncio.Task] = []
 
         def finished(task: asyncio.Task) -> None:
@@ -213,6 +217,7 @@ async def run_open_loop(
                 on_sent(arrival)
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         end = time.monotonic() - start
+        result.generator_cpu_s = time.process_time() - cpu_at_start
     finally:
         await asyncio.gather(*(c.close() for c in clients))
     for arrival, outcome in zip(ordered, outcomes):

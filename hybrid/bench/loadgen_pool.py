@@ -86,7 +86,7 @@ async def _child_run(
     finally:
         reporter.cancel()
     rest = [r for r in result.records if r.request_id not in reported]
-    pipe.send(("done", sent, rest, result.duration_s))
+    pipe.send(("done", sent, rest, result.duration_s, result.generator_cpu_s))
 
 
 class _Child:
@@ -99,6 +99,7 @@ class _Child:
         self.sent = 0
         self.failed = 0
         self.duration_s = 0.0
+        self.cpu_s = 0.0
         self.finished = False  # it said "done"
         self.open = True  # its pipe can still be read
         self.ready = False
@@ -128,7 +129,7 @@ class _Child:
                 self.records[record.request_id] = record
                 self.failed += not record.ok
             if kind == "done":
-                self.duration_s, self.finished = message[3], True
+                self.duration_s, self.cpu_s, self.finished = message[3], message[4], True
 
     def stop(self) -> None:
         if self.process.is_alive():
@@ -234,4 +235,11 @@ def _merged(children: list[_Child], target: str, name: str, start_at: float) -> 
             records.append(record if record is not None else unfinished_record(arrival, now_s, child.lost_detail()))
     records.sort(key=lambda r: (r.scheduled_s, r.request_id))
     duration_s = max([0.0, *(c.duration_s for c in children), *(r.end_s for r in records)])
-    return RunResult(name=name or target, target=target, records=records, started_at=start_at, duration_s=duration_s)
+    return RunResult(
+        name=name or target,
+        target=target,
+        records=records,
+        started_at=start_at,
+        duration_s=duration_s,
+        generator_cpu_s=sum(c.cpu_s for c in children),
+    )

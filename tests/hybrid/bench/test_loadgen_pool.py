@@ -56,6 +56,7 @@ async def test_two_processes_send_every_arrival_once_on_one_clock(replica):
     assert len(set(pids)) == 2 and os.getpid() not in pids
     assert len(replica.peers) == 2
     assert seen[-1].done == seen[-1].sent == len(schedule)
+    assert 0 < result.generator_cpu_s < 2 * result.duration_s  # both children's, from the start on
     # One clock: merged in scheduled order, each sent at its time from the shared start ...
     scheduled = [r.scheduled_s for r in result.records]
     assert scheduled == sorted(scheduled)
@@ -116,4 +117,5 @@ async def test_one_process_runs_here_and_spreads_its_requests_over_its_channels(
     assert [r.request_id for r in result.records] == [a.request_id for a in arrivals(30, 0.005)]
     assert all(r.ok for r in result.records)
     assert seen[-1].pids == [os.getpid()]
+    assert result.generator_cpu_s > 0
     assert len(replica.peers) == 3
