@@ -6,6 +6,8 @@ A closed loop (send, wait, send again) slows down with the server and hides over
 client's own deadline ran out, or ``CLIENT_ERROR`` for anything else that went wrong on this side.
 
 The target is anything that serves hybrid.v1.Inference: the router, the baseline proxy, a replica.
+One process offers one or two thousand requests a second; ``hybrid.bench.loadgen_pool`` runs this
+generator in several processes on one shared start and merges their records.
 """
 
 from __future__ import annotations
