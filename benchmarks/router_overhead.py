@@ -141,18 +141,19 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def summarize(records: list, offered: int, seconds: float, generator_cpu_s: float) -> dict:
-    """One path's figures at one rate, over all its rounds. ``offered``: the arrivals scheduled."""
+def summarize(runs: list, offered: int, seconds_per_run: float) -> dict:
+    """One path's figures at one rate over its runs (RunResults). ``offered``: the arrivals scheduled in all."""
     from hybrid.bench.loadgen import OK
 
+    records = [r for run in runs for r in run.records]
     ok = [1000 * r.latency_s for r in records if r.ok]
     lag_ms = [1000 * (r.sent_s - r.scheduled_s) for r in records]
     failed = len(records) - len(ok)
-    last_sent_s = max((r.sent_s for r in records), default=0.0)
+    # A generator that falls behind sends a run's last request after the schedule's end.
+    sending_s = sum(max([seconds_per_run, *(r.sent_s for r in run.records)]) for run in runs)
     return {
-        "offered_per_s": offered / seconds,
-        # A generator that falls behind sends its last request after the schedule's end.
-        "sent_per_s": len(records) / max(seconds, last_sent_s),
+        "offered_per_s": offered / (seconds_per_run * len(runs)),
+        "sent_per_s": len(records) / sending_s,
         "sent": len(records),
         "failed": failed,
         "failed_pct": 100 * failed / max(1, len(records)),
@@ -164,7 +165,7 @@ def summarize(records: list, offered: int, seconds: float, generator_cpu_s: floa
         "generator_lag_p99_ms": percentile(lag_ms, 0.99),
         "generator_lag_max_ms": max(lag_ms, default=None),
         # Divided into the cores it has, this says what rate the generator can offer.
-        "generator_cpu_ms_per_request": 1000 * generator_cpu_s / max(1, len(records)),
+        "generator_cpu_ms_per_request": 1000 * sum(run.generator_cpu_s for run in runs) / max(1, len(records)),
     }
 
 
@@ -176,8 +177,7 @@ def measure_rate(rate: float, targets: dict[str, str], router_pid: int, args: ar
     """Interleaved direct and routed runs at one rate; the router's CPU is counted over the routed runs only."""
     from hybrid.bench.loadgen_pool import run_pool
 
-    records: dict[str, list] = {"direct": [], "routed": []}
-    generator_cpu_s = {"direct": 0.0, "routed": 0.0}
+    runs: dict[str, list] = {"direct": [], "routed": []}
     offered = 0
     router_cpu_s = 0.0
     for round_ in range(args.rounds):
@@ -185,13 +185,10 @@ def measure_rate(rate: float, targets: dict[str, str], router_pid: int, args: ar
         offered += len(arrivals)
         for name, target in targets.items():
             before = cpu_seconds(router_pid)
-            run = run_pool(target, arrivals, args.loadgen_processes, name, False, args.loadgen_channels)
+            runs[name].append(run_pool(target, arrivals, args.loadgen_processes, name, False, args.loadgen_channels))
             if name == "routed":
                 router_cpu_s += cpu_seconds(router_pid) - before
-            records[name] += run.records
-            generator_cpu_s[name] += run.generator_cpu_s
-    seconds = args.seconds * args.rounds
-    direct, routed = (summarize(records[n], offered, seconds, generator_cpu_s[n]) for n in ("direct", "routed"))
+    direct, routed = (summarize(runs[name], offered, args.seconds) for name in ("direct", "routed"))
     return {
         "direct": direct,
         "routed": routed,
