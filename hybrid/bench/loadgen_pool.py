@@ -100,7 +100,6 @@ class _Child:
         self.failed = 0
         self.duration_s = 0.0
         self.cpu_s = 0.0
-        self.finished = False  # it said "done"
         self.open = True  # its pipe can still be read
         self.ready = False
         self.pipe, child_end = SPAWN.Pipe()
@@ -129,7 +128,7 @@ class _Child:
                 self.records[record.request_id] = record
                 self.failed += not record.ok
             if kind == "done":
-                self.duration_s, self.cpu_s, self.finished = message[3], message[4], True
+                self.duration_s, self.cpu_s = message[3], message[4]
 
     def stop(self) -> None:
         if self.process.is_alive():
