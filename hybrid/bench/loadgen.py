@@ -189,6 +189,8 @@ async def run_open_loop(
     ``start_at`` (wall clock, ``time.time()``), where given, is the run's start shared with other generators:
     every time in the records counts from it. ``channels`` spreads the requests over that many gRPC channels,
     each its own connection, in turn."""
+    if channels < 1:
+        raise ValueError(f"channels is {channels}: send over at least 1 gRPC channel")
     result = RunResult(name=name or target, target=target, started_at=time.time() if start_at is None else start_at)
     # gRPC shares one connection between channels of the same arguments; a local pool gives each its own.
     own_connection = (("grpc.use_local_subchannel_pool", 1),) if channels > 1 else ()

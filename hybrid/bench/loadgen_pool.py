@@ -161,6 +161,8 @@ def run_pool(
 ) -> RunResult:
     """Sends every arrival at its time from ``processes`` processes with ``channels`` gRPC channels each; returns
     one record per arrival, sorted by scheduled time, every time counted from the shared start."""
+    if channels < 1:
+        raise ValueError(f"channels is {channels}: send over at least 1 gRPC channel per process")
     if processes <= 1:
         return _run_here(target, arrivals, name, chat, channels, on_progress)
     ordered = sorted(arrivals, key=lambda a: a.at_s)
