@@ -300,7 +300,11 @@ def main() -> int:
     if args.instant_replica:
         asyncio.run(serve_instant_replica(int(args.instant_replica)))
         return 0
-    results = run(args)
+    try:
+        results = run(args)
+    except KeyboardInterrupt:  # the replica, the router and the generator's processes are stopped by now
+        print("interrupted", file=sys.stderr)
+        return 130
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "python": platform.python_version(),
