@@ -121,13 +121,16 @@ async def test_one_process_runs_here_and_spreads_its_requests_over_its_channels(
     assert len(replica.peers) == 3
 
 
-async def test_the_overload_bench_runs_its_schedule_from_several_processes_with_progress_bars(replica, capsys):
+@pytest.mark.parametrize("processes", [1, 2])
+async def test_the_overload_bench_runs_its_schedule_with_progress_bars(replica, capsys, processes):
     from hybrid.bench.overload import run_with_progress
 
     schedule = arrivals(20, 0.01)
-    result = await asyncio.to_thread(run_with_progress, replica.shell.address, schedule, "router", True, True, 2)
+    result = await asyncio.to_thread(
+        run_with_progress, replica.shell.address, schedule, "router", True, True, processes
+    )
     assert result.name == "router"
     assert sorted(r.request_id for r in result.records) == [a.request_id for a in schedule]
     assert all(r.ok for r in result.records)
-    assert len(replica.peers) == 2
+    assert len(replica.peers) == processes
     assert "router: answered" in capsys.readouterr().err
