@@ -2,33 +2,45 @@
 
 The replica here answers at once (one final chunk, no model), so the figures are the router's own
 cost: parsing, the routing decision, the second gRPC hop and proxying the stream. It is a real
-hybrid.v1.Inference server on loopback built from the same server shell as the edge agent; the
-model is left out because no model on this machine answers 500 requests a second.
+hybrid.v1.Inference server on loopback with the same handler plumbing as the edge agent; the model
+is left out because no model answers thousands of requests a second.
 
-Three processes: the replica, the router (`hybrid router serve`, static discovery) and this load
-generator, which sends open-loop (Poisson arrivals at the given rate, whether or not answers have
-come back) alternately straight to the replica and through the router.
+The processes: the replica (``--replica-processes R`` of them on one port, SO_REUSEPORT spreading the
+connections), the router (`hybrid router serve`, static discovery; ``--router-workers N`` is passed on as
+``--workers N`` where N > 1) and the load generator (``hybrid.bench.loadgen_pool``: ``--loadgen-processes
+P``, each with ``--loadgen-channels`` connections), which sends open-loop (Poisson arrivals at the
+given rate, whether or not answers have come back) alternately straight to the replica and through the
+router. One Python generator process offers at most one or two thousand requests a second; past that
+use several, and read the generator's lag (scheduled to sent, p99) to see whether it kept up.
 
-    python benchmarks/router_overhead.py --rates 100,250,500 --seconds 10 --out router_overhead.json
+Per rate it reports what was offered and what was sent, failures, latency (sent to final chunk)
+direct and routed and the difference, the router's CPU time per routed request (its process and all
+its children, from /proc), and the CPU per request of the generator and of the replica, so a reader
+sees which of them bounded the run.
+
+    python benchmarks/router_overhead.py --rates 1000,2500,5000 --seconds 10 --loadgen-processes 6 \\
+        --replica-processes 4 --router-workers 4 --out router_overhead.json
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import platform
-import random
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+DEADLINE_S = 10.0
 
 
 def free_port() -> int:
@@ -37,10 +49,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-async def serve_instant_replica(port: int, discovery: str) -> None:
-    from hybrid.discovery import ReplicaRecord, registry_from_spec
+async def serve_instant_replica(port: int) -> None:
+    """One process of the instant replica; several of them share the port through SO_REUSEPORT."""
+    import grpc
+
     from hybrid.protocol import Chunk, FinishReason, ServedBy, Tier
-    from hybrid.serving.grpc_shell import ServerShell, inference_handler
+    from hybrid.serving.grpc_shell import inference_handler
     from hybrid.v1 import inference_pb2 as pb
 
     served_by = ServedBy(Tier.EDGE, "instant", "local", "none")
@@ -51,9 +65,18 @@ async def serve_instant_replica(port: int, discovery: str) -> None:
     async def get_load(message, context):
         return pb.LoadReport(replica_id="instant", capacity=1024)
 
-    shell = ServerShell("127.0.0.1", port, ["hybrid.v1.Inference"])
-    shell.server.add_generic_rpc_handlers((inference_handler(generate, get_load),))
-    await shell.start()
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
+    server.add_generic_rpc_handlers((inference_handler(generate, get_load),))
+    if server.add_insecure_port(f"127.0.0.1:{port}") != port:
+        raise OSError(f"could not bind 127.0.0.1:{port}")
+    await server.start()
+    print(f"instant replica ready on 127.0.0.1:{port}", flush=True)
+    await asyncio.Event().wait()
+
+
+def register_instant_replica(port: int, discovery: str) -> None:
+    from hybrid.discovery import ReplicaRecord, registry_from_spec
+
     record = ReplicaRecord(
         id="instant",
         address="127.0.0.1",
@@ -65,147 +88,252 @@ async def serve_instant_replica(port: int, discovery: str) -> None:
         capacity=1024,
     )
     registry_from_spec(discovery).register(record)
-    print(f"instant replica ready on 127.0.0.1:{port}", flush=True)
-    await asyncio.Event().wait()
 
 
-async def open_loop(target: str, rate: float, seconds: float, seed: int) -> list[float]:
-    """Latencies (ms) of requests sent at Poisson arrivals; failures are counted as None."""
-    import grpc
+def arrivals_at(rate: float, seconds: float, seed: int) -> list:
+    """Poisson arrivals at ``rate`` for ``seconds``: one-word REALTIME prompts asking for one token."""
+    from hybrid.bench.workload import PRIORITIES, WorkloadConfig, schedule
 
-    from hybrid.client import build_request
-    from hybrid.v1 import inference_pb2_grpc as pb_grpc
+    return schedule(
+        WorkloadConfig(
+            steady_rps=rate,
+            steady_s=seconds,
+            burst_s=0,
+            recovery_s=0,
+            class_mix={"REALTIME": 1.0},
+            prompt_words=(1, 1),
+            max_new_tokens=(1, 1),
+            deadlines_s={p: DEADLINE_S for p in PRIORITIES},
+            seed=seed,
+        )
+    )
 
-    rng = random.Random(seed)
-    latencies: list[float | None] = []
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = pb_grpc.InferenceStub(channel)
-        request = build_request("ping", max_new_tokens=1, priority="realtime")
 
-        async def one() -> None:
-            started = time.perf_counter()
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (Linux /proc)."""
+    found, waiting = [], [pid]
+    while waiting:
+        current = waiting.pop()
+        found.append(current)
+        for children in Path(f"/proc/{current}/task").glob("*/children"):
             try:
-                async for _ in stub.Generate(request, timeout=10):
-                    pass
-                latencies.append((time.perf_counter() - started) * 1000)
-            except grpc.aio.AioRpcError:
-                latencies.append(None)
-
-        tasks = []
-        began = time.perf_counter()
-        next_at = began
-        while next_at - began < seconds:
-            delay = next_at - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.ensure_future(one()))
-            next_at += rng.expovariate(rate)
-        await asyncio.gather(*tasks)
-    return latencies
+                waiting += [int(child) for child in children.read_text().split()]
+            except OSError:  # the task ended meanwhile
+                pass
+    return found
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time so far of a process and all its children (Linux /proc)."""
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def summarize(latencies: list[float | None]) -> dict:
-    ok = [v for v in latencies if v is not None]
+def summarize(runs: list, offered: int, seconds_per_run: float) -> dict:
+    """One path's figures at one rate over its runs (RunResults). ``offered``: the arrivals scheduled in all."""
+    from hybrid.bench.loadgen import OK
+
+    records = [r for run in runs for r in run.records]
+    ok = [1000 * r.latency_s for r in records if r.ok]
+    lag_ms = [1000 * (r.sent_s - r.scheduled_s) for r in records]
+    failed = len(records) - len(ok)
+    # A generator that falls behind sends a run's last request after the schedule's end.
+    sending_s = sum(max([seconds_per_run, *(r.sent_s for r in run.records)]) for run in runs)
     return {
-        "sent": len(latencies),
-        "failed": len(latencies) - len(ok),
+        "offered_per_s": offered / (seconds_per_run * len(runs)),
+        "sent_per_s": len(records) / sending_s,
+        "sent": len(records),
+        "failed": failed,
+        "failed_pct": 100 * failed / max(1, len(records)),
+        "failed_by_status": {
+            s: sum(r.status == s for r in records) for s in sorted({r.status for r in records} - {OK})
+        },
         "p50_ms": percentile(ok, 0.50),
         "p99_ms": percentile(ok, 0.99),
-        "mean_ms": statistics.fmean(ok),
+        "generator_lag_p99_ms": percentile(lag_ms, 0.99),
+        "generator_lag_max_ms": max(lag_ms, default=None),
+        # Divided into the cores it has, this says what rate the generator can offer.
+        "generator_cpu_ms_per_request": 1000 * sum(run.generator_cpu_s for run in runs) / max(1, len(records)),
+    }
+
+
+def difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def measure_rate(rate: float, targets: dict[str, str], pids: dict[str, list[int]], args: argparse.Namespace) -> dict:
+    """Interleaved direct and routed runs at one rate. ``pids``: the router's and the replica processes'; the
+    router's CPU is counted over the routed runs, the replica's over each path's own."""
+    from hybrid.bench.loadgen_pool import run_pool
+
+    def cpu(name: str) -> float:
+        return sum(cpu_seconds(pid) for pid in pids[name])
+
+    runs: dict[str, list] = {"direct": [], "routed": []}
+    replica_cpu_s = {"direct": 0.0, "routed": 0.0}
+    offered = 0
+    router_cpu_s = 0.0
+    for round_ in range(args.rounds):
+        arrivals = arrivals_at(rate, args.seconds, seed=round_)
+        offered += len(arrivals)
+        for name, target in targets.items():
+            router_before, replica_before = cpu("router"), cpu("replica")
+            runs[name].append(run_pool(target, arrivals, args.loadgen_processes, name, False, args.loadgen_channels))
+            replica_cpu_s[name] += cpu("replica") - replica_before
+            if name == "routed":
+                router_cpu_s += cpu("router") - router_before
+    direct, routed = (summarize(runs[name], offered, args.seconds) for name in ("direct", "routed"))
+    for name, figures in (("direct", direct), ("routed", routed)):
+        # The replica answers at once: past a core's worth a second in one of its processes, it is the bottleneck.
+        figures["replica_cpu_ms_per_request"] = 1000 * replica_cpu_s[name] / max(1, figures["sent"])
+    return {
+        "direct": direct,
+        "routed": routed,
+        "added_p50_ms": difference(routed["p50_ms"], direct["p50_ms"]),
+        "added_p99_ms": difference(routed["p99_ms"], direct["p99_ms"]),
+        # What bounds the router's rate: its CPU (all its processes) per routed request.
+        "router_cpu_ms_per_request": 1000 * router_cpu_s / max(1, routed["sent"]),
     }
 
 
 def wait_ready(process: subprocess.Popen, marker: str) -> None:
+    """Until the process prints ``marker``; from then on its output is read and dropped, so it never blocks on a
+    full pipe."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         line = process.stdout.readline()
         if marker in line:
+            threading.Thread(target=collections.deque, args=(process.stdout, 0), daemon=True).start()
             return
         if not line and process.poll() is not None:
             raise RuntimeError(f"a helper process exited: {process.args}")
     raise RuntimeError(f"no '{marker}' from {process.args}")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rates", default="100,250,500", help="requests a second")
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--rounds", type=int, default=2, help="direct/routed pairs per rate, interleaved")
-    parser.add_argument("--out", default="router_overhead.json")
-    parser.add_argument("--instant-replica", nargs=2, metavar=("PORT", "DISCOVERY"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.instant_replica:
-        asyncio.run(serve_instant_replica(int(args.instant_replica[0]), args.instant_replica[1]))
-        return 0
-
-    folder = Path(tempfile.mkdtemp(prefix="router-bench-"))
+def start_stack(args: argparse.Namespace, folder: Path) -> tuple[list[subprocess.Popen], subprocess.Popen, dict]:
+    """The replica processes and the router, serving; returns them and the two targets."""
     discovery = f"static:{folder / 'discovery.yaml'}"
     replica_port, router_port = free_port(), free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     common = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    replica = subprocess.Popen([sys.executable, __file__, "--instant-replica", str(replica_port), discovery], **common)
-    wait_ready(replica, "ready on")
+    replicas = [
+        subprocess.Popen([sys.executable, __file__, "--instant-replica", str(replica_port)], **common)
+        for _ in range(args.replica_processes)
+    ]
+    for replica in replicas:
+        wait_ready(replica, "ready on")
+    register_instant_replica(replica_port, discovery)
+    workers = ["--workers", str(args.router_workers)] if args.router_workers > 1 else []
     router = subprocess.Popen(
-        [sys.executable, "-m", "hybrid.cli", "router", "serve", "--port", str(router_port), "--discovery", discovery],
+        [sys.executable, "-m", "hybrid.cli", "router", "serve", "--port", str(router_port), "--discovery", discovery]
+        + workers,
         **common,
     )
+    targets = {"direct": f"127.0.0.1:{replica_port}", "routed": f"127.0.0.1:{router_port}"}
+    return replicas, router, targets
+
+
+def run(args: argparse.Namespace) -> dict:
+    from hybrid.bench.loadgen_pool import run_pool
+
+    replicas, router, targets = start_stack(args, Path(tempfile.mkdtemp(prefix="router-bench-")))
+    results = {}
     try:
         wait_ready(router, "ready on")
-        direct, routed = f"127.0.0.1:{replica_port}", f"127.0.0.1:{router_port}"
-        asyncio.run(open_loop(routed, 50, 2, seed=0))  # warm both paths
-        asyncio.run(open_loop(direct, 50, 2, seed=0))
-        results = {}
+        for target in targets.values():  # warm both paths
+            run_pool(target, arrivals_at(100, 2, seed=99), 1, chat=False)
         for rate in [float(r) for r in args.rates.split(",")]:
-            runs = {"direct": [], "routed": []}
-            router_cpu_s = 0.0
-            for round_ in range(args.rounds):
-                for name, target in (("direct", direct), ("routed", routed)):
-                    before = cpu_seconds(router.pid)
-                    runs[name] += asyncio.run(open_loop(target, rate, args.seconds, seed=round_))
-                    if name == "routed":
-                        router_cpu_s += cpu_seconds(router.pid) - before
-            direct_s, routed_s = summarize(runs["direct"]), summarize(runs["routed"])
-            results[str(int(rate))] = {
-                "direct": direct_s,
-                "routed": routed_s,
-                "added_p50_ms": routed_s["p50_ms"] - direct_s["p50_ms"],
-                "added_p99_ms": routed_s["p99_ms"] - direct_s["p99_ms"],
-                # The router's own CPU per routed request: what bounds its rate on one core.
-                "router_cpu_ms_per_request": 1000 * router_cpu_s / max(1, routed_s["sent"]),
-            }
-            print(f"{rate:.0f}/s", json.dumps(results[str(int(rate))]), flush=True)
+            pids = {"router": [router.pid], "replica": [r.pid for r in replicas]}
+            results[f"{rate:g}"] = measure_rate(rate, targets, pids, args)
+            print(f"{rate:g}/s", json.dumps(results[f"{rate:g}"]), flush=True)
     finally:
-        router.terminate()
-        replica.terminate()
-        router.wait(timeout=30)
-        replica.wait(timeout=30)
+        for process in [router, *replicas]:
+            process.terminate()
+        for process in [router, *replicas]:
+            process.wait(timeout=30)
+    return results
+
+
+def table(results: dict) -> str:
+    """The results as a Markdown table, ready for docs/benchmarks.md."""
+
+    def ms(value: float | None) -> str:
+        return "–" if value is None else f"{value:.2f}"
+
+    lines = [
+        "| offered req/s | sent req/s direct / routed | failed routed (direct) | direct p50 / p99 ms "
+        "| routed p50 / p99 ms | **added p50 / p99 ms** | router CPU ms/request "
+        "| generator lag p99 ms direct / routed | generator CPU ms/request direct / routed "
+        "| replica CPU ms/request direct / routed |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results.values():
+        d, t = r["direct"], r["routed"]
+        lines.append(
+            f"| {t['offered_per_s']:.0f} | {d['sent_per_s']:.0f} / {t['sent_per_s']:.0f} "
+            f"| {t['failed']} = {t['failed_pct']:.2f}% ({d['failed']}) "
+            f"| {ms(d['p50_ms'])} / {ms(d['p99_ms'])} | {ms(t['p50_ms'])} / {ms(t['p99_ms'])} "
+            f"| **{ms(r['added_p50_ms'])} / {ms(r['added_p99_ms'])}** | {r['router_cpu_ms_per_request']:.3f} "
+            f"| {ms(d['generator_lag_p99_ms'])} / {ms(t['generator_lag_p99_ms'])} "
+            f"| {d['generator_cpu_ms_per_request']:.3f} / {t['generator_cpu_ms_per_request']:.3f} "
+            f"| {d['replica_cpu_ms_per_request']:.3f} / {t['replica_cpu_ms_per_request']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rates", default="100,250,500", help="requests a second, comma-separated")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of one run")
+    parser.add_argument("--rounds", type=int, default=2, help="direct/routed pairs per rate, interleaved")
+    parser.add_argument("--loadgen-processes", type=int, default=1, help="processes the load generator sends from")
+    parser.add_argument("--loadgen-channels", type=int, default=1, help="gRPC channels (connections) per process")
+    parser.add_argument("--router-workers", type=int, default=1, help="passed as `router serve --workers` when > 1")
+    parser.add_argument("--replica-processes", type=int, default=1, help="instant replica processes on one port")
+    parser.add_argument("--out", default="router_overhead.json", help="JSON of every figure")
+    parser.add_argument("--instant-replica", metavar="PORT", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    if args.instant_replica:
+        asyncio.run(serve_instant_replica(int(args.instant_replica)))
+        return 0
+    try:
+        results = run(args)
+    except KeyboardInterrupt:  # the replica, the router and the generator's processes are stopped by now
+        print("interrupted", file=sys.stderr)
+        return 130
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "python": platform.python_version(),
+        "command": " ".join(["python", *sys.argv]),
         "seconds_per_run": args.seconds,
         "rounds": args.rounds,
+        "loadgen_processes": args.loadgen_processes,
+        "loadgen_channels": args.loadgen_channels,
+        "router_workers": args.router_workers,
+        "replica_processes": args.replica_processes,
         "results": results,
+        "table": table(results),
     }
     Path(args.out).write_text(json.dumps(report, indent=2))
-    print("\nrate  direct p50/p99 ms  routed p50/p99 ms  added p50/p99 ms  failed  router CPU ms/request")
-    for rate, r in results.items():
-        print(
-            f"{rate:>4}  {r['direct']['p50_ms']:6.2f} / {r['direct']['p99_ms']:6.2f}   "
-            f"{r['routed']['p50_ms']:6.2f} / {r['routed']['p99_ms']:6.2f}   "
-            f"{r['added_p50_ms']:6.2f} / {r['added_p99_ms']:6.2f}   {r['direct']['failed'] + r['routed']['failed']}"
-            f"       {r['router_cpu_ms_per_request']:.2f}"
-        )
+    print()
+    print(table(results))
     return 0
 
 

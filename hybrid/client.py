@@ -213,8 +213,14 @@ class HybridClient:
 
 
 class AsyncHybridClient:
-    def __init__(self, target: str, timeout_s: float | None = 120.0, application: str | None = None):
-        self.channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    def __init__(
+        self,
+        target: str,
+        timeout_s: float | None = 120.0,
+        application: str | None = None,
+        channel_options: tuple[tuple[str, object], ...] = (),
+    ):
+        self.channel = grpc.aio.insecure_channel(target, options=[*CHANNEL_OPTIONS, *channel_options])
         self.stub = pb_grpc.InferenceStub(self.channel)
         self.timeout_s = timeout_s
         self.application = application

@@ -6,6 +6,8 @@ A closed loop (send, wait, send again) slows down with the server and hides over
 client's own deadline ran out, or ``CLIENT_ERROR`` for anything else that went wrong on this side.
 
 The target is anything that serves hybrid.v1.Inference: the router, the baseline proxy, a replica.
+One process offers one or two thousand requests a second; ``hybrid.bench.loadgen_pool`` runs this
+generator in several processes on one shared start and merges their records.
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ class RunResult:
     records: list[Record] = field(default_factory=list)
     started_at: float = 0.0  # wall clock (time.time()) at the run's start
     duration_s: float = 0.0  # first scheduled send to the last record's end
+    # CPU time the load generator's processes spent sending and reading; past a core's worth a second, it lags.
+    generator_cpu_s: float = 0.0
 
     def to_dict(self) -> dict:
         return {
@@ -82,6 +86,7 @@ class RunResult:
             "target": self.target,
             "started_at": self.started_at,
             "duration_s": self.duration_s,
+            "generator_cpu_s": self.generator_cpu_s,
             "records": [r.to_dict() for r in self.records],
         }
 
@@ -143,6 +148,32 @@ async def send_one(
     return record
 
 
+def unfinished_record(arrival: Arrival, end_s: float, detail: str) -> Record:
+    """The record of an arrival whose own outcome never came back: a CLIENT_ERROR saying why."""
+    return Record(
+        arrival.request_id,
+        arrival.priority,
+        arrival.phase,
+        arrival.affinity_key,
+        arrival.at_s,
+        arrival.at_s,
+        end_s=end_s,
+        status=CLIENT_ERROR,
+        detail=detail[:300],
+    )
+
+
+async def _connect(clients: list[AsyncHybridClient], until: float) -> None:
+    """Opens every channel before a shared start, so the first requests do not pay for the connection; a target
+    that is down is left for the requests to find."""
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(*(c.channel.channel_ready() for c in clients)), max(0.0, until - time.monotonic())
+        )
+    except asyncio.TimeoutError:
+        pass
+
+
 async def run_open_loop(
     target: str,
     arrivals: list[Arrival],
@@ -150,21 +181,39 @@ async def run_open_loop(
     chat: bool = True,
     on_sent: Callable[[Arrival], None] | None = None,
     on_done: Callable[[Record], None] | None = None,
+    start_at: float | None = None,
+    channels: int = 1,
 ) -> RunResult:
-    """Sends every arrival at its time through one AsyncHybridClient; returns one record per arrival."""
-    result = RunResult(name=name or target, target=target, started_at=time.time())
-    async with AsyncHybridClient(target, timeout_s=None) as client:
-        start = time.monotonic()
+    """Sends every arrival at its time; returns one record per arrival.
+
+    ``start_at`` (wall clock, ``time.time()``), where given, is the run's start shared with other generators:
+    every time in the records counts from it. ``channels`` spreads the requests over that many gRPC channels,
+    each its own connection, in turn."""
+    if channels < 1:
+        raise ValueError(f"channels is {channels}: send over at least 1 gRPC channel")
+    result = RunResult(name=name or target, target=target, started_at=time.time() if start_at is None else start_at)
+    # gRPC shares one connection between channels of the same arguments; a local pool gives each its own.
+    own_connection = (("grpc.use_local_subchannel_pool", 1),) if channels > 1 else ()
+    clients = [AsyncHybridClient(target, timeout_s=None, channel_options=own_connection) for _ in range(channels)]
+    ordered = sorted(arrivals, key=lambda a: a.at_s)
+    try:
+        if start_at is None:
+            start = time.monotonic()
+        else:
+            start = time.monotonic() + (start_at - time.time())
+            await _connect(clients, start)
+        cpu_at_start = time.process_time()
         tasks: list[asyncio.Task] = []
 
         def finished(task: asyncio.Task) -> None:
             if on_done is not None and not task.cancelled() and task.exception() is None:
                 on_done(task.result())
 
-        for arrival in sorted(arrivals, key=lambda a: a.at_s):
+        for index, arrival in enumerate(ordered):
             delay = start + arrival.at_s - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+            client = clients[index % channels]
             task = asyncio.ensure_future(send_one(client, arrival, start, chat, sent_at=time.monotonic()))
             task.add_done_callback(finished)
             tasks.append(task)
@@ -172,19 +221,12 @@ async def run_open_loop(
                 on_sent(arrival)
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         end = time.monotonic() - start
-    for arrival, outcome in zip(sorted(arrivals, key=lambda a: a.at_s), outcomes):
+        result.generator_cpu_s = time.process_time() - cpu_at_start
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))
+    for arrival, outcome in zip(ordered, outcomes):
         if isinstance(outcome, BaseException):  # send_one does not raise; a record all the same if it ever did
-            outcome = Record(
-                arrival.request_id,
-                arrival.priority,
-                arrival.phase,
-                arrival.affinity_key,
-                arrival.at_s,
-                arrival.at_s,
-                end_s=end,
-                status=CLIENT_ERROR,
-                detail=repr(outcome)[:300],
-            )
+            outcome = unfinished_record(arrival, end, repr(outcome))
         result.records.append(outcome)
     result.duration_s = max([end, *(r.end_s for r in result.records)])
     return result

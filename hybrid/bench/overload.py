@@ -37,7 +37,8 @@ from pydantic import BaseModel, Field, field_validator
 
 from hybrid import constants, tiers
 from hybrid.bench import defaults
-from hybrid.bench.loadgen import Record, RunResult, run_open_loop
+from hybrid.bench.loadgen import RunResult
+from hybrid.bench.loadgen_pool import PoolProgress, run_pool
 from hybrid.bench.processes import ServerProcess, call_in_process
 from hybrid.bench.report import TierCost, write_report
 from hybrid.bench.workload import Arrival, WorkloadConfig, schedule
@@ -98,6 +99,13 @@ class OverloadConfig(BaseModel):
     chat: bool = Field(default=True, description="Send prompts as a chat message (else as raw prompts).")
     plots: bool = Field(default=True, description="Write the PNG plots (needs matplotlib).")
     progress: bool = Field(default=True, description="Show progress bars while the schedule runs.")
+    loadgen_processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Processes the load generator sends from; one Python process offers at most one or two "
+        "thousand requests a second.",
+    )
 
     @field_validator("rtt_ms", "cost_per_hour")
     @classmethod
@@ -246,15 +254,16 @@ class BenchStack:
                 log.warning("stopping a part of the bench stack failed: %s", error)
 
 
-def run_with_progress(target: str, arrivals: list[Arrival], name: str, chat: bool, show: bool) -> RunResult:
-    """One configuration's run, with progress bars on stderr when ``show``; the bench calls it in a process
-    of its own."""
+def run_with_progress(
+    target: str, arrivals: list[Arrival], name: str, chat: bool, show: bool, processes: int = 1
+) -> RunResult:
+    """One configuration's run from ``processes`` generator processes (``hybrid.bench.loadgen_pool``), with progress
+    bars on stderr when ``show``."""
     if not show:
-        return asyncio.run(run_open_loop(target, arrivals, name, chat))
+        return run_pool(target, arrivals, processes, name, chat)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    failed = 0
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -266,14 +275,11 @@ def run_with_progress(target: str, arrivals: list[Arrival], name: str, chat: boo
         sent = progress.add_task(f"{name}: sent", total=len(arrivals), note="")
         done = progress.add_task(f"{name}: answered", total=len(arrivals), note="")
 
-        def on_done(record: Record) -> None:
-            nonlocal failed
-            failed += not record.ok
-            progress.update(done, advance=1, note=f"failed {failed}")
+        def on_progress(counts: PoolProgress) -> None:
+            progress.update(sent, completed=counts.sent)
+            progress.update(done, completed=counts.done, note=f"failed {counts.failed}")
 
-        return asyncio.run(
-            run_open_loop(target, arrivals, name, chat, on_sent=lambda _: progress.advance(sent), on_done=on_done)
-        )
+        return run_pool(target, arrivals, processes, name, chat, on_progress=on_progress)
 
 
 def run_overload(config: OverloadConfig, say=None, command: str = "") -> dict:
@@ -302,8 +308,10 @@ def run_overload(config: OverloadConfig, say=None, command: str = "") -> dict:
                 say(f"cooling down {config.cooldown_s:.0f} s")
                 time.sleep(config.cooldown_s)
             say(f"running the schedule against the {name} at {stack.target(name)}")
+            run = (stack.target(name), arrivals, name, config.chat, config.progress, config.loadgen_processes)
+            # One generator gets a process of its own; a pool's generators have theirs, and this one only merges.
             runs.append(
-                call_in_process(run_with_progress, stack.target(name), arrivals, name, config.chat, config.progress)
+                call_in_process(run_with_progress, *run) if config.loadgen_processes == 1 else run_with_progress(*run)
             )
         tiers = dict(stack.tier_costs)
         replicas = [r.model_dump() for r in stack.records]

@@ -23,17 +23,17 @@ from typing import Any
 
 log = logging.getLogger("hybrid.bench")
 
-_SPAWN = multiprocessing.get_context("spawn")  # fork would copy Ray's and grpc's threads half-alive
+SPAWN = multiprocessing.get_context("spawn")  # fork would copy Ray's and grpc's threads half-alive
 
 
-def _ignore_interrupts() -> None:
+def ignore_interrupts() -> None:
     # Ctrl-C reaches the whole process group; the parent decides what stops, and in which order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
 def _serve(server_class: type, config: Any, pipe) -> None:
-    _ignore_interrupts()
+    ignore_interrupts()
 
     async def main() -> None:
         try:
@@ -58,8 +58,8 @@ class ServerProcess:
 
     def __init__(self, server_class: type, config: Any, name: str, ready_timeout_s: float = 300.0):
         self.name = name
-        parent_end, child_end = _SPAWN.Pipe(duplex=False)
-        self._process = _SPAWN.Process(target=_serve, args=(server_class, config, child_end), name=name, daemon=True)
+        parent_end, child_end = SPAWN.Pipe(duplex=False)
+        self._process = SPAWN.Process(target=_serve, args=(server_class, config, child_end), name=name, daemon=True)
         self._process.start()
         child_end.close()
         try:
@@ -93,5 +93,5 @@ class ServerProcess:
 
 def call_in_process(function, *args):
     """``function(*args)`` in a fresh spawned process (both picklable); returns its result or raises its error."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=_SPAWN, initializer=_ignore_interrupts) as pool:
+    with ProcessPoolExecutor(max_workers=1, mp_context=SPAWN, initializer=ignore_interrupts) as pool:
         return pool.submit(function, *args).result()

@@ -72,6 +72,7 @@ def cmd_bench_overload(args: argparse.Namespace) -> int:
         ray_cpus=args.ray_cpus,
         cooldown_s=args.cooldown_s,
         plots=not args.no_plots,
+        loadgen_processes=args.loadgen_processes,
     )
     report = run_overload(config, say=console.log, command=_command_line())
     console.print(markdown(report), markup=False, highlight=False)
@@ -100,6 +101,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     _add_stack_arguments(overload)
     overload.add_argument("--cooldown-s", type=float, default=defaults.BENCH_COOLDOWN_S)
     overload.add_argument("--no-plots", action="store_true")
+    overload.add_argument(
+        "--loadgen-processes",
+        type=int,
+        default=1,
+        help="processes the load generator sends from, its arrivals dealt out among them (one offers ~1-2k req/s)",
+    )
     overload.set_defaults(func=cmd_bench_overload)
 
 

@@ -16,6 +16,7 @@ from hybrid.cli import main
         (["--mix", "REALTIME"], "CLASS=FRACTION"),
         (["--steady-rps", "0"], "greater than 0"),
         (["--max-new-tokens", "0"], "at least 1 token"),
+        (["--loadgen-processes", "0"], "loadgen_processes"),
     ],
 )
 def test_a_wrong_workload_is_refused_before_anything_starts(flags, says, tmp_path, capsys):
@@ -68,3 +69,58 @@ def test_bench_smoke_accounts_for_every_request(serve_cluster, int8_artifact, tm
     for plot in report["files"]["plots"]:
         assert (out / plot).stat().st_size > 0
     assert "| router | all |" in (out / "report.md").read_text()
+
+
+class _StackOfOneReplica:
+    """Stands in for BenchStack: both configurations are one scripted replica."""
+
+    def __init__(self, address: str):
+        self.address = address
+        self.tier_costs, self.records = {}, []
+
+    def __call__(self, config, say):
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def target(self, name: str) -> str:
+        return self.address
+
+
+async def test_the_overload_bench_sends_its_schedule_from_the_processes_asked_for(
+    scripted_replicas, tmp_path, monkeypatch
+):
+    import asyncio
+
+    from hybrid.bench import overload
+    from hybrid.bench.workload import WorkloadConfig
+
+    monkeypatch.setattr(overload, "BenchStack", _StackOfOneReplica(scripted_replicas[0].shell.address))
+    pools: list[int] = []
+    real_run_pool = overload.run_pool
+
+    def run_pool(target, arrivals, processes, *args, **kwargs):
+        pools.append(processes)
+        return real_run_pool(target, arrivals, processes, *args, **kwargs)
+
+    monkeypatch.setattr(overload, "run_pool", run_pool)
+    workload = WorkloadConfig(steady_rps=40, steady_s=0.5, burst_s=0, recovery_s=0, max_new_tokens=(2, 2))
+    config = overload.OverloadConfig(
+        workload=workload, out=tmp_path, cooldown_s=0, plots=False, progress=False, loadgen_processes=2
+    )
+    report = await asyncio.to_thread(overload.run_overload, config)
+
+    arrivals = report["meta"]["arrivals"]
+    assert arrivals > 5
+    for summary in report["configurations"].values():
+        assert summary["all"]["sent"] == summary["all"]["succeeded"] == arrivals
+    stored = json.loads((tmp_path / "records.json").read_text())
+    for run in stored:
+        assert len({r["request_id"] for r in run["records"]}) == arrivals
+        assert run["generator_cpu_s"] > 0
+    assert pools == [2, 2]  # both configurations from two generator processes
+    assert len({m.request_id for m in scripted_replicas[0].requests}) == arrivals
