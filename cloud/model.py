@@ -8,8 +8,8 @@ once as a CUDA graph and replayed with a single launch.
 
 Layout. The cache holds ``[layers, slots, kv_heads, length, head_dim]`` for keys and for values.
 Running sequence ``i`` lives in slot ``i``; token ``t`` of a sequence is at position ``t`` (no
-padding inside a row). Rows that leave are compacted by moving later rows down, so the running
-batch is always slots ``0..B-1`` and attention reads a view of the cache, never a gathered copy.
+padding inside a row). Rows that leave are filled by the last rows (one copy per row that left), so the
+running batch is always slots ``0..B-1`` and attention reads a view of the cache, never a gathered copy.
 
 Decode. Each step feeds one token per row at the row's own position. Batch sizes are rounded up to
 a bucket (1, 2, 4, ... ``max_batch``) and the attended length to a power of two, so a handful of
@@ -169,11 +169,20 @@ class StaticCacheLlama:
         self._graphs.clear()
 
     def move_rows(self, sources: list[int], lengths: list[int]) -> None:
-        """Compacts the cache: the row in slot ``sources[i]`` moves to slot ``i`` (sources ascend)."""
-        for target, (source, length) in enumerate(zip(sources, lengths)):
-            if source != target:
-                self.k_cache[:, target, :, :length].copy_(self.k_cache[:, source, :, :length])
-                self.v_cache[:, target, :, :length].copy_(self.v_cache[:, source, :, :length])
+        """Compacts the cache: the row in slot ``sources[i]`` moves to slot ``i``. A slot written to is one whose
+        row left, so every move reads a row nothing else overwrites; all of them go in one gather per cache."""
+        moves = [
+            (target, source, length)
+            for target, (source, length) in enumerate(zip(sources, lengths))
+            if source != target
+        ]
+        if not moves:
+            return
+        targets = torch.tensor([m[0] for m in moves], device=self.device)
+        froms = torch.tensor([m[1] for m in moves], device=self.device)
+        length = max(m[2] for m in moves)
+        for cache in (self.k_cache, self.v_cache):
+            cache[:, targets, :, :length] = cache[:, froms, :, :length]
 
     # --- forward --------------------------------------------------------------------------------
 

@@ -113,7 +113,10 @@ class ContinuousBatchingEngine(ABC):
 
     @abstractmethod
     def _keep(self, indices: list[int]) -> None:
-        """Keeps only these rows (in this order) of the running state; the others have left."""
+        """Keeps only these rows of the running state, row ``indices[i]`` becoming row ``i``; the others have left.
+
+        Rows that stay where they are keep their index; only the last rows move, each into a row that left
+        (``fill_from_the_end``), so a runtime that keeps rows in place moves as few as rows left."""
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -420,11 +423,26 @@ class ContinuousBatchingEngine(ABC):
             self.metrics.tokens.inc(seq.generated)
 
     def _retire(self) -> None:
-        keep = [i for i, s in enumerate(self.rows) if s.finish is None and not s.cancelled]
-        if len(keep) == len(self.rows):
+        live = [s.finish is None and not s.cancelled for s in self.rows]
+        if all(live):
             return
         for seq in self.rows:
             if seq.cancelled and seq.finish is None and self.metrics:
                 self.metrics.requests.labels("cancelled").inc()
+        keep = fill_from_the_end(live)
         self.rows = [self.rows[i] for i in keep]
         self._keep(keep)
+
+
+def fill_from_the_end(live: list[bool]) -> list[int]:
+    """The new order of the rows that stay: each stays in place, except that the last ones fill the holes.
+
+    With a batch of 128 where one row finishes, moving every later row down one place would copy up to 127
+    rows' state; filling the hole with the last row copies one. ``result[i]`` is the old index of new row i.
+    """
+    order = [i for i, alive in enumerate(live) if alive]
+    kept = len(order)
+    tail = [i for i in order if i >= kept]  # live rows beyond the new end: they move into the holes
+    holes = iter(i for i in range(kept) if not live[i])
+    moved = dict(zip(holes, tail))
+    return [moved.get(i, i) for i in range(kept)]

@@ -96,6 +96,11 @@ def _materialize_gguf(name: str, source: GGUFSource, cache_dir: Path) -> Resolve
 
     partial = target.with_name(target.name + f".partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
+    if getattr(model, "hf_quantizer", None) is not None:
+        # transformers 5 loads GGUF weights dequantized yet keeps the GGUF quantizer, which refuses to save;
+        # the weights in memory are plain tensors, and saved that way they are what 4.x saves.
+        model.hf_quantizer = None
+        model.config.__dict__.pop("quantization_config", None)
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
     (partial / "hybrid_source.json").write_text(json.dumps({"gguf": gguf.name, "sha256": fingerprint}, indent=2))
