@@ -151,17 +151,29 @@ def hf_continuous(model, ids: torch.Tensor, new: int, repeats: int) -> dict:
 
 
 def summarize(times: list[float], batch: int, new: int) -> dict:
+    return summarize_tokens(times, batch * new)
+
+
+def summarize_tokens(times: list[float], tokens: int) -> dict:
     best = statistics.median(times)
-    return {"seconds": best, "tokens_per_s": batch * new / best, "runs": times}
+    return {"seconds": best, "tokens_per_s": tokens / best, "runs": times}
 
 
-def engine_run(engine, tokenizer, ids: torch.Tensor, new: int) -> tuple[float, int]:
+def answer_lengths(batch: int, new: int, stagger: bool) -> list[int]:
+    """New tokens of each request: all ``new``, or (stagger) spread from new/2 to 3new/2 so that rows
+    leave the running batch at different steps, as they do in service, and the batch compacts often."""
+    if not stagger or batch == 1:
+        return [new] * batch
+    return [new // 2 + (i * new) // (batch - 1) for i in range(batch)]
+
+
+def engine_run(engine, tokenizer, ids: torch.Tensor, news: list[int]) -> tuple[float, int]:
     from hybrid.client import build_request
     from hybrid.protocol import request_from_proto
 
     texts = [tokenizer.decode(row) for row in ids.tolist()]
 
-    async def one(text):
+    async def one(text, new):
         request = request_from_proto(build_request(prompt=text, max_new_tokens=new))
         count = 0
         async for chunk in engine.generate(request):
@@ -169,19 +181,19 @@ def engine_run(engine, tokenizer, ids: torch.Tensor, new: int) -> tuple[float, i
         return count
 
     async def all_of_them():
-        return await asyncio.gather(*(one(t) for t in texts))
+        return await asyncio.gather(*(one(t, n) for t, n in zip(texts, news, strict=True)))
 
     started = time.perf_counter()
     counts = asyncio.run(all_of_them())
     return time.perf_counter() - started, sum(counts)
 
 
-def engine_path(model, tokenizer, ids: torch.Tensor, new: int, repeats: int, max_batch: int) -> dict:
+def engine_path(model, tokenizer, ids: torch.Tensor, news: list[int], repeats: int, max_batch: int) -> dict:
     from cloud.engine import TorchEngine
     from cloud.model import StaticCacheLlama
     from hybrid.protocol import ServedBy, Tier
 
-    static = StaticCacheLlama(model, max_batch=max_batch, max_context=ids.shape[1] + new + 8)
+    static = StaticCacheLlama(model, max_batch=max_batch, max_context=ids.shape[1] + max(news) + 8)
     engine = TorchEngine(
         static,
         tokenizer,
@@ -194,16 +206,16 @@ def engine_path(model, tokenizer, ids: torch.Tensor, new: int, repeats: int, max
     )
     engine.start()
     try:
-        engine_run(engine, tokenizer, ids, new)  # warm-up: captures the graphs this batch uses
+        engine_run(engine, tokenizer, ids, news)  # warm-up: captures the graphs this batch uses
         times, steps, step_s = [], 0, 0.0
         for _ in range(repeats):
             before_steps, before_s = engine.decode_steps, engine.decode_seconds
-            seconds, produced = engine_run(engine, tokenizer, ids, new)
-            assert produced == ids.shape[0] * new, (produced, ids.shape)
+            seconds, produced = engine_run(engine, tokenizer, ids, news)
+            assert produced == sum(news), (produced, ids.shape)
             times.append(seconds)
             steps += engine.decode_steps - before_steps
             step_s += engine.decode_seconds - before_s
-        result = summarize(times, ids.shape[0], new)
+        result = summarize_tokens(times, sum(news))
         result["decode_step_ms"] = 1000 * step_s / max(1, steps)
         result["graph_step_ms"] = graph_step_ms(static, ids.shape[0])
         return result
@@ -253,6 +265,7 @@ def serve_path(
     max_batch: int,
     ways: list[str],
     router_workers: int,
+    stagger: bool = False,
 ) -> dict:
     """The engine in one Serve replica, reached each way in ``ways``, all in this one run:
     ``proxy`` (Serve's gRPC proxy), ``direct`` (the replica's own port, Serve's direct ingress) and
@@ -274,7 +287,7 @@ def serve_path(
         max_batch_size=max_batch,
         max_wait_ms=0,
         max_queued_requests=4096,
-        max_context_tokens=prompt_tokens + new + 8,
+        max_context_tokens=prompt_tokens + 2 * new + 8,
     )
     deployment = DeploymentSettings(
         num_gpus=1 if torch.cuda.is_available() else 0,
@@ -296,9 +309,12 @@ def serve_path(
 
     async def run(batch: int, address: str, application: str | None) -> tuple[float, int]:
         texts = [tokenizer.decode(row) for row in prompts(batch, prompt_tokens, vocab).tolist()]
+        news = answer_lengths(batch, new, stagger)
         async with AsyncHybridClient(address, timeout_s=600, application=application) as client:
             began = time.perf_counter()
-            answers = await asyncio.gather(*(client.complete(prompt=t, max_new_tokens=new) for t in texts))
+            answers = await asyncio.gather(
+                *(client.complete(prompt=t, max_new_tokens=n) for t, n in zip(texts, news, strict=True))
+            )
             return time.perf_counter() - began, sum(len(a.token_ids) for a in answers)
 
     try:
@@ -309,9 +325,9 @@ def serve_path(
                 times = []
                 for _ in range(repeats):
                     seconds, produced = asyncio.run(run(batch, address, application))
-                    assert produced == batch * new, (produced, batch)
+                    assert produced == sum(answer_lengths(batch, new, stagger)), (produced, batch)
                     times.append(seconds)
-                results.setdefault(way, {})[str(batch)] = summarize(times, batch, new)
+                results.setdefault(way, {})[str(batch)] = summarize_tokens(times, produced)
                 print(shape, way, batch, f"{results[way][str(batch)]['tokens_per_s']:.0f} tok/s", flush=True)
     finally:
         if router is not None:
@@ -332,6 +348,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--serve-ways", default="proxy,direct,router", help="how the serve path reaches the replica")
     parser.add_argument("--router-workers", type=int, default=1, help="`hybrid router serve --workers`")
+    parser.add_argument(
+        "--stagger",
+        action="store_true",
+        help="engine and serve paths: answers of new/2 to 3new/2 tokens, so rows leave the batch at different steps",
+    )
     parser.add_argument("--out", default="cloud_decode.json")
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -347,6 +368,7 @@ def main() -> int:
         "prompt_tokens": args.prompt_tokens,
         "new_tokens": args.new_tokens,
         "weights": "random (bf16); end tokens ignored",
+        "stagger": args.stagger,
         "results": {},
     }
     out = Path(args.out)
@@ -370,7 +392,8 @@ def main() -> int:
                     elif path == "cb":
                         row[path] = hf_continuous(model, ids, args.new_tokens, args.repeats)
                     elif path == "engine":
-                        row[path] = engine_path(model, tokenizer, ids, args.new_tokens, args.repeats, max(batches))
+                        news = answer_lengths(batch, args.new_tokens, args.stagger)
+                        row[path] = engine_path(model, tokenizer, ids, news, args.repeats, max(batches))
                 except Exception as error:  # one failing path must not lose the others' figures
                     row[path] = {"error": f"{type(error).__name__}: {error}"[:600]}
                     traceback.print_exc()
@@ -394,6 +417,7 @@ def main() -> int:
                     max(batches),
                     args.serve_ways.split(","),
                     args.router_workers,
+                    args.stagger,
                 )
             except Exception as error:
                 report["results"][shape]["serve"] = {"error": f"{type(error).__name__}: {error}"[:600]}
