@@ -191,6 +191,9 @@ class CloudTier:
         deploy(self.settings, self.deployment, self.app_name)
         if self.registration is not None:
             self.registration.start()
+        if self.direct and registry_from_spec(self.settings.discovery) is not None:
+            for record in self.records():  # ready once listed: the replicas register within a second or two
+                log.info("replica %s registered at %s:%d", record.id, record.address, record.port)
         log.info(
             "cloud tier %s ready on %s (app %s, model %s, %s replica(s) of %d sequences, region %s)",
             self.settings.tier,

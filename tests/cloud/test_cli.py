@@ -17,13 +17,16 @@ def test_hybrid_cloud_serve_registers_streams_and_deregisters(tmp_path):
     args += ["--cost-per-hour", "2.5", "--max-batch-size", "4"]
     with running_hybrid(*args, ready_timeout_s=240) as (process, address):
         services = yaml.safe_load(discovery.read_text())["services"]
-        assert len(services) == 1
+        assert len(services) == 1, "one replica, one record: the replica on its own port"
         service = services[0]
         assert service["Tags"][0] == "tier:public" and service["Meta"]["cost_per_hour"] == "2.5"
-        assert f"{service['Address']}:{service['Port']}" == address
-        with HybridClient(address) as client:
-            answer = client.complete(prompt="Hello", max_new_tokens=4)
-        assert answer.served_by.tier == pb.PUBLIC and answer.token_ids
+        assert service["Meta"]["serve_replica"] and service["Port"] >= 40000
+        replica = f"{service['Address']}:{service['Port']}"
+        for target in (replica, address):  # the replica's own port, and Serve's proxy for other clients
+            with HybridClient(target) as client:
+                answer = client.complete(prompt="Hello", max_new_tokens=4)
+            assert answer.served_by.tier == pb.PUBLIC and answer.token_ids
+            assert answer.served_by.replica_id == service["ID"]
         process.send_signal(2)
         assert process.wait(timeout=60) == 0
     assert yaml.safe_load(discovery.read_text())["services"] == []
