@@ -53,6 +53,13 @@ class RouterConfig(BaseModel):
         description="A replica with calls open that sends nothing (no chunk, no load report) this long is frozen: "
         "ejected, its calls ended and those without a first token sent elsewhere.",
     )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description="Router processes serving the same ports (SO_REUSEPORT), each with the whole router; 1 serves "
+        "in this process. Above 1, the ports must be fixed (not 0) and a supervising parent serves the metrics of "
+        "all of them (hybrid.router.workers).",
+    )
     realtime_ttft_ms: float = Field(
         default=defaults.ROUTING_REALTIME_TTFT_MS,
         gt=0,
@@ -131,7 +138,9 @@ class Router:
         )
         policy = RoutingPolicy(realtime_ttft_ms=config.realtime_ttft_ms)
         self.dataplane = RouterDataPlane(self.view, policy, stall_s=config.stall_s)
-        self.shell = ServerShell(config.host, config.port, [INFERENCE_SERVICE, ROUTER_ADMIN_SERVICE])
+        self.shell = ServerShell(
+            config.host, config.port, [INFERENCE_SERVICE, ROUTER_ADMIN_SERVICE], reuse_port=self.shares_ports
+        )
         self.address = self.shell.address
         servicer = RouterServicer(self.dataplane)
         self.shell.server.add_generic_rpc_handlers((inference_handler(servicer.Generate, servicer.GetLoad),))
@@ -141,6 +150,11 @@ class Router:
         self._http = None
         self._metrics_server = None
         self._metrics_task: asyncio.Task | None = None
+
+    @property
+    def shares_ports(self) -> bool:
+        """One of several worker processes serving the same ports."""
+        return self.config.workers > 1
 
     async def start(self) -> None:
         # Requests that arrive before discovery's first answer would find no replica at all.
@@ -159,7 +173,9 @@ class Router:
         if self.config.http_port is not None:
             from hybrid.router.openai import OpenAIFront
 
-            self._http = OpenAIFront(self.dataplane, self.config.host, self.config.http_port)
+            self._http = OpenAIFront(
+                self.dataplane, self.config.host, self.config.http_port, reuse_port=self.shares_ports
+            )
             await self._http.start()
             self.http_address = self._http.address
         self._metrics_task = asyncio.ensure_future(self._observe())
