@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import deque
 
@@ -15,20 +16,25 @@ class RecentWindow:
     def __init__(self, window_s: float):
         self.window_s = window_s
         self._values: deque[tuple[float, float]] = deque()
+        # The same values in order: a quantile is read at every routing decision, and sorting each time would
+        # cost that decision a sort of every value of the window.
+        self._sorted: list[float] = []
         self._lock = threading.Lock()  # an engine adds on its own thread; a server reads on its loop
 
     def add(self, now: float, value: float) -> None:
         with self._lock:
             self._values.append((now, value))
+            bisect.insort(self._sorted, value)
             self._trim(now)
 
     def quantile(self, now: float, q: float) -> float:
         """The value that a fraction ``q`` of the window's values do not exceed (nearest rank)."""
         with self._lock:
             self._trim(now)
-            values = sorted(v for _, v in self._values)
-        return values[min(len(values) - 1, int(q * len(values)))] if values else 0.0
+            values = self._sorted
+            return values[min(len(values) - 1, int(q * len(values)))] if values else 0.0
 
     def _trim(self, now: float) -> None:
         while self._values and self._values[0][0] < now - self.window_s:
-            self._values.popleft()
+            _, value = self._values.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, value)]

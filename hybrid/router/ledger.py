@@ -132,7 +132,9 @@ class CallLedger(CallHooks):
         if not calls:
             self._in_flight.pop(replica_id, None)
         if outcome.answered and call.first_token_at is not None and call.tokens > 1:
-            window = self._token_ms.setdefault(replica_id, RecentWindow(self.window_s))
+            window = self._token_ms.get(replica_id)
+            if window is None:
+                window = self._token_ms[replica_id] = RecentWindow(self.window_s)
             window.add(now, (now - call.first_token_at) * 1000 / (call.tokens - 1))
 
     def in_flight(self, replica_id: str) -> list[Call]:

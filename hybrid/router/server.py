@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 import grpc
 from prometheus_client import start_http_server
@@ -20,7 +22,7 @@ from hybrid.router.policy.replica import ReplicaState
 from hybrid.router.sources import DiscoverySource, source_from_spec
 from hybrid.router.view import ReplicaView
 from hybrid.serving.background import BackgroundLoop, serve_until_signalled
-from hybrid.serving.grpc_shell import INFERENCE_SERVICE, ServerShell, inference_handler
+from hybrid.serving.grpc_shell import INFERENCE_SERVICE, ServerShell, abort_with, parse_generate_request
 from hybrid.serving.memory import release_free_memory
 from hybrid.v1 import inference_pb2 as pb
 from hybrid.v1 import router_admin_pb2 as admin_pb
@@ -68,6 +70,21 @@ class RouterConfig(BaseModel):
     )
 
 
+def relaying_handler(servicer: RouterServicer) -> grpc.GenericRpcHandler:
+    """hybrid.v1.Inference with Generate's messages left as bytes both ways (``RouterServicer.Generate``)."""
+    return grpc.method_handlers_generic_handler(
+        INFERENCE_SERVICE,
+        {
+            "Generate": grpc.unary_stream_rpc_method_handler(servicer.Generate),
+            "GetLoad": grpc.unary_unary_rpc_method_handler(
+                servicer.GetLoad,
+                request_deserializer=pb.GetLoadRequest.FromString,
+                response_serializer=pb.LoadReport.SerializeToString,
+            ),
+        },
+    )
+
+
 def replica_message(state: ReplicaState, ejected: bool, outstanding: int) -> admin_pb.Replica:
     record = state.record
     return admin_pb.Replica(
@@ -91,10 +108,16 @@ class RouterServicer(admin_grpc.RouterAdminServicer):
     def __init__(self, dataplane: RouterDataPlane):
         self.dataplane = dataplane
 
-    async def Generate(self, message: pb.GenerateRequest, context: grpc.aio.ServicerContext):
-        request = request_from_proto(message, wire.deadline_of(context))
-        async for response in self.dataplane.generate(request, message):
-            yield response
+    async def Generate(self, raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        """The request is read once, for the policy, and relayed as it came; the chunks come back as the replica's
+        bytes: the router never writes a message it passes on."""
+        try:
+            request = request_from_proto(parse_generate_request(raw), wire.deadline_of(context))
+            async with aclosing(self.dataplane.relay(request, raw)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        except HybridError as error:
+            await abort_with(context, error)
 
     async def GetLoad(self, message: pb.GetLoadRequest, context: grpc.aio.ServicerContext) -> pb.LoadReport:
         return self.dataplane.load()
@@ -143,7 +166,7 @@ class Router:
         )
         self.address = self.shell.address
         servicer = RouterServicer(self.dataplane)
-        self.shell.server.add_generic_rpc_handlers((inference_handler(servicer.Generate, servicer.GetLoad),))
+        self.shell.server.add_generic_rpc_handlers((relaying_handler(servicer),))
         admin_grpc.add_RouterAdminServicer_to_server(servicer, self.shell.server)
         self.http_address: str | None = None
         self.metrics_address: str | None = None
