@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 from hybrid import constants
 from hybrid.cli.common import add_discovery_argument
@@ -11,7 +10,7 @@ from hybrid.router import defaults as router_defaults
 
 
 def cmd_router_serve(args: argparse.Namespace) -> int:
-    from hybrid.router.server import RouterConfig, serve_forever
+    from hybrid.router.server import RouterConfig, run_event_loop, serve_forever
 
     config = RouterConfig(
         host=args.host,
@@ -28,7 +27,7 @@ def cmd_router_serve(args: argparse.Namespace) -> int:
         from hybrid.router.workers import serve_workers
 
         return serve_workers(config)
-    asyncio.run(serve_forever(config))
+    run_event_loop(serve_forever(config))
     return 0
 
 

@@ -37,7 +37,7 @@ from multiprocessing.connection import Connection, wait
 
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
-from hybrid.router.server import Router, RouterConfig
+from hybrid.router.server import Router, RouterConfig, run_event_loop
 
 log = logging.getLogger("hybrid.router")
 
@@ -62,7 +62,7 @@ def _worker_main(config: RouterConfig, ready: Connection, log_level: int, parent
     # Ctrl-C reaches the whole process group; the parent decides when the workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format=f"%(asctime)s %(name)s [worker {os.getpid()}] %(message)s")
-    asyncio.run(_serve_worker(config, ready, parent_pid))
+    run_event_loop(_serve_worker(config, ready, parent_pid))
 
 
 async def _serve_worker(config: RouterConfig, ready: Connection, parent_pid: int) -> None:

@@ -79,11 +79,12 @@ def discovery(tmp_path_factory):
 
 
 class RouterProcesses:
-    """`hybrid router serve --workers 2` as a child process, its output collected line by line."""
+    """`hybrid router serve --workers N` as a child process, its output collected line by line."""
 
-    def __init__(self, discovery: str):
+    def __init__(self, discovery: str, workers: int = 2):
         self.port, self.http_port, self.metrics_port = free_port(), free_port(), free_port()
-        command = [sys.executable, "-m", "hybrid.cli", "router", "serve", "--workers", "2", "--discovery", discovery]
+        command = [sys.executable, "-m", "hybrid.cli", "router", "serve", "--workers", str(workers)]
+        command += ["--discovery", discovery]
         command += ["--port", str(self.port), "--http-port", str(self.http_port)]
         command += ["--metrics-port", str(self.metrics_port), "--drain-grace-s", "1"]
         self.process = subprocess.Popen(
@@ -91,8 +92,12 @@ class RouterProcesses:
         )
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
-        ready = self.wait_for(r"router ready on \S+ with 2 workers \(pids (\d+), (\d+)\)")
-        self.worker_pids = [int(pid) for pid in ready.groups()]
+        if workers == 1:
+            self.wait_for(r"router ready on ")
+            self.worker_pids = []
+        else:
+            ready = self.wait_for(r"router ready on \S+ with 2 workers \(pids (\d+), (\d+)\)")
+            self.worker_pids = [int(pid) for pid in ready.groups()]
 
     def _read(self) -> None:
         for line in self.process.stdout:
@@ -204,6 +209,17 @@ def test_a_worker_that_dies_is_restarted_and_the_exit_says_so(router):
     assert send(router.port, 40, channels=8) == ["ok"] * 40
     assert router.stop() == 1  # a worker died on its own during the run
     assert not any(alive(pid) for pid in [restarted, *router.worker_pids])
+
+
+def test_one_worker_is_the_router_itself_with_no_child(discovery):
+    router = RouterProcesses(discovery, workers=1)
+    try:
+        assert send(router.port, 20, channels=2) == ["ok"] * 20
+        children = Path(f"/proc/{router.process.pid}/task/{router.process.pid}/children").read_text().split()
+        assert children == []
+        assert router.stop() == 0
+    finally:
+        router.kill_all()
 
 
 @pytest.mark.parametrize("flag", ["--port", "--http-port"])
