@@ -11,15 +11,17 @@ What the workers share, and what they do not. The replicas' load reports are the
 worker polls every replica every ``ROUTER_LOAD_POLL_S``, so all see the same queue depth and batch. The
 calls in flight are each worker's own: a worker's ``CallLedger`` holds only the calls it sent. The policy
 reads a replica's load as the larger of what the replica last reported and the calls the worker has open
-there (``Outlook.load``), and the no-harm rule (``expectations.no_harm``) weighs one more row against the
-deadlines of the worker's own calls in flight there only. Between two polls, then, a worker does not see
-the requests the other workers sent: each judges the room left, the pace with one more row and the
-answers put at risk from the last report plus its own share, and N workers may each fill the room they
-see. A replica can so receive up to N times what one router would have sent it before the next poll
-reports it — the overshoot is bounded by N times what arrives between two polls — and the answers another
-worker has in flight there count as load once a poll reports them, but their deadlines are never weighed.
-A replica that is full answers RESOURCE_EXHAUSTED, and the worker sends the request elsewhere before its
-first token.
+there (``Outlook.load``); the pace it expects with one more row, the wait before a slot frees, and the
+no-harm rule (``expectations.no_harm``: one more row must not push any answer in flight there past
+``ROUTING_DEADLINE_HEADROOM`` of its remaining time) all follow from that load, and the no-harm rule weighs
+the deadlines of the worker's own calls only. Between two polls a worker does not see the requests the
+other workers sent there: each judges the room left from the last report plus its own share, so N workers
+may each fill the room they see. A replica with room for R more requests can so receive up to N x R before
+the next poll reports them (and never more than what the workers route between two polls): up to (N - 1) x R
+beyond its room. Meanwhile the pace each worker predicts is that of a smaller batch than the replica runs. Once a poll reports
+the other workers' calls they count as load, which slows the pace predicted for everyone's calls, but their
+own deadlines are never weighed by another worker. A replica that is full answers RESOURCE_EXHAUSTED, and
+the worker sends the request elsewhere before its first token.
 """
 
 from __future__ import annotations
