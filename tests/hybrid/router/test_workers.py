@@ -211,6 +211,15 @@ def test_a_worker_that_dies_is_restarted_and_the_exit_says_so(router):
     assert not any(alive(pid) for pid in [restarted, *router.worker_pids])
 
 
+def test_workers_left_behind_by_a_parent_killed_outright_stop_on_their_own(router):
+    os.kill(router.process.pid, signal.SIGKILL)
+    router.process.wait()
+    deadline = time.monotonic() + 15
+    while any(alive(pid) for pid in router.worker_pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in router.worker_pids)
+
+
 def test_one_worker_is_the_router_itself_with_no_child(discovery):
     router = RouterProcesses(discovery, workers=1)
     try:
