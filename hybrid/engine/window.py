@@ -16,10 +16,33 @@ class RecentWindow:
     def __init__(self, window_s: float):
         self.window_s = window_s
         self._values: deque[tuple[float, float]] = deque()
-        # The same values in order: a quantile is read at every routing decision, and sorting each time would
-        # cost that decision a sort of every value of the window.
-        self._sorted: list[float] = []
         self._lock = threading.Lock()  # an engine adds on its own thread; a server reads on its loop
+
+    def add(self, now: float, value: float) -> None:
+        with self._lock:
+            self._values.append((now, value))
+            self._trim(now)
+
+    def quantile(self, now: float, q: float) -> float:
+        """The value that a fraction ``q`` of the window's values do not exceed (nearest rank)."""
+        with self._lock:
+            self._trim(now)
+            values = sorted(v for _, v in self._values)
+        return values[min(len(values) - 1, int(q * len(values)))] if values else 0.0
+
+    def _trim(self, now: float) -> None:
+        while self._values and self._values[0][0] < now - self.window_s:
+            self._values.popleft()
+
+
+class OrderedRecentWindow(RecentWindow):
+    """A ``RecentWindow`` that also keeps its values in order, for a reader that asks for a quantile far more
+    often than values come (the router, at every routing decision): each quantile is then a look-up rather
+    than a sort of every value of the window."""
+
+    def __init__(self, window_s: float):
+        super().__init__(window_s)
+        self._sorted: list[float] = []
 
     def add(self, now: float, value: float) -> None:
         with self._lock:
@@ -28,7 +51,6 @@ class RecentWindow:
             self._trim(now)
 
     def quantile(self, now: float, q: float) -> float:
-        """The value that a fraction ``q`` of the window's values do not exceed (nearest rank)."""
         with self._lock:
             self._trim(now)
             values = self._sorted
