@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 from hybrid import constants
 from hybrid.cli.common import add_discovery_argument
@@ -11,7 +10,7 @@ from hybrid.router import defaults as router_defaults
 
 
 def cmd_router_serve(args: argparse.Namespace) -> int:
-    from hybrid.router.server import RouterConfig, serve_forever
+    from hybrid.router.server import RouterConfig, run_event_loop, serve_forever
 
     config = RouterConfig(
         host=args.host,
@@ -22,8 +21,13 @@ def cmd_router_serve(args: argparse.Namespace) -> int:
         realtime_ttft_ms=args.realtime_ttft_ms,
         stall_s=args.stall_s,
         drain_grace_s=args.drain_grace_s,
+        workers=args.workers,
     )
-    asyncio.run(serve_forever(config))
+    if config.workers > 1:
+        from hybrid.router.workers import serve_workers
+
+        return serve_workers(config)
+    run_event_loop(serve_forever(config))
     return 0
 
 
@@ -33,8 +37,20 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default=constants.DEFAULT_HOST)
     serve.add_argument("--port", type=int, default=constants.DEFAULT_ROUTER_PORT)
     add_discovery_argument(serve, also="; the router needs replicas, so not 'none'")
-    serve.add_argument("--http-port", type=int, default=None, help="serve the OpenAI-compatible HTTP front on this port")
-    serve.add_argument("--metrics-port", type=int, default=None)
+    serve.add_argument(
+        "--http-port", type=int, default=None, help="serve the OpenAI-compatible HTTP front on this port"
+    )
+    serve.add_argument(
+        "--metrics-port", type=int, default=None, help="Prometheus /metrics (with --workers > 1: of every worker)"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="router processes sharing the ports (SO_REUSEPORT; the kernel spreads connections over them), each the "
+        "whole router, under a parent that restarts one that dies and stops all on SIGINT/SIGTERM; 1 (default) "
+        "serves in this process. Above 1, --port and --http-port must be fixed (0 is refused)",
+    )
     serve.add_argument(
         "--realtime-ttft-ms",
         type=float,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import deque
 
@@ -32,3 +33,30 @@ class RecentWindow:
     def _trim(self, now: float) -> None:
         while self._values and self._values[0][0] < now - self.window_s:
             self._values.popleft()
+
+
+class OrderedRecentWindow(RecentWindow):
+    """A ``RecentWindow`` that also keeps its values in order, for a reader that asks for a quantile far more
+    often than values come (the router, at every routing decision): each quantile is then a look-up rather
+    than a sort of every value of the window."""
+
+    def __init__(self, window_s: float):
+        super().__init__(window_s)
+        self._sorted: list[float] = []
+
+    def add(self, now: float, value: float) -> None:
+        with self._lock:
+            self._values.append((now, value))
+            bisect.insort(self._sorted, value)
+            self._trim(now)
+
+    def quantile(self, now: float, q: float) -> float:
+        with self._lock:
+            self._trim(now)
+            values = self._sorted
+            return values[min(len(values) - 1, int(q * len(values)))] if values else 0.0
+
+    def _trim(self, now: float) -> None:
+        while self._values and self._values[0][0] < now - self.window_s:
+            _, value = self._values.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, value)]

@@ -72,15 +72,14 @@ class RouterDataPlane:
         source = self.view.source
         self.metrics.observe_discovery(source.healthy, source.staleness_s(), self.view.replicas())
 
-    async def generate(
-        self, request: GenerationRequest, message: pb.GenerateRequest
-    ) -> AsyncIterator[pb.GenerateResponse]:
-        """Streams the answer from the replica the policy picks. Raises HybridError subclasses."""
+    async def relay(self, request: GenerationRequest, raw_request: bytes) -> AsyncIterator[bytes]:
+        """Streams the answer from the replica the policy picks, each chunk as the replica's bytes; ``raw_request``
+        is ``request`` as it came on the wire, sent on as is. Raises HybridError subclasses."""
         self._check_model(request)
         self.policy.observe(request)
         failures: dict[str, ReplicaFailed] = {}
         for attempt in range(self.max_attempts):
-            decision = self.policy.choose(request, self.view.replicas(), exclude=frozenset(failures))
+            decision = self.policy.choose(request, self.view.replicas(), exclude=frozenset(failures), explain=False)
             state = decision.chosen
             if state is None:
                 self.metrics.refused(decision)
@@ -89,11 +88,11 @@ class RouterDataPlane:
             streamed = False
             try:
                 client = self.view.replica_clients.get(state.replica_id)
-                call = stream_call(client, state, request, message, decision.request_class.value, self.hooks)
+                call = stream_call(client, state, request, raw_request, decision.request_class.value, self.hooks)
                 async with aclosing(call) as chunks:
-                    async for response in chunks:
+                    async for chunk in chunks:
                         streamed = True
-                        yield response
+                        yield chunk
                 return
             except ReplicaFailed as error:
                 if streamed or error.code in CALLER_CODES:
@@ -101,6 +100,14 @@ class RouterDataPlane:
                 failures[state.replica_id] = error
                 log.info("retrying %s elsewhere: %s: %s", request.request_id, state.replica_id, error.message)
         raise _refusal(failures, defaults.ROUTING_NO_REPLICA_RETRY_AFTER_MS, gave_up=True)
+
+    async def generate(
+        self, request: GenerationRequest, message: pb.GenerateRequest
+    ) -> AsyncIterator[pb.GenerateResponse]:
+        """``relay`` for callers that read the chunks (the OpenAI front). Raises HybridError subclasses."""
+        async with aclosing(self.relay(request, message.SerializeToString())) as chunks:
+            async for chunk in chunks:
+                yield pb.GenerateResponse.FromString(chunk)
 
     def _check_model(self, request: GenerationRequest) -> None:
         """A model no replica serves is the caller's mistake (NOT_FOUND), not a full tier to retry later."""

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hybrid.engine.window import RecentWindow
+from hybrid.engine.window import OrderedRecentWindow
 from hybrid.router import defaults
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class CallLedger(CallHooks):
     def __init__(self, window_s: float = defaults.ROUTING_RECENT_WINDOW_S):
         self.window_s = window_s
         self._in_flight: dict[str, list[Call]] = {}
-        self._token_ms: dict[str, RecentWindow] = {}
+        self._token_ms: dict[str, OrderedRecentWindow] = {}
 
     def sent(self, call: Call) -> None:
         self._in_flight.setdefault(call.replica.replica_id, []).append(call)
@@ -132,7 +132,9 @@ class CallLedger(CallHooks):
         if not calls:
             self._in_flight.pop(replica_id, None)
         if outcome.answered and call.first_token_at is not None and call.tokens > 1:
-            window = self._token_ms.setdefault(replica_id, RecentWindow(self.window_s))
+            window = self._token_ms.get(replica_id)
+            if window is None:
+                window = self._token_ms[replica_id] = OrderedRecentWindow(self.window_s)
             window.add(now, (now - call.first_token_at) * 1000 / (call.tokens - 1))
 
     def in_flight(self, replica_id: str) -> list[Call]:

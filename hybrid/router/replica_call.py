@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from hybrid import wire
 from hybrid.errors import HybridError
@@ -20,7 +22,9 @@ from hybrid.protocol import GenerationRequest
 from hybrid.router.ledger import CANCELLED, OK, Call, HookChain, Outcome
 from hybrid.router.policy.replica import ReplicaState
 from hybrid.v1 import inference_pb2 as pb
-from hybrid.v1 import inference_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from hybrid.router.view import ReplicaClient
 
 # Answers that say the request itself is wrong or over: another replica would answer the same.
 CALLER_CODES = frozenset(
@@ -74,14 +78,15 @@ def caller_cancelled() -> bool:
 
 
 async def stream_call(
-    client: pb_grpc.InferenceStub | None,
+    client: ReplicaClient | None,
     state: ReplicaState,
     request: GenerationRequest,
-    message: pb.GenerateRequest,
+    raw_request: bytes,
     request_class: str,
     hooks: HookChain,
-) -> AsyncIterator[pb.GenerateResponse]:
-    """Streams the replica's answer. Raises ReplicaFailed with the status the caller should get."""
+) -> AsyncIterator[bytes]:
+    """Streams the replica's answer, each chunk as the bytes it came as; ``raw_request`` is ``request`` as sent
+    to the router. Raises ReplicaFailed with the status the caller should get."""
     remaining = request.remaining_s()
     if remaining is not None and remaining <= 0:
         raise ReplicaFailed(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the request was sent")
@@ -91,16 +96,18 @@ async def stream_call(
     deadline = None if remaining is None else began + remaining
     call = Call(state, began, deadline, request.max_new_tokens, request_class, request.arrived_at)
     metadata = wire.call_metadata(state.record.application, remaining)
-    rpc = client.Generate(message, timeout=remaining, metadata=metadata)
+    rpc = client.generate_bytes(raw_request, timeout=remaining, metadata=metadata)
     call.stop_stream = rpc.cancel
     hooks.sent(call)
     outcome = CANCELLED  # unless the stream ends or fails below: the caller went away
     try:
         finished = False
-        async for response in rpc:
+        async for raw in rpc:
+            # Read once for the books (tokens, the final chunk), relayed as it came.
+            response = pb.GenerateResponse.FromString(raw)
             finished = finished or bool(response.finish_reason)
             hooks.chunk(call, len(response.token_ids), time.monotonic())
-            yield response
+            yield raw
         if not finished:
             outcome = CUT_SHORT
             raise ReplicaFailed(
@@ -112,6 +119,9 @@ async def stream_call(
         outcome = outcome_of(code)
         retry_after_ms = wire.retry_after_ms(error.trailing_metadata())
         raise ReplicaFailed(code, error.details() or code.name, retry_after_ms) from None
+    except DecodeError:
+        outcome = outcome_of(grpc.StatusCode.INTERNAL)
+        raise ReplicaFailed(grpc.StatusCode.INTERNAL, "the replica sent a chunk that is no GenerateResponse") from None
     except asyncio.CancelledError:
         if caller_cancelled():
             raise

@@ -24,10 +24,24 @@ from hybrid.engine.pace import Pace
 from hybrid.router import defaults
 from hybrid.router.policy.replica import ReplicaState
 from hybrid.router.sources import DiscoverySource
+from hybrid.serving.grpc_shell import INFERENCE_SERVICE
 from hybrid.v1 import inference_pb2 as pb
 from hybrid.v1 import inference_pb2_grpc as pb_grpc
 
 log = logging.getLogger("hybrid.router")
+
+GENERATE_METHOD = f"/{INFERENCE_SERVICE}/Generate"
+
+
+class ReplicaClient(pb_grpc.InferenceStub):
+    """The generated client of one replica, plus ``generate_bytes``: Generate with both messages left as bytes.
+
+    The router relays the caller's request as it came and the replica's chunks as they come: it reads each
+    chunk once, for the call's bookkeeping, and never writes one again."""
+
+    def __init__(self, channel: grpc.aio.Channel):
+        super().__init__(channel)
+        self.generate_bytes = channel.unary_stream(GENERATE_METHOD)
 
 
 @dataclass
@@ -49,8 +63,8 @@ class ReplicaView:
         self.drain_grace_s = drain_grace_s
         self.tick_s = tick_s
         self.states: dict[str, ReplicaState] = {}
-        # One generated gRPC client (InferenceStub) per replica, on its channel.
-        self.replica_clients: dict[str, pb_grpc.InferenceStub] = {}
+        # One gRPC client per replica, on its channel.
+        self.replica_clients: dict[str, ReplicaClient] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._leaving: dict[str, _Leaving] = {}
         self._tasks: list[asyncio.Task] = []
@@ -88,7 +102,7 @@ class ReplicaView:
             asyncio.ensure_future(old.close())
         channel = grpc.aio.insecure_channel(f"{record.address}:{record.port}", options=wire.RECONNECT_OPTIONS)
         self._channels[record.id] = channel
-        self.replica_clients[record.id] = pb_grpc.InferenceStub(channel)
+        self.replica_clients[record.id] = ReplicaClient(channel)
 
     def _finish_leaving(self, now: float) -> None:
         """Closes the channel of each leaving replica once its answers ended, or its grace ran out."""

@@ -69,10 +69,12 @@ def inference_handler(
 class ServerShell:
     """A grpc.aio server with health and reflection, bound to one address, that drains on stop."""
 
-    def __init__(self, host: str, port: int, service_names: list[str]):
+    def __init__(self, host: str, port: int, service_names: list[str], reuse_port: bool = False):
+        """``reuse_port`` lets several processes serve the same port, the kernel spreading connections over them;
+        off, a second server on a port in use fails to bind rather than silently taking part of its traffic."""
         self.server = grpc.aio.server(
             options=[
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
                 # A request larger than any valid one is refused by gRPC as it arrives, before it is read into
                 # memory: RESOURCE_EXHAUSTED naming both sizes.
                 ("grpc.max_receive_message_length", constants.MAX_REQUEST_BYTES),
@@ -82,7 +84,10 @@ class ServerShell:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_names = service_names
         reflection.enable_server_reflection([*service_names, reflection.SERVICE_NAME, health.SERVICE_NAME], self.server)
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        try:
+            self.port = self.server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError:  # what grpc raises where older versions returned 0
+            self.port = 0
         if self.port == 0:
             raise OSError(f"could not bind {host}:{port}; is another server using it? choose another --port")
         self.address = f"{host}:{self.port}"

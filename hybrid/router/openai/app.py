@@ -42,8 +42,11 @@ class OpenAIFront:
         port: int,
         drain_grace_s: float = constants.DRAIN_GRACE_S,
         limits: HTTPLimits | None = None,
+        reuse_port: bool = False,
     ):
+        """``reuse_port``: several router processes serve the same port, the kernel spreading connections."""
         self.dataplane = dataplane
+        self.reuse_port = reuse_port
         self.host = host
         self.port = port
         self.drain_grace_s = drain_grace_s
@@ -56,7 +59,7 @@ class OpenAIFront:
 
     async def start(self) -> None:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.create_server((self.host, self.port), family=family)
+        sock = socket.create_server((self.host, self.port), family=family, reuse_port=self.reuse_port)
         port = sock.getsockname()[1]
         self.address = f"[{self.host}]:{port}" if family == socket.AF_INET6 else f"{self.host}:{port}"
         config = uvicorn.Config(

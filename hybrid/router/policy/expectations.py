@@ -15,17 +15,23 @@ from hybrid.router.policy.replica import ReplicaState
 
 
 class Outlook:
-    """One replica as a request sent at ``now`` would find it."""
+    """One replica as a request sent at ``now`` would find it.
+
+    A snapshot for one decision: each figure is worked out once, however many expectations read it."""
 
     def __init__(self, replica: ReplicaState, ledger: CallLedger, now: float):
         self.replica = replica
         self.now = now
         self.calls = ledger.in_flight(replica.replica_id)
         self._recent_token_ms = ledger.recent_token_ms(replica.replica_id, now)
+        self._load = max(replica.queue_depth + replica.active, len(self.calls))
+        self._start_ms: float | None = None
+        self._first_token_ms: float | None = None
+        self._token_ms: float | None = None
 
     def load(self) -> int:
         """Requests ahead of a new one: what it reported waiting or running, or what we sent, whichever is more."""
-        return max(self.replica.queue_depth + self.replica.active, len(self.calls))
+        return self._load
 
     def relative_load(self) -> float:
         return self.load() / self.replica.capacity
@@ -41,7 +47,9 @@ class Outlook:
 
     def start_ms(self) -> float:
         """When a request sent now would start here: the network's round trip plus the queue's wait."""
-        return (self.replica.rtt_ms or 0.0) + self.wait_ms()
+        if self._start_ms is None:
+            self._start_ms = (self.replica.rtt_ms or 0.0) + self.wait_ms()
+        return self._start_ms
 
     def oldest_awaiting_first_token_ms(self) -> float:
         """How long the oldest call in flight without its first token has waited; 0 when none."""
@@ -50,7 +58,10 @@ class Outlook:
     def first_token_ms(self) -> float:
         """When its first token would arrive: the start plus what first tokens take here now — the 90th
         percentile the replica reports of its last seconds, or longer where a call of ours has waited longer."""
-        return self.start_ms() + max(self.replica.recent_ttft_p90_ms, self.oldest_awaiting_first_token_ms())
+        if self._first_token_ms is None:
+            waited = max(self.replica.recent_ttft_p90_ms, self.oldest_awaiting_first_token_ms())
+            self._first_token_ms = self.start_ms() + waited
+        return self._first_token_ms
 
     def token_ms(self) -> float:
         """What each token after the first would take: the replica's pace at its batch with this request in it,
@@ -58,8 +69,10 @@ class Outlook:
 
         The pace sees a burst coming the moment requests pile up on a replica, before any of them ends; the
         calls see what the pace leaves out (the network, the proxies in the path)."""
-        rows = min(self.replica.capacity, self.load() + 1)
-        return max(self.replica.pace.token_ms(rows), self._recent_token_ms)
+        if self._token_ms is None:
+            rows = min(self.replica.capacity, self.load() + 1)
+            self._token_ms = max(self.replica.pace.token_ms(rows), self._recent_token_ms)
+        return self._token_ms
 
     def finish_ms(self, new_tokens: int) -> float:
         """When an answer of ``new_tokens`` would end: its first token, then the rest at the predicted pace."""

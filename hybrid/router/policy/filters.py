@@ -43,22 +43,26 @@ def candidates(
     replicas: list[ReplicaState],
     order: list[Tier],
     usable: list[Filter],
-    reasons: list[str],
+    reasons: list[str] | None,
 ) -> dict[Tier, list[ReplicaState]]:
-    """The replicas each tier (in order) may use for this request: those of its model passing every filter."""
+    """The replicas each tier (in order) may use for this request: those of its model passing every filter.
+
+    Why a tier has fewer or none goes to ``reasons``, where there are any to write (a decision explained)."""
     of_model = serves_model(request)
     by_tier: dict[Tier, list[ReplicaState]] = {}
     for tier in order:
         name = tier.name.lower()
         members = [r for r in replicas if r.tier == tier and of_model(r)]
         if not members:
-            reasons.append(f"{name}: no replica of this model")
+            if reasons is not None:
+                reasons.append(f"{name}: no replica of this model")
             continue
         if request.require_full_precision and tier == Tier.EDGE and not any(r.full_precision for r in members):
-            reasons.append(f"{name}: skipped, min_precision FULL and its replicas are quantized")
+            if reasons is not None:
+                reasons.append(f"{name}: skipped, min_precision FULL and its replicas are quantized")
             continue
         kept = [r for r in members if all(passes(r) for passes in usable)]
-        if len(kept) < len(members):
+        if len(kept) < len(members) and reasons is not None:
             reasons.append(
                 f"{name}: {len(members) - len(kept)} replica(s) ejected, draining, excluded or below min_precision"
             )

@@ -70,15 +70,21 @@ class RoutingPolicy:
         return tiers.classify(request, self.hotness.is_hot(hotness_key(request)))
 
     def choose(
-        self, request: GenerationRequest, replicas: list[ReplicaState], exclude: frozenset[str] = frozenset()
+        self,
+        request: GenerationRequest,
+        replicas: list[ReplicaState],
+        exclude: frozenset[str] = frozenset(),
+        explain: bool = True,
     ) -> Decision:
-        """Picks a replica, or none with a retry hint; ``exclude`` holds replicas that already failed this request."""
+        """Picks a replica, or none with a retry hint; ``exclude`` holds replicas that already failed this request.
+
+        Without ``explain`` the decision's reasons stay empty: the same choice, without writing out why."""
         request_class = self.classify(request)
         order = tiers.tier_order(request_class, replicas)
         decision = Decision(request_class, order, None)
-        decision.reasons.append(
-            f"class {request_class.value}; tiers in order: {', '.join(t.name.lower() for t in order)}"
-        )
+        reasons = decision.reasons if explain else None
+        if reasons is not None:
+            reasons.append(f"class {request_class.value}; tiers in order: {', '.join(t.name.lower() for t in order)}")
         remaining = request.remaining_s()
         budget_ms = defaults.ROUTING_DEFAULT_BUDGET_MS if remaining is None else remaining * 1000
         usable = [
@@ -90,16 +96,17 @@ class RoutingPolicy:
         now = self._clock()
         by_tier = {
             tier: [Outlook(r, self.ledger, now) for r in members]
-            for tier, members in filters.candidates(request, replicas, order, usable, decision.reasons).items()
+            for tier, members in filters.candidates(request, replicas, order, usable, reasons).items()
         }
-        chosen = self._passes(request, request_class, by_tier, budget_ms, decision.reasons)
+        chosen = self._passes(request, request_class, by_tier, budget_ms, reasons)
         if chosen is not None:
             decision.chosen = chosen.replica
             return decision
         shortest = min((o.start_ms() for members in by_tier.values() for o in members), default=float("inf"))
         late_ms = shortest - budget_ms if shortest < float("inf") else defaults.ROUTING_NO_REPLICA_RETRY_AFTER_MS
         decision.retry_after_ms = int(max(constants.MIN_RETRY_AFTER_MS, late_ms))
-        decision.reasons.append("no tier has room: RESOURCE_EXHAUSTED")
+        if reasons is not None:
+            reasons.append("no tier has room: RESOURCE_EXHAUSTED")
         return decision
 
     def _passes(
@@ -108,7 +115,7 @@ class RoutingPolicy:
         request_class: RequestClass,
         by_tier: dict[Tier, list[Outlook]],
         budget_ms: float,
-        reasons: list[str],
+        reasons: list[str] | None,
     ) -> Outlook | None:
         finish = expectations.finish_within(request.max_new_tokens, budget_ms * defaults.ROUTING_DEADLINE_HEADROOM)
         harmless = expectations.no_harm()
@@ -126,13 +133,16 @@ class RoutingPolicy:
         return chosen
 
     def _first_tier_meeting(
-        self, by_tier: dict[Tier, list[Outlook]], wanted: list[Expectation], reasons: list[str]
+        self, by_tier: dict[Tier, list[Outlook]], wanted: list[Expectation], reasons: list[str] | None
     ) -> Outlook | None:
         """One replica of the first tier (in order) whose replicas meet every expectation; None if no tier's do."""
-        wants = " and ".join(e.wanted for e in wanted)
         for tier, usable in by_tier.items():
-            name = tier.name.lower()
             meeting = [o for o in usable if all(e.met(o) for e in wanted)]
+            if reasons is None:
+                if meeting:
+                    return picker.two_choices(meeting, self._rng)
+                continue
+            name, wants = tier.name.lower(), " and ".join(e.wanted for e in wanted)
             if not meeting:
                 best = (
                     ", ".join(f"best expected {e.expected(min(usable, key=e.predicted))}" for e in wanted)
@@ -150,15 +160,18 @@ class RoutingPolicy:
         return None
 
     def _soonest_first_token(
-        self, by_tier: dict[Tier, list[Outlook]], wanted: list[Expectation], reasons: list[str]
+        self, by_tier: dict[Tier, list[Outlook]], wanted: list[Expectation], reasons: list[str] | None
     ) -> Outlook | None:
         """Of every tier's replicas that meet the expectations, the one whose first token is expected soonest."""
-        wants = " and ".join(e.wanted for e in wanted)
+        wants = " and ".join(e.wanted for e in wanted) if reasons is not None else ""
         meeting = [o for usable in by_tier.values() for o in usable if all(e.met(o) for e in wanted)]
         if not meeting:
-            reasons.append(f"no replica of any tier expects a {wants}")
+            if reasons is not None:
+                reasons.append(f"no replica of any tier expects a {wants}")
             return None
         chosen = picker.soonest_first_token(meeting)
+        if reasons is None:
+            return chosen
         reasons.append(
             f"{chosen.replica.record.tier}: {chosen.replica.replica_id} has the soonest expected first token "
             f"({chosen.first_token_ms():.0f} ms) of the {len(meeting)} replicas of any tier that expect a "

@@ -10,6 +10,8 @@ from hybrid.protocol import Tier
 
 # Precisions that count as full for min_precision FULL.
 FULL_PRECISIONS = frozenset({"fp32", "fp16", "bf16"})
+# Read several times in every routing decision: a dictionary look-up, not a parse.
+_TIER_OF_NAME = {tier.name.lower(): tier for tier in Tier}
 
 
 @dataclass
@@ -36,7 +38,8 @@ class ReplicaState:
 
     @property
     def tier(self) -> Tier:
-        return Tier.parse(self.record.tier)
+        tier = _TIER_OF_NAME.get(self.record.tier)
+        return tier if tier is not None else Tier.parse(self.record.tier)
 
     @property
     def capacity(self) -> int:
