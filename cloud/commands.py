@@ -64,6 +64,9 @@ def cmd_cloud_config(args: argparse.Namespace) -> int:
     from cloud.serve_config import dump_serve_config, serve_config
 
     settings, deployment = cloud_settings(args)
+    settings = type(settings).model_validate(
+        {**settings.model_dump(), "discovery": args.discovery, "cost_per_hour": args.cost_per_hour}
+    )
     if deployment.num_gpus is None:
         raise ValueError("say how many GPUs each replica gets: --num-gpus 1 for a GPU tier, 0 for CPU")
     text = dump_serve_config(serve_config(settings, deployment, args.app_name or settings.tier, args.port))
@@ -95,6 +98,13 @@ def add_commands(commands: argparse._SubParsersAction, plugin: tiers.TierPlugin)
     )
     serve.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a local Ray cluster started here")
     serve.set_defaults(func=tiers.requiring(plugin, cmd_cloud_serve))
+    config.add_argument(
+        "--discovery",
+        default="none",
+        help="where each replica registers itself on its own port, e.g. consul (its node's agent); "
+        "needs RAY_SERVE_ENABLE_DIRECT_INGRESS=1 in the environment of every node of the cluster",
+    )
+    config.add_argument("--cost-per-hour", type=float, default=0.0, help="per replica, registered with it")
     config.add_argument("--out", default="", help="file to write; stdout when empty")
     config.set_defaults(func=cmd_cloud_config)
 

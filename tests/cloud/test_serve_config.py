@@ -210,3 +210,15 @@ def test_a_misspelled_hybrid_variable_is_refused_not_ignored():
     with pytest.raises(CloudConfigError, match="HYBRID_PRECISON"):
         ReplicaSettings.from_env({"HYBRID_PRECISON": "bf16", "HYBRID_CACHE_DIR": "/tmp/cache"})
     assert ReplicaSettings.from_env({"HYBRID_CACHE_DIR": "/tmp/cache", "HYBRID_TIER": "public"}).tier == "public"
+
+
+def test_replicas_that_register_themselves_carry_discovery_and_their_cost(tmp_path, capsys):
+    from hybrid.cli import main
+
+    out = tmp_path / "serve.yaml"
+    args = ["cloud", "config", "--num-gpus", "1", "--discovery", "consul", "--cost-per-hour", "2.5", "--out", str(out)]
+    assert main(args) == 0
+    [tier] = load_serve_config(yaml.safe_load(out.read_text()))
+    assert (tier.settings.discovery, tier.settings.cost_per_hour) == ("consul", 2.5)
+    assert main(["cloud", "config", "--num-gpus", "1", "--cost-per-hour", "-1"]) != 0
+    assert "cost_per_hour" in capsys.readouterr().err
