@@ -5,21 +5,12 @@ from __future__ import annotations
 from cloud.directory import ReplicaDirectory, ServeTarget
 from hybrid.discovery import ReplicaRecord, StaticFileRegistry
 from hybrid.discovery.records import prefer_direct_replicas
+from tests.hybrid.discovery.samples import sample_record
 
 
 def record(replica_id: str, port: int, application: str = "private", serve_replica: str = "") -> ReplicaRecord:
-    return ReplicaRecord(
-        id=replica_id,
-        address="127.0.0.1",
-        port=port,
-        tier="private",
-        model="m",
-        precision="fp32",
-        region="r",
-        capacity=8,
-        cost_per_hour=2.0,
-        application=application,
-        serve_replica=serve_replica,
+    return sample_record(replica_id, port, tier="private").model_copy(
+        update={"application": application, "serve_replica": serve_replica}
     )
 
 
