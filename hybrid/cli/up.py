@@ -16,6 +16,7 @@ from hybrid import constants, tiers
 from hybrid.cli.client import add_priority_argument
 from hybrid.cli.common import console as make_console
 from hybrid.cli.common import print_chunks
+from hybrid.router import defaults as router_defaults
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -65,7 +66,13 @@ def _start_router(args: argparse.Namespace, discovery: str, console, stoppers: l
 
     with console.status("starting the router"):
         router = BackgroundRouter(
-            RouterConfig(host=args.host, port=args.router_port, discovery=discovery, http_port=args.http_port)
+            RouterConfig(
+                host=args.host,
+                port=args.router_port,
+                discovery=discovery,
+                http_port=args.http_port,
+                realtime_ttft_ms=args.realtime_ttft_ms,
+            )
         )
     stoppers.append(router.stop)
     console.print(f"[bold green]router[/]        {router.address}  (OpenAI front http://{router.http_address}/v1)")
@@ -80,7 +87,9 @@ def _answer(address: str, args: argparse.Namespace) -> None:
 
     with HybridClient(address, timeout_s=600) as client:
         messages = [{"role": "user", "content": args.prompt}]
-        print_chunks(client.stream(messages=messages, max_new_tokens=args.max_new_tokens, priority=args.priority), False)
+        print_chunks(
+            client.stream(messages=messages, max_new_tokens=args.max_new_tokens, priority=args.priority), False
+        )
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -94,6 +103,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     up.add_argument("--no-cloud", action="store_true", help="edge agent and router only (no Ray)")
     add_priority_argument(up)
     up.add_argument("--region", default=constants.DEFAULT_REGION)
+    up.add_argument(
+        "--realtime-ttft-ms",
+        type=float,
+        default=router_defaults.ROUTING_REALTIME_TTFT_MS,
+        help="the router's first-token target of REALTIME requests (as `hybrid router serve` has it)",
+    )
     up.add_argument("--prompt", default="", help="once the stack is up, answer this through it")
     up.add_argument("--max-new-tokens", type=int, default=64)
     up.add_argument("--once", action="store_true", help="stop after answering --prompt")

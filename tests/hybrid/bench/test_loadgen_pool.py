@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import statistics
 import time
 
 import pytest
@@ -61,12 +62,18 @@ async def test_two_processes_send_every_arrival_once_on_one_clock(replica):
     scheduled = [r.scheduled_s for r in result.records]
     assert scheduled == sorted(scheduled)
     for record in result.records:
-        assert 0 <= record.sent_s - record.scheduled_s < 0.25
+        assert 0 <= record.sent_s - record.scheduled_s < 1.0, "sent before its time, or long after"
         assert record.sent_s <= record.end_s
-    # ... and that start is the one the wall clock saw: the replica got each request just after its time.
-    for record in result.records:
-        lag_s = replica.arrived_at[record.request_id] - (result.started_at + record.scheduled_s)
-        assert -0.01 < lag_s < 0.1, (record.request_id, lag_s)
+    # ... and that start is the one the wall clock saw: the replica got each request after its time, and each
+    # process's requests (dealt out in turn: even and odd) typically within a few ms of it. Medians, because on
+    # a busy machine one request may wait a scheduler slice; a process started off the shared clock shifts all.
+    lags = [
+        replica.arrived_at[r.request_id] - (result.started_at + r.scheduled_s)
+        for r in sorted(result.records, key=lambda r: r.request_id)
+    ]
+    assert min(lags) > -0.01, "a request reached the replica before its time on the shared clock"
+    for share in (lags[0::2], lags[1::2]):
+        assert statistics.median(share) < 0.1, share
 
 
 async def test_a_generator_process_that_dies_leaves_a_client_error_record_per_lost_arrival(replica):
