@@ -29,11 +29,7 @@ import gc
 import json
 import os
 import platform
-import socket
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -42,73 +38,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SHAPES = {
-    "smollm2-135m": dict(
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        vocab_size=49152,
-        tie_word_embeddings=True,
-        rope_theta=100000.0,
-        max_position_embeddings=8192,
-        rms_norm_eps=1e-5,
-    ),
-    "llama-3.2-1b": dict(
-        hidden_size=2048,
-        intermediate_size=8192,
-        num_hidden_layers=16,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        vocab_size=128256,
-        tie_word_embeddings=True,
-        rope_theta=500000.0,
-        rope_scaling={
-            "rope_type": "llama3",
-            "factor": 32.0,
-            "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 8192,
-        },
-        max_position_embeddings=131072,
-        rms_norm_eps=1e-5,
-    ),
-}
-
-
-def word_tokenizer(vocab_size: int):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    core = Tokenizer(models.WordLevel({f"w{i}": i for i in range(vocab_size)}, unk_token="w0"))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=core, unk_token="w0", pad_token="w0", eos_token="w0")
-
-
-def random_model(shape: str, device: str):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(**SHAPES[shape], bos_token_id=1, eos_token_id=0, pad_token_id=0)
-    with torch.device(device):
-        model = LlamaForCausalLM(config).to(torch.bfloat16).eval()
-    return model
-
-
-def prompts(batch: int, length: int, vocab: int, seed: int = 0) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randint(10, vocab - 10, (batch, length), generator=generator)
-
-
-def timed(fn, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        torch.cuda.synchronize()
-        started = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - started)
-    return times
+from cloud_serve_ways import serve_path  # noqa: E402
+from decode_workload import (  # noqa: E402
+    SHAPES,
+    answer_lengths,
+    prompts,
+    random_model,
+    summarize,
+    summarize_tokens,
+    timed,
+    word_tokenizer,
+)
 
 
 def hf_generate(model, ids: torch.Tensor, new: int, repeats: int, static: bool) -> dict:
@@ -148,23 +88,6 @@ def hf_continuous(model, ids: torch.Tensor, new: int, repeats: int) -> dict:
 
     run()
     return summarize(timed(run, repeats), ids.shape[0], new)
-
-
-def summarize(times: list[float], batch: int, new: int) -> dict:
-    return summarize_tokens(times, batch * new)
-
-
-def summarize_tokens(times: list[float], tokens: int) -> dict:
-    best = statistics.median(times)
-    return {"seconds": best, "tokens_per_s": tokens / best, "runs": times}
-
-
-def answer_lengths(batch: int, new: int, stagger: bool) -> list[int]:
-    """New tokens of each request: all ``new``, or (stagger) spread from new/2 to 3new/2 so that rows
-    leave the running batch at different steps, as they do in service, and the batch compacts often."""
-    if not stagger or batch == 1:
-        return [new] * batch
-    return [new // 2 + (i * new) // (batch - 1) for i in range(batch)]
 
 
 def engine_run(engine, tokenizer, ids: torch.Tensor, news: list[int]) -> tuple[float, int]:
@@ -234,108 +157,6 @@ def graph_step_ms(static, batch: int, steps: int = 200) -> float:
     for _ in range(steps):
         static.decode(tokens, positions).tokens[:batch].tolist()
     return 1000 * (time.perf_counter() - started) / steps
-
-
-def start_router(discovery: Path, workers: int) -> tuple[subprocess.Popen, str]:
-    """`hybrid router serve` in a process of its own, on the replicas' discovery file."""
-    from cloud.server import free_port
-
-    port = free_port()
-    command = [sys.executable, "-m", "hybrid.cli", "router", "serve", "--port", str(port)]
-    command += ["--discovery", f"static:{discovery}"] + (["--workers", str(workers)] if workers > 1 else [])
-    router = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return router, f"127.0.0.1:{port}"
-        except OSError:
-            if router.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the router did not start") from None
-            time.sleep(0.2)
-
-
-def serve_path(
-    shape: str,
-    vocab: int,
-    batches: list[int],
-    prompt_tokens: int,
-    new: int,
-    repeats: int,
-    max_batch: int,
-    ways: list[str],
-    router_workers: int,
-    stagger: bool = False,
-) -> dict:
-    """The engine in one Serve replica, reached each way in ``ways``, all in this one run:
-    ``proxy`` (Serve's gRPC proxy), ``direct`` (the replica's own port, Serve's direct ingress) and
-    ``router`` (hybrid's router, which reaches the replica on its own port)."""
-    from transformers import LlamaConfig
-
-    from cloud.config import DeploymentSettings, ReplicaSettings
-    from cloud.server import CloudTier, shutdown_serve
-    from hybrid.client import AsyncHybridClient
-
-    folder = Path(tempfile.mkdtemp(prefix="bench-model-"))
-    LlamaConfig(**SHAPES[shape], eos_token_id=0, pad_token_id=0).save_pretrained(folder)
-    tokenizer = word_tokenizer(vocab)
-    tokenizer.save_pretrained(folder)
-    settings = ReplicaSettings(
-        tier="private",
-        model=str(folder),
-        random_weights=True,
-        max_batch_size=max_batch,
-        max_wait_ms=0,
-        max_queued_requests=4096,
-        max_context_tokens=prompt_tokens + 2 * new + 8,
-    )
-    deployment = DeploymentSettings(
-        num_gpus=1 if torch.cuda.is_available() else 0,
-        num_cpus=1,
-        max_ongoing_requests=4 * max_batch,
-        max_queued_requests=4096,
-    )
-    discovery = folder / "discovery.yaml"
-    tier = CloudTier(settings, deployment, port=0, discovery=f"static:{discovery}", app_name="bench", num_cpus=8)
-    started = time.perf_counter()
-    tier.start()
-    [replica] = tier.records()
-    results: dict = {"deploy_seconds": time.perf_counter() - started}
-    addresses = {"proxy": (tier.address, "bench"), "direct": (f"{replica.address}:{replica.port}", None)}
-    router = None
-    if "router" in ways:
-        router, address = start_router(discovery, router_workers)
-        addresses["router"] = (address, None)
-
-    async def run(batch: int, address: str, application: str | None) -> tuple[float, int]:
-        texts = [tokenizer.decode(row) for row in prompts(batch, prompt_tokens, vocab).tolist()]
-        news = answer_lengths(batch, new, stagger)
-        async with AsyncHybridClient(address, timeout_s=600, application=application) as client:
-            began = time.perf_counter()
-            answers = await asyncio.gather(
-                *(client.complete(prompt=t, max_new_tokens=n) for t, n in zip(texts, news, strict=True))
-            )
-            return time.perf_counter() - began, sum(len(a.token_ids) for a in answers)
-
-    try:
-        for way in ways:
-            address, application = addresses[way]
-            for batch in batches:
-                asyncio.run(run(batch, address, application))  # warm-up
-                times = []
-                for _ in range(repeats):
-                    seconds, produced = asyncio.run(run(batch, address, application))
-                    assert produced == sum(answer_lengths(batch, new, stagger)), (produced, batch)
-                    times.append(seconds)
-                results.setdefault(way, {})[str(batch)] = summarize_tokens(times, produced)
-                print(shape, way, batch, f"{results[way][str(batch)]['tokens_per_s']:.0f} tok/s", flush=True)
-    finally:
-        if router is not None:
-            router.terminate()
-            router.wait(timeout=30)
-        tier.stop()
-        shutdown_serve()
-    return results
 
 
 def main() -> int:

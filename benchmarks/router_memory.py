@@ -39,7 +39,9 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def one_round(stub, build_request) -> None:
+def send_oversized_requests(stub, build_request) -> None:
+    """One round of requests whose fields are far over the limits: the router refuses each (INVALID_ARGUMENT, or
+    RESOURCE_EXHAUSTED past the message size), and what the round leaves in its memory is what is measured."""
     import grpc
 
     oversized = [("affinity_key", 900_000)] * 8 + [("request_id", 900_000)] * 8 + [("client_region", 600_000)] * 8
@@ -64,13 +66,14 @@ def main(args: argparse.Namespace) -> None:
         discovery = f"static:{folder}/discovery.yaml"
         replica = ServerProcess(SyntheticReplica, SyntheticReplicaConfig(replica_id="r", discovery=discovery), "r")
         router_class = UntrimmedRouter if args.no_trim else Router
-        router = ServerProcess(router_class, RouterConfig(port=0, discovery=discovery), "router")
+        # Plaintext on loopback only: the router binds 127.0.0.1 here.
+        router = ServerProcess(router_class, RouterConfig(host="127.0.0.1", port=0, discovery=discovery), "router")
         channel = grpc.insecure_channel(router.address, options=[("grpc.max_send_message_length", 8 << 20)])
         stub = pb_grpc.InferenceStub(channel)
         time.sleep(1.5)
         print(f"{'untrimmed' if args.no_trim else 'router'}: start {rss_mb(router.pid):.0f} MB", flush=True)
         for index in range(args.rounds):
-            one_round(stub, build_request)
+            send_oversized_requests(stub, build_request)
             time.sleep(1.5)
             print(f"  after round {index + 1}: {rss_mb(router.pid):.0f} MB", flush=True)
         channel.close()

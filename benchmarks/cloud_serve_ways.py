@@ -1,0 +1,117 @@
+"""The engine in one Ray Serve replica, reached through Serve's proxy, on the replica's own port and through
+the router, one way after the other in one run (the ``serve`` path of ``cloud_decode.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from decode_workload import SHAPES, answer_lengths, prompts, summarize_tokens, word_tokenizer
+
+
+def start_router(discovery: Path, workers: int) -> tuple[subprocess.Popen, str]:
+    """`hybrid router serve` in a process of its own, on the replicas' discovery file."""
+    from cloud.server import free_port
+
+    port = free_port()
+    command = [sys.executable, "-m", "hybrid.cli", "router", "serve", "--port", str(port)]
+    command += ["--discovery", f"static:{discovery}"] + (["--workers", str(workers)] if workers > 1 else [])
+    router = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return router, f"127.0.0.1:{port}"
+        except OSError:
+            if router.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the router did not start") from None
+            time.sleep(0.2)
+
+
+def serve_path(
+    shape: str,
+    vocab: int,
+    batches: list[int],
+    prompt_tokens: int,
+    new: int,
+    repeats: int,
+    max_batch: int,
+    ways: list[str],
+    router_workers: int,
+    stagger: bool = False,
+) -> dict:
+    """The engine in one Serve replica, reached each way in ``ways``, all in this one run:
+    ``proxy`` (Serve's gRPC proxy), ``direct`` (the replica's own port, Serve's direct ingress) and
+    ``router`` (hybrid's router, which reaches the replica on its own port)."""
+    from transformers import LlamaConfig
+
+    from cloud.config import DeploymentSettings, ReplicaSettings
+    from cloud.server import CloudTier, shutdown_serve
+    from hybrid.client import AsyncHybridClient
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-model-"))
+    LlamaConfig(**SHAPES[shape], eos_token_id=0, pad_token_id=0).save_pretrained(folder)
+    tokenizer = word_tokenizer(vocab)
+    tokenizer.save_pretrained(folder)
+    settings = ReplicaSettings(
+        tier="private",
+        model=str(folder),
+        random_weights=True,
+        max_batch_size=max_batch,
+        max_wait_ms=0,
+        max_queued_requests=4096,
+        max_context_tokens=prompt_tokens + 2 * new + 8,
+    )
+    deployment = DeploymentSettings(
+        num_gpus=1 if torch.cuda.is_available() else 0,
+        num_cpus=1,
+        max_ongoing_requests=4 * max_batch,
+        max_queued_requests=4096,
+    )
+    discovery = folder / "discovery.yaml"
+    tier = CloudTier(settings, deployment, port=0, discovery=f"static:{discovery}", app_name="bench", num_cpus=8)
+    started = time.perf_counter()
+    tier.start()
+    [replica] = tier.records()
+    results: dict = {"deploy_seconds": time.perf_counter() - started}
+    addresses = {"proxy": (tier.address, "bench"), "direct": (f"{replica.address}:{replica.port}", None)}
+    router = None
+    if "router" in ways:
+        router, address = start_router(discovery, router_workers)
+        addresses["router"] = (address, None)
+
+    async def run(batch: int, address: str, application: str | None) -> tuple[float, int]:
+        texts = [tokenizer.decode(row) for row in prompts(batch, prompt_tokens, vocab).tolist()]
+        news = answer_lengths(batch, new, stagger)
+        async with AsyncHybridClient(address, timeout_s=600, application=application) as client:
+            began = time.perf_counter()
+            answers = await asyncio.gather(
+                *(client.complete(prompt=t, max_new_tokens=n) for t, n in zip(texts, news, strict=True))
+            )
+            return time.perf_counter() - began, sum(len(a.token_ids) for a in answers)
+
+    try:
+        for way in ways:
+            address, application = addresses[way]
+            for batch in batches:
+                asyncio.run(run(batch, address, application))  # warm-up
+                times = []
+                for _ in range(repeats):
+                    seconds, produced = asyncio.run(run(batch, address, application))
+                    assert produced == sum(answer_lengths(batch, new, stagger)), (produced, batch)
+                    times.append(seconds)
+                results.setdefault(way, {})[str(batch)] = summarize_tokens(times, produced)
+                print(shape, way, batch, f"{results[way][str(batch)]['tokens_per_s']:.0f} tok/s", flush=True)
+    finally:
+        if router is not None:
+            router.terminate()
+            router.wait(timeout=30)
+        tier.stop()
+        shutdown_serve()
+    return results
