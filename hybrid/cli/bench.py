@@ -112,8 +112,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def _add_workload_arguments(overload: argparse.ArgumentParser) -> None:
     overload.add_argument("--steady-rps", type=float, default=None, help="requests a second outside the burst")
-    overload.add_argument("--burst-x", type=float, default=None, help="the burst's rate as a multiple of the steady one")
-    overload.add_argument("--seconds", type=float, default=None, help="whole run, split in thirds: steady, burst, steady")
+    overload.add_argument(
+        "--burst-x", type=float, default=None, help="the burst's rate as a multiple of the steady one"
+    )
+    overload.add_argument(
+        "--seconds", type=float, default=None, help="whole run, split in thirds: steady, burst, steady"
+    )
     overload.add_argument("--steady-s", type=float, default=None, help="steady phase before the burst")
     overload.add_argument("--burst-s", type=float, default=None)
     overload.add_argument("--recovery-s", type=float, default=None, help="steady phase after the burst")

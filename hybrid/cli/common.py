@@ -15,6 +15,17 @@ def console():
     return Console(stderr=True)
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a number above zero, refused at parse time (before anything starts) otherwise."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be above 0")
+    return value
+
+
 def add_discovery_argument(parser: argparse.ArgumentParser, also: str = "") -> None:
     """``--discovery SPEC``, the static file by default; ``also`` is said after the accepted forms."""
     parser.add_argument(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hybrid import constants
-from hybrid.cli.common import add_discovery_argument
+from hybrid.cli.common import add_discovery_argument, positive_float
 from hybrid.router import defaults as router_defaults
 
 
@@ -53,7 +53,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     serve.add_argument(
         "--realtime-ttft-ms",
-        type=float,
+        type=positive_float,
         default=router_defaults.ROUTING_REALTIME_TTFT_MS,
         help="first-token target of REALTIME requests: the nearest tier expected to meet it serves them",
     )

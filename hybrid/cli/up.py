@@ -15,7 +15,7 @@ from pathlib import Path
 from hybrid import constants, tiers
 from hybrid.cli.client import add_priority_argument
 from hybrid.cli.common import console as make_console
-from hybrid.cli.common import print_chunks
+from hybrid.cli.common import positive_float, print_chunks
 from hybrid.router import defaults as router_defaults
 
 
@@ -105,7 +105,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     up.add_argument("--region", default=constants.DEFAULT_REGION)
     up.add_argument(
         "--realtime-ttft-ms",
-        type=float,
+        type=positive_float,
         default=router_defaults.ROUTING_REALTIME_TTFT_MS,
         help="the router's first-token target of REALTIME requests (as `hybrid router serve` has it)",
     )

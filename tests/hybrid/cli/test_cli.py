@@ -80,3 +80,10 @@ def test_up_answers_its_prompt_serves_every_tier_until_interrupted_and_stops_cle
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0, process.stdout.read()[-3000:]
         assert "services: []" in (tmp_path / "discovery.yaml").read_text(), "everything deregistered on the way out"
+
+
+def test_an_impossible_first_token_target_is_refused_before_anything_starts():
+    for command in (["up"], ["router", "serve"]):
+        result = hybrid(*command, "--realtime-ttft-ms", "-1")
+        assert result.returncode == 2
+        assert "--realtime-ttft-ms: -1 must be above 0" in result.stderr
