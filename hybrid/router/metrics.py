@@ -89,7 +89,8 @@ class RouterMetrics(CallHooks):
             self.retries.inc()
 
     def refused(self, decision: Decision) -> None:
-        self.requests.labels("none", decision.request_class.value, "refused").inc()
+        outcome = "refused" if decision.impossible_ms is None else "impossible_deadline"
+        self.requests.labels("none", decision.request_class.value, outcome).inc()
 
     def observe_discovery(self, healthy: bool, staleness_s: float, replicas: list[ReplicaState]) -> None:
         self.discovery_healthy.set(1 if healthy else 0)
