@@ -61,7 +61,7 @@ class InferenceDeployment:
         self.engine = build_engine(self.settings, self.replica_id)
         self.engine.start()
         # Serve sends nothing before the constructor returns: the pace is known from the first load report.
-        await self.engine.measure_pace()
+        await self.engine.measure_pace(full_batch=self.engine.model.device.type == "cuda")
         self.directory = self._follow_in_discovery(context.app_name, unique)
         log.info("replica %s serving %s on %s", self.replica_id, self.engine.model_name, self.engine.model.device)
 

@@ -155,10 +155,11 @@ class ContinuousBatchingEngine(ABC):
             pace=self._pace.fit(),
         )
 
-    async def measure_pace(self) -> None:
+    async def measure_pace(self, full_batch: bool = False) -> None:
         """Times decode steps at one row and at ``PACE_ROWS`` (at most a full batch) before any real request, so
         that the pace this replica reports is known from its first load report; then forgets those requests in
-        every other figure."""
+        every other figure. ``full_batch`` times a full batch too: cheap on a GPU, whose step is far from a line
+        through small batches, and what a burst meets first."""
         metrics, self.metrics = self.metrics, None
 
         async def answer(index: int) -> None:
@@ -180,6 +181,8 @@ class ContinuousBatchingEngine(ABC):
         try:
             await answer(0)
             await asyncio.gather(*(answer(i) for i in range(1, min(self.capacity, constants.PACE_ROWS) + 1)))
+            if full_batch and self.capacity > constants.PACE_ROWS:
+                await asyncio.gather(*(answer(i) for i in range(self.capacity)))
         finally:
             self.metrics = metrics
             self._pace.forget_stalls()

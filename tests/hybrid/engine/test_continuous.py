@@ -277,6 +277,16 @@ async def test_measured_pace_stays_and_its_requests_leave_no_other_trace(make_en
     assert engine.load().tokens_per_second > 0 and engine.load().pace.known
 
 
+async def test_a_full_batch_is_timed_only_when_asked(make_engine):
+    small = make_engine(max_batch_size=16, step_s=0.001, per_row_s=0.001)
+    await small.measure_pace()
+    assert max(len(ids) for ids in small.prefilled()) < 16
+    full = make_engine(max_batch_size=16, step_s=0.001, per_row_s=0.001)
+    await full.measure_pace(full_batch=True)
+    assert max(len(ids) for ids in full.prefilled()) == 16, "the pace must be timed at a full batch"
+    assert full.decode_steps == 0 and full.batcher.stats.submitted == 0
+
+
 async def test_a_model_not_served_here_is_not_found(make_engine):
     engine = make_engine()
     failure = await failure_of(engine, make_request(model="other-model"))
