@@ -151,7 +151,7 @@ class ReplicaView:
         state.mean_request_ms = load.mean_request_ms
         state.recent_ttft_p90_ms = load.recent_ttft_p90_ms
         state.draining = load.draining
-        state.pace = Pace(load.token_ms_base, load.token_ms_per_row)
+        state.observe_pace(Pace(load.token_ms_base, load.token_ms_per_row))
         if self.on_poll_success is not None:
             self.on_poll_success(state)
 

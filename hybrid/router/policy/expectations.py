@@ -84,9 +84,9 @@ class Outlook:
         return self.start_ms() + new_tokens * self.token_ms()
 
     def unhurried_finish_ms(self, new_tokens: int) -> float:
-        """The soonest this replica could ever end such an answer: the round trip, then every token at its pace
-        with the batch to itself. Where even that misses a deadline, no amount of waiting makes room."""
-        return (self.replica.rtt_ms or 0.0) + new_tokens * self.replica.pace.token_ms(1)
+        """The soonest this replica could ever end such an answer: the round trip, then every token at the
+        fastest pace it ever reported for one row. Where even that misses a deadline, no wait makes room."""
+        return (self.replica.rtt_ms or 0.0) + new_tokens * self.replica.fastest_token_ms
 
     def answers_put_at_risk(self) -> int:
         """Calls in flight here that one more request would leave expected to end past ``ROUTING_DEADLINE_HEADROOM``

@@ -31,6 +31,9 @@ class ReplicaState:
     pace: Pace = field(default_factory=Pace)
     # Round-trip time, exponentially weighted.
     rtt_ms: float | None = None
+    # The least time between two tokens at one row it ever reported (0 until known). Its pace's base carries
+    # the recent wait for newcomers' prefill, which a burst inflates; what it did idle is a floor.
+    fastest_token_ms: float = 0.0
 
     @property
     def replica_id(self) -> str:
@@ -49,6 +52,12 @@ class ReplicaState:
     @property
     def full_precision(self) -> bool:
         return self.record.precision in FULL_PRECISIONS
+
+    def observe_pace(self, pace: Pace) -> None:
+        self.pace = pace
+        if pace.known:
+            one_row = pace.token_ms(1)
+            self.fastest_token_ms = one_row if not self.fastest_token_ms else min(self.fastest_token_ms, one_row)
 
     def observe_rtt(self, rtt_ms: float, alpha: float = 0.2) -> None:
         self.rtt_ms = rtt_ms if self.rtt_ms is None else (1 - alpha) * self.rtt_ms + alpha * rtt_ms

@@ -133,12 +133,21 @@ def test_a_replica_that_could_start_but_not_finish_in_time_is_refused_at_once(po
 
 def test_a_deadline_no_replica_could_meet_even_idle_is_deadline_exceeded(policy, fleet):
     for state in fleet:
-        state.pace = Pace(base_ms=10.0, per_row_ms=10.0)
+        state.observe_pace(Pace(base_ms=10.0, per_row_ms=10.0))
     decision = policy.choose(request("interactive", max_new_tokens=64, deadline_s=0.5), fleet)
     # 64 tokens x 20 ms is 1.28 s at best: no wait for room makes that fit in 0.5 s.
     assert decision.chosen is None and decision.impossible_ms >= 1_280
     assert "DEADLINE_EXCEEDED" in decision.reasons[-1]
     assert policy.choose(request("interactive", max_new_tokens=16, deadline_s=0.5), fleet).chosen is not None
+
+
+def test_a_pace_slowed_by_a_burst_does_not_make_a_deadline_impossible(policy, fleet):
+    for state in fleet:
+        state.observe_pace(Pace(base_ms=1.0, per_row_ms=1.0))  # idle: 2 ms a token
+        state.observe_pace(Pace(base_ms=40.0, per_row_ms=1.0))  # a burst's prefills stall every step
+    decision = policy.choose(request("interactive", max_new_tokens=64, deadline_s=2.0), fleet)
+    # 64 x 41 ms is past 2 s now, but 64 x 2 ms is not: full for the moment (retry), not impossible.
+    assert decision.chosen is None and decision.impossible_ms is None and decision.retry_after_ms >= 100
 
 
 def test_retry_excludes_the_replica_that_failed_and_ejected_ones_are_never_chosen(policy):
