@@ -315,7 +315,7 @@ def install_node(
     if not sys.platform.startswith("linux"):
         raise EdgeNodeError("hybrid-edge install sets up Linux nodes; elsewhere run `hybrid edge serve`")
     node, config_path = request.node, Path(request.config_path)
-    trusted = TrustedKey.load(request.trust) if request.trust is not None else None
+    trusted = _trusted_key(request, config_path)
     if trusted is not None:
         node = request.node = node.model_copy(update={"trust_key": config_path.parent / defaults.EDGE_TRUST_KEY_NAME})
     layout = node.layout
@@ -367,6 +367,20 @@ def install_node(
                 shutil.rmtree(path, ignore_errors=True)
         raise
     return InstallReport(steps, run_command(layout, config_path), steps[-1].outcome != "skipped")
+
+
+def _trusted_key(request: InstallRequest, config_path: Path) -> TrustedKey | None:
+    """The key of --trust. A node that trusts a key keeps trusting it: running install again without --trust
+    would silently drop the signature check, so that is refused."""
+    if request.trust is not None:
+        return TrustedKey.load(request.trust)
+    kept = config_path.parent / defaults.EDGE_TRUST_KEY_NAME
+    if config_path.is_file() and kept.is_file() and f"trust_key: {kept}" in config_path.read_text():
+        raise EdgeNodeError(
+            f"this node accepts only artifacts signed by the key in {kept}: pass --trust {kept} (or the key's .pub) "
+            "again; to stop checking signatures, remove trust_key from agent.yaml and that file first"
+        )
+    return None
 
 
 def _write_config(path: Path, text: str, undo: _Undo, step: str = "config") -> Step:

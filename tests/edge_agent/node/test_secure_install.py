@@ -168,3 +168,14 @@ def test_agent_with_a_trust_key_refuses_an_unsigned_artifact(tmp_path, keys):
     sha = sample_artifact(tmp_path / "unsigned")
     with pytest.raises(ArtifactError, match="is not signed"):
         load_artifact(tmp_path / "unsigned", EdgeAgentSettings(trust_key=keys[1]), "edge-test", expected_sha256=sha)
+
+
+def test_install_again_without_trust_does_not_drop_the_signature_check(tmp_path, keys, no_pip):
+    sha = sample_artifact(tmp_path / "signed")
+    sign_artifact(tmp_path / "signed", keys[0])
+    install_node(request_for(tmp_path, tmp_path / "signed", sha, trust=keys[1]))
+    with pytest.raises(EdgeNodeError, match="accepts only artifacts signed by the key in .*pass --trust"):
+        install_node(request_for(tmp_path, tmp_path / "signed", sha))
+    kept = tmp_path / "etc" / defaults.EDGE_TRUST_KEY_NAME
+    again = install_node(request_for(tmp_path, tmp_path / "signed", sha, trust=kept))
+    assert not again.changed
