@@ -317,6 +317,19 @@ def fetch_artifact(
 # --- the store --------------------------------------------------------------------------------
 
 
+@contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Holds an flock on ``path``, created when missing. Never truncated and never reached through a link: on an
+    installed node the folder belongs to the agent's unprivileged user, and the updater runs as root."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(descriptor, "r+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @dataclass(frozen=True)
 class Links:
     """Where `current` and `previous` point: manifest hashes, None when the link is absent."""
@@ -350,12 +363,8 @@ class ArtifactStore:
     def locked(self) -> Iterator[None]:
         """Serializes changes to the store (links, adds, prunes) between the updater and the agent."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with exclusive_lock(self.root / ".lock"):
+            yield
 
     def set_links(self, links: Links) -> None:
         """Points both links as given, each flipped atomically (a new symlink renamed over the old one)."""

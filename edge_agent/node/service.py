@@ -5,9 +5,11 @@ CONFIG_DIR/agent.env          HYBRID_TLS_CERT, HYBRID_TLS_KEY, HYBRID_TLS_CA (or
                               the unit (EnvironmentFile=) and by `hybrid-edge run` started by hand
 CONFIG_DIR/artifact-signing.pub   the public key every artifact must be signed by (--trust), when given
 
-The agent's user owns only what the agent writes: the prefix folder itself (state.json is replaced
-there), PREFIX/run, the artifact store's folder (its links) and the lock files. The venv and the
-stored artifacts stay root's, so a compromised agent can rewrite neither its code nor a model.
+The agent's user owns only what the agent writes: PREFIX/run (its report, and the update history,
+which PREFIX/state.json links to), the artifact store's folder (its links) and the lock files it
+takes. The prefix, the venv and the stored artifacts stay root's, so a compromised agent can rewrite
+neither its code nor a model, and root never follows a link the agent's user could have planted
+(edge_agent.artifacts.store.exclusive_lock, StateFile).
 """
 
 from __future__ import annotations
@@ -182,12 +184,17 @@ def ensure_service_user(user: str) -> bool:
 def hand_state_to(user: str, layout: NodeLayout) -> None:
     """Gives the agent's user what the agent writes, and nothing else (see the module's docstring)."""
     uid, gid = pwd.getpwnam(user).pw_uid, grp.getgrnam(user).gr_gid
-    layout.runtime_file.parent.mkdir(parents=True, exist_ok=True)
+    run = layout.runtime_file.parent
+    run.mkdir(parents=True, exist_ok=True)
     layout.artifacts.mkdir(parents=True, exist_ok=True)
+    history = run / layout.state_file.name
+    if not layout.state_file.is_symlink():
+        if layout.state_file.exists():
+            os.replace(layout.state_file, history)
+        os.symlink(Path(run.name) / history.name, layout.state_file)
     locks = [layout.artifacts / ".lock", layout.state_file.with_name(layout.state_file.name + ".lock")]
     for lock in locks:
-        lock.touch(exist_ok=True)
-    for path in [layout.prefix, layout.runtime_file.parent, layout.artifacts, *locks]:
-        os.chown(path, uid, gid)
-    if layout.state_file.exists():
-        os.chown(layout.state_file, uid, gid)
+        # Created without following a link: the artifacts folder may be the agent user's already.
+        os.close(os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644))
+    for path in [run, layout.artifacts, *locks, *([history] if history.exists() else [])]:
+        os.chown(path, uid, gid, follow_symlinks=False)
