@@ -179,3 +179,39 @@ def test_install_again_without_trust_does_not_drop_the_signature_check(tmp_path,
     kept = tmp_path / "etc" / defaults.EDGE_TRUST_KEY_NAME
     again = install_node(request_for(tmp_path, tmp_path / "signed", sha, trust=kept))
     assert not again.changed
+
+
+def test_state_the_agent_writes_never_steers_a_root_writer(tmp_path):
+    import grp
+    import os
+    import pwd
+
+    from edge_agent.node.config import UpdateRecord
+    from edge_agent.node.service import hand_state_to
+
+    user = pwd.getpwuid(os.getuid()).pw_name
+    if grp.getgrgid(os.getgid()).gr_name != user:
+        pytest.skip("needs a user whose group has its name, as a system user's has")
+    layout = NodeConfig(prefix=tmp_path / "prefix").layout
+    state = StateFile(layout.state_file)
+    state.save(UpdateRecord(source="before", to_sha256="ab" * 32, outcome="switched"))
+    hand_state_to(user, layout)
+    # The history moved into PREFIX/run, which the agent's user owns, and PREFIX/state.json links to it.
+    assert layout.state_file.is_symlink() and (layout.prefix / "run" / "state.json").is_file()
+    assert state.read().last.source == "before"
+    # What that user could plant: run/state.json as a link to a file it may not write. The next write replaces
+    # the link; the file it pointed at is untouched.
+    victim = tmp_path / "victim"
+    victim.write_text("not yours\n")
+    (layout.prefix / "run" / "state.json").unlink()
+    (layout.prefix / "run" / "state.json").symlink_to(victim)
+    state.save(UpdateRecord(source="after", to_sha256="ab" * 32, outcome="switched"))
+    assert victim.read_text() == "not yours\n"
+    assert state.read().last.source == "after" and not (layout.prefix / "run" / "state.json").is_symlink()
+    # A planted lock link is refused, not followed.
+    (layout.artifacts / ".lock").unlink()
+    (layout.artifacts / ".lock").symlink_to(victim)
+    with pytest.raises(OSError):
+        with ArtifactStore(layout.artifacts).locked():
+            pass
+    assert victim.read_text() == "not yours\n"
