@@ -127,6 +127,7 @@ def cmd_edge_serve(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms,
         max_queued_requests=args.max_queued,
         metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
         discovery=args.discovery,
         cost_per_hour=args.cost_per_hour,
         trust_key=Path(args.trust) if args.trust else None,
@@ -150,6 +151,9 @@ def add_commands(commands: argparse._SubParsersAction, plugin: tiers.TierPlugin)
     serve.add_argument("--max-wait-ms", type=float, default=constants.MAX_BATCH_WAIT_MS)
     serve.add_argument("--max-queued", type=int, default=constants.MAX_QUEUED_REQUESTS)
     serve.add_argument("--metrics-port", type=int, default=None)
+    serve.add_argument(
+        "--metrics-host", default=constants.DEFAULT_HOST, help="address /metrics binds; loopback unless opened"
+    )
     add_discovery_argument(serve)
     serve.add_argument("--cost-per-hour", type=float, default=0.0)
     serve.add_argument("--trust", metavar="PUBKEY", help="serve only an artifact this key signed (its .pub)")

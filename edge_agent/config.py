@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from pathlib import Path
 
@@ -11,6 +12,18 @@ from edge_agent import defaults
 from edge_agent.artifacts.signing import TrustedKey
 from hybrid import constants
 from hybrid.discovery.spec import DISCOVERY_SPEC_HELP, parse_discovery_spec
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) is this machine's loopback, reachable from nowhere else."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
 
 
 class EdgeAgentSettings(BaseModel):

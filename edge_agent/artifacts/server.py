@@ -19,11 +19,9 @@ server speaks HTTPS; without them it serves plain HTTP on loopback only, unless 
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import re
-import socket
 import ssl
 import threading
 import urllib.parse
@@ -40,6 +38,7 @@ from edge_agent.artifacts.manifest import (
     member_path,
     verify_artifact,
 )
+from edge_agent.config import is_loopback
 from hybrid.errors import ArtifactError
 
 log = logging.getLogger("hybrid.artifacts")
@@ -217,13 +216,6 @@ class _Handler(BaseHTTPRequestHandler):
         return self._file(path, artifact.manifest.files[name])
 
     do_HEAD = do_GET
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
-    except (OSError, ValueError):
-        return False
 
 
 @dataclass(frozen=True)

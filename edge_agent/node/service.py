@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent import defaults
+from edge_agent.config import is_loopback
 from edge_agent.node.config import EdgeNodeError, NodeConfig, NodeLayout
 from hybrid.discovery.spec import parse_discovery_spec
 
@@ -51,16 +52,12 @@ class AgentTls:
         return tls
 
 
-def is_loopback_host(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
-
-
 def agent_host(host: str | None, tls: AgentTls | None, plaintext: bool) -> str:
     """Where the installed agent binds: every interface with TLS, loopback without; plain gRPC beyond loopback
     only when asked for with --plaintext."""
     if host is None:
         return defaults.EDGE_NODE_TLS_HOST if tls is not None else defaults.EDGE_NODE_HOST
-    if tls is None and not plaintext and not is_loopback_host(host):
+    if tls is None and not plaintext and not is_loopback(host):
         raise EdgeNodeError(
             f"--host {host} without TLS would let anyone who reaches this node use its model: give --tls-cert and "
             "--tls-key (and --tls-ca for client certificates), or pass --plaintext to serve plain gRPC anyway"
