@@ -215,3 +215,19 @@ def test_state_the_agent_writes_never_steers_a_root_writer(tmp_path):
         with ArtifactStore(layout.artifacts).locked():
             pass
     assert victim.read_text() == "not yours\n"
+
+
+def test_status_says_which_key_the_node_trusts_and_whether_it_signed_what_serves(tmp_path, keys, no_pip):
+    from edge_agent.node.status import node_status, render_status
+
+    sha = sample_artifact(tmp_path / "signed")
+    sign_artifact(tmp_path / "signed", keys[0])
+    install_node(request_for(tmp_path, tmp_path / "signed", sha, trust=keys[1]))
+    node = read_node_config(tmp_path / "etc" / "agent.yaml")
+    key_id = TrustedKey.load(keys[1]).id
+    status = node_status(node)
+    assert status["trust_key"]["key_id"] == key_id
+    assert status["current"]["signature"] == f"signed by the trusted key {key_id}"
+    (ArtifactStore(node.layout.artifacts).path(sha) / SIGNATURE_NAME).unlink()
+    line = next(line for line in render_status(node_status(node)) if line.startswith("signing"))
+    assert f"only artifacts signed by key {key_id}" in line and "current: REFUSED" in line and "is not signed" in line
