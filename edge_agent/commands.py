@@ -179,7 +179,7 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_artifacts(commands: argparse._SubParsersAction) -> None:
-    artifacts = commands.add_parser("artifacts", help="serve edge artifacts to nodes").add_subparsers(
+    artifacts = commands.add_parser("artifacts", help="serve, hash and sign edge artifacts").add_subparsers(
         dest="artifacts_command", required=True
     )
     serve = artifacts.add_parser(
