@@ -74,12 +74,12 @@ def _metrics_port(value: str) -> int | None:
     return None if value.lower() in ("none", "off", "") else int(value)
 
 
-def cmd_install(args: argparse.Namespace) -> int:
+def _install_request(args: argparse.Namespace):
+    """The InstallRequest the flags describe; the TLS flags decide where the agent binds."""
     from edge_agent.node.config import NodeConfig, UpdateSettings
-    from edge_agent.node.install import InstallRequest, PackageSource, install_node
+    from edge_agent.node.install import InstallRequest, PackageSource
     from edge_agent.node.service import AgentTls, agent_host
 
-    console = _console()
     tls = AgentTls.from_flags(args.tls_cert, args.tls_key, args.tls_ca)
     if tls is not None and args.plaintext:
         raise ValueError("--plaintext turns TLS off: give it or the --tls-* files, not both")
@@ -101,7 +101,7 @@ def cmd_install(args: argparse.Namespace) -> int:
         num_threads=args.num_threads,
         update=UpdateSettings(probation_s=args.probation_s, min_speed_ratio=args.min_speed_ratio),
     )
-    request = InstallRequest(
+    return InstallRequest(
         artifact=args.artifact,
         sha256=args.sha256,
         node=node,
@@ -121,6 +121,13 @@ def cmd_install(args: argparse.Namespace) -> int:
         plaintext=args.plaintext,
         service_user=args.user,
     )
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    from edge_agent.node.install import install_node
+
+    console = _console()
+    request = _install_request(args)
     progress = RichProgress(console)
     try:
         with progress.bars:

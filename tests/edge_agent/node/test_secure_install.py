@@ -231,3 +231,21 @@ def test_status_says_which_key_the_node_trusts_and_whether_it_signed_what_serves
     (ArtifactStore(node.layout.artifacts).path(sha) / SIGNATURE_NAME).unlink()
     line = next(line for line in render_status(node_status(node)) if line.startswith("signing"))
     assert f"only artifacts signed by key {key_id}" in line and "current: REFUSED" in line and "is not signed" in line
+
+
+def test_install_flags_bind_every_interface_with_tls_and_name_the_files(tmp_path):
+    from edge_agent.node.cli import _install_request, build_parser
+
+    for name in ("agent.crt", "agent.key", "ca.crt"):
+        (tmp_path / name).write_text("pem")
+    flags = ["install", "--artifact", "https://artifacts.internal/a", "--sha256", "ab" * 32, "--region", "eu",
+             "--discovery", "none", "--prefix", str(tmp_path / "prefix"), "--config-dir", str(tmp_path / "etc")]  # fmt: skip
+    tls = ["--tls-cert", str(tmp_path / "agent.crt"), "--tls-key", str(tmp_path / "agent.key")]
+    request = _install_request(build_parser().parse_args([*flags, *tls, "--tls-ca", str(tmp_path / "ca.crt")]))
+    assert request.node.host == "0.0.0.0" and request.node.metrics_host == "127.0.0.1"
+    assert request.tls == AgentTls(tmp_path / "agent.crt", tmp_path / "agent.key", tmp_path / "ca.crt")
+    assert request.service_user == "hybrid-edge" and not request.plaintext
+    plain = _install_request(build_parser().parse_args(flags))
+    assert plain.node.host == "127.0.0.1" and plain.tls is None
+    with pytest.raises(ValueError, match="--plaintext turns TLS off"):
+        _install_request(build_parser().parse_args([*flags, *tls, "--plaintext"]))
