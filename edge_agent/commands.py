@@ -1,7 +1,7 @@
-"""The edge tier's `hybrid` subcommands: `edge serve`, `export`, `artifacts serve|hash`.
+"""The edge tier's `hybrid` subcommands: `edge serve`, `export`, `artifacts serve|hash|keygen|sign`.
 
 Added by the edge plugin (``edge_agent.plugin``). `edge serve` needs the edge extra and `export`
-the export extra; serving and hashing artifacts need neither (an artifact server runs no model).
+the export extra; serving, hashing and signing artifacts need neither (an artifact server runs no model).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 from pathlib import Path
 
 from edge_agent import defaults
@@ -32,6 +33,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             out=Path(args.out) if args.out else None,
             force=args.force,
             progress=lambda message: (status.update(message), out.log(message)),
+            sign_key=Path(args.sign) if args.sign else None,
         )
     quality = manifest.quality
     out.print(f"[bold green]artifact[/] {folder}  precision {manifest.precision}")
@@ -41,6 +43,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"quality: perplexity {quality.perplexity:.2f} vs {quality.reference_perplexity:.2f} full model "
             f"(+{quality.perplexity_increase:.2%}), next-token agreement {quality.next_token_agreement:.1%}, gate {verdict}"
         )
+    if args.sign:
+        out.print(f"signed with {args.sign}: nodes that trust its .pub accept this artifact")
     print(folder)
     return 0
 
@@ -49,9 +53,14 @@ def cmd_artifacts_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from edge_agent.artifacts.server import ArtifactServer
+    from edge_agent.artifacts.server import ArtifactServer, ServerTls
 
-    server = ArtifactServer(Path(args.dir), args.host, args.port)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ValueError("--tls-cert and --tls-key go together: give both (or neither, to serve on loopback)")
+    if args.tls_cert and args.plaintext:
+        raise ValueError("--plaintext turns TLS off: give it or --tls-cert/--tls-key, not both")
+    tls = ServerTls(Path(args.tls_cert), Path(args.tls_key)) if args.tls_cert else None
+    server = ArtifactServer(Path(args.dir), args.host, args.port, tls=tls, plaintext=args.plaintext)
     served = server.catalog.all()
     for artifact in served:
         print(
@@ -72,9 +81,34 @@ def cmd_artifacts_serve(args: argparse.Namespace) -> int:
 
 def cmd_artifacts_hash(args: argparse.Namespace) -> int:
     from edge_agent.artifacts.manifest import manifest_sha256, verify_artifact
+    from edge_agent.artifacts.signing import TrustedKey
 
-    verify_artifact(Path(args.dir))
+    verify_artifact(Path(args.dir), trusted=TrustedKey.load(args.trust) if args.trust else None)
     print(manifest_sha256(Path(args.dir)))
+    return 0
+
+
+def cmd_artifacts_keygen(args: argparse.Namespace) -> int:
+    from edge_agent.artifacts.signing import PASSPHRASE_ENV, generate_key_pair, key_id
+
+    public_path, public_key = generate_key_pair(Path(args.out), overwrite=args.force)
+    out = console()
+    out.print(f"[bold green]signing key[/] {args.out} (mode 0600; keep it off the nodes)")
+    if not os.environ.get(PASSPHRASE_ENV):
+        out.print(f"[yellow]not encrypted[/]: set {PASSPHRASE_ENV} when making a key to encrypt it")
+    out.print(f"public key {public_path} (key id {key_id(public_key)}): give it to `hybrid-edge install --trust`")
+    print(public_path)
+    return 0
+
+
+def cmd_artifacts_sign(args: argparse.Namespace) -> int:
+    from edge_agent.artifacts.manifest import manifest_sha256, verify_artifact
+    from edge_agent.artifacts.signing import sign_artifact
+
+    folder = Path(args.dir)
+    verify_artifact(folder)  # only an intact artifact gets a signature
+    print(sign_artifact(folder, Path(args.key)))
+    console().print(f"signed {manifest_sha256(folder)}")
     return 0
 
 
@@ -93,8 +127,10 @@ def cmd_edge_serve(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms,
         max_queued_requests=args.max_queued,
         metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
         discovery=args.discovery,
         cost_per_hour=args.cost_per_hour,
+        trust_key=Path(args.trust) if args.trust else None,
     )
     asyncio.run(serve_forever(config))
     return 0
@@ -115,8 +151,12 @@ def add_commands(commands: argparse._SubParsersAction, plugin: tiers.TierPlugin)
     serve.add_argument("--max-wait-ms", type=float, default=constants.MAX_BATCH_WAIT_MS)
     serve.add_argument("--max-queued", type=int, default=constants.MAX_QUEUED_REQUESTS)
     serve.add_argument("--metrics-port", type=int, default=None)
+    serve.add_argument(
+        "--metrics-host", default=constants.DEFAULT_HOST, help="address /metrics binds; loopback unless opened"
+    )
     add_discovery_argument(serve)
     serve.add_argument("--cost-per-hour", type=float, default=0.0)
+    serve.add_argument("--trust", metavar="PUBKEY", help="serve only an artifact this key signed (its .pub)")
     serve.set_defaults(func=tiers.requiring(plugin, cmd_edge_serve))
 
 
@@ -129,23 +169,44 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
         "--precision", default="auto", choices=PRECISION_CHOICES, help="auto picks the fastest that passes the gate"
     )
     export.add_argument("--out", help="folder to place the artifact in (it is also cached by content hash)")
-    export.add_argument("--force", action="store_true", help="ship a precision that fails the quality gate, labelled so")
+    export.add_argument(
+        "--force", action="store_true", help="ship a precision that fails the quality gate, labelled so"
+    )
+    export.add_argument(
+        "--sign", metavar="KEYFILE", help="sign the manifest with this ed25519 key (`hybrid artifacts keygen`)"
+    )
     export.set_defaults(func=cmd_export)
 
 
 def _add_artifacts(commands: argparse._SubParsersAction) -> None:
-    artifacts = commands.add_parser("artifacts", help="serve edge artifacts to nodes").add_subparsers(
+    artifacts = commands.add_parser("artifacts", help="serve, hash and sign edge artifacts").add_subparsers(
         dest="artifacts_command", required=True
     )
     serve = artifacts.add_parser(
         "serve", help="serve edge artifacts over HTTP at /artifacts/<manifest sha256> (what hybrid-edge fetches)"
     )
     serve.add_argument("dir", help="an artifact folder, or a folder of them")
-    serve.add_argument("--host", default=constants.DEFAULT_HOST, help="0.0.0.0 serves other machines")
+    serve.add_argument(
+        "--host", default=constants.DEFAULT_HOST, help="0.0.0.0 serves other machines (needs TLS or --plaintext)"
+    )
     serve.add_argument("--port", type=int, default=defaults.DEFAULT_ARTIFACT_PORT, help="0 picks one")
+    serve.add_argument("--tls-cert", metavar="FILE", help="PEM certificate (chain): serve HTTPS")
+    serve.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    serve.add_argument(
+        "--plaintext", action="store_true", help="serve plain HTTP beyond loopback (without TLS only 127.0.0.1 binds)"
+    )
     serve.set_defaults(func=cmd_artifacts_serve)
     hash_ = artifacts.add_parser(
         "hash", help="verify an artifact and print its manifest's sha256, the hash nodes pin with --sha256"
     )
     hash_.add_argument("dir", help="the artifact folder")
+    hash_.add_argument("--trust", metavar="PUBKEY", help="also check that this public key signed it")
     hash_.set_defaults(func=cmd_artifacts_hash)
+    keygen = artifacts.add_parser("keygen", help="make an ed25519 key pair to sign artifacts: OUT and OUT.pub")
+    keygen.add_argument("out", help="where the private key goes (mode 0600); the public key goes to OUT.pub")
+    keygen.add_argument("--force", action="store_true", help="replace an existing key pair")
+    keygen.set_defaults(func=cmd_artifacts_keygen)
+    sign = artifacts.add_parser("sign", help="sign an artifact's manifest (what `hybrid export --sign` does)")
+    sign.add_argument("dir", help="the artifact folder")
+    sign.add_argument("--key", required=True, metavar="KEYFILE", help="the private key from `hybrid artifacts keygen`")
+    sign.set_defaults(func=cmd_artifacts_sign)

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from edge_agent import defaults
+from edge_agent.artifacts.signing import TrustedKey
 from hybrid import constants
 from hybrid.discovery.spec import DISCOVERY_SPEC_HELP, parse_discovery_spec
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) is this machine's loopback, reachable from nowhere else."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
 
 
 class EdgeAgentSettings(BaseModel):
@@ -39,6 +53,15 @@ class EdgeAgentSettings(BaseModel):
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535, description="Prometheus /metrics port; None turns it off."
     )
+    metrics_host: str = Field(
+        default=constants.DEFAULT_HOST,
+        description="Address /metrics binds: loopback unless the operator opens it (a scraper on another machine).",
+    )
+    trust_key: Path | None = Field(
+        default=None,
+        description="Public key (PEM, from `hybrid artifacts keygen`) that must have signed every artifact this "
+        "agent loads; None accepts unsigned artifacts (the sha256 pins still hold).",
+    )
     discovery: str = Field(
         default=f"static:{constants.DEFAULT_STATIC_DISCOVERY_FILE}",
         description=f"Where to register: {DISCOVERY_SPEC_HELP}.",
@@ -63,6 +86,10 @@ class EdgeAgentSettings(BaseModel):
 
     def resolved_replica_id(self, port: int) -> str:
         return self.replica_id or f"edge-{self.region}-{socket.gethostname()}-{port}"
+
+    def trusted_key(self) -> TrustedKey | None:
+        """The loaded trust key; ArtifactError, saying what to fix, when the file is missing or not a public key."""
+        return TrustedKey.load(self.trust_key) if self.trust_key is not None else None
 
 
 class EdgeAgentConfig(EdgeAgentSettings):

@@ -29,8 +29,14 @@ EDGE_PREFIX = Path("/opt/hybrid-edge")
 EDGE_CONFIG_DIR = Path("/etc/hybrid-edge")
 EDGE_CONFIG_NAME = "agent.yaml"
 EDGE_SYSTEMD_UNIT = Path("/etc/systemd/system/hybrid-edge.service")
-# An installed node serves routers on other machines, so it binds every interface.
-EDGE_NODE_HOST = "0.0.0.0"
+# An installed node binds loopback unless it has TLS files; with them it serves routers on other machines.
+EDGE_NODE_HOST = "127.0.0.1"
+EDGE_NODE_TLS_HOST = "0.0.0.0"
+# The unprivileged system user an installed agent runs as.
+EDGE_SERVICE_USER = "hybrid-edge"
+# Beside agent.yaml: the agent's environment (its TLS files) and the public key artifacts must be signed by.
+EDGE_ENV_NAME = "agent.env"
+EDGE_TRUST_KEY_NAME = "artifact-signing.pub"
 # Prometheus port of an installed agent (9100 is node_exporter's on most nodes).
 EDGE_NODE_METRICS_PORT = 9462
 # The update's health gate: canary requests answered greedily by the candidate and, for comparison,

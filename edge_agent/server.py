@@ -58,7 +58,7 @@ def load_artifact(
 ) -> LoadedArtifact:
     """Verifies ``folder`` (against the pinned manifest hash when given) and builds its engine, not started."""
     folder = Path(folder).resolve()  # a `current` symlink may be flipped later; keep what was loaded
-    manifest = verify_artifact(folder, expected_sha256)
+    manifest = verify_artifact(folder, expected_sha256, settings.trusted_key())
     tokenizer = load_tokenizer(folder)
     runtime = OnnxCausalLM(folder / MODEL_FILE, num_threads=settings.num_threads or None)
     engine = GenerationEngine(
@@ -183,9 +183,9 @@ class EdgeAgent:
         await self.shell.start()
         if self.config.metrics_port is not None:
             self._metrics_server, _ = start_http_server(
-                self.config.metrics_port, self.config.host, registry=self.metrics.registry
+                self.config.metrics_port, self.config.metrics_host, registry=self.metrics.registry
             )
-            self.metrics_address = f"{self.config.host}:{self._metrics_server.server_port}"
+            self.metrics_address = f"{self.config.metrics_host}:{self._metrics_server.server_port}"
         await self.sync_registration()
         if self.registry is not None:
             self._registration_task = asyncio.create_task(self._keep_registered())

@@ -7,6 +7,8 @@
 3. The model is converted to the asked precision (``quantize``: weight-only block quantization).
 4. The artifact passes the quality gate against the full PyTorch model (``quality``). An artifact more
    than 3% worse in perplexity is refused unless forced, and then labelled.
+5. With a signing key, the manifest of the placed artifact is signed (``signing``): nodes that trust
+   the key's public half accept it, and nothing else.
 
 Every stage is cached by content hash under the cache folder, and nothing already built is rebuilt.
 """
@@ -48,6 +50,7 @@ from edge_agent.artifacts.quantize import (
     PrecisionRecipe,
     quantize,
 )
+from edge_agent.artifacts.signing import load_private_key, sign_artifact
 from hybrid import __version__, constants
 from hybrid.errors import InvalidRequestError, QualityGateError
 from hybrid.models.registry import ResolvedModel, resolve_model
@@ -324,15 +327,19 @@ def export_artifact(
     cache_dir: Path | None = None,
     max_perplexity_increase: float = defaults.MAX_PERPLEXITY_INCREASE,
     progress=None,
+    sign_key: Path | None = None,
 ) -> tuple[Path, Manifest]:
     """Builds the edge artifact and returns its folder and manifest.
 
     ``precision`` is one of PRECISION_CHOICES. ``auto`` keeps the precision that decodes fastest on
     this machine among those that pass the gate. An explicit precision that fails the gate raises
-    QualityGateError unless ``force``; a forced artifact says so in its manifest.
+    QualityGateError unless ``force``; a forced artifact says so in its manifest. ``sign_key``: a private key
+    from `hybrid artifacts keygen`; the artifact is signed where it is placed (``out``, else the cache).
     """
     if precision not in PRECISION_CHOICES:
         raise InvalidRequestError(f"unknown precision {precision!r}: use one of {', '.join(PRECISION_CHOICES)}")
+    if sign_key is not None:
+        load_private_key(sign_key)  # a bad key is refused before minutes of export, not after
     cache_dir = Path(cache_dir or constants.CACHE_DIR)
     say = progress or (lambda message: None)
     say(f"resolving model {model}")
@@ -348,4 +355,7 @@ def export_artifact(
     if out is not None:
         _copy_artifact(folder, Path(out))
         folder = Path(out).resolve()
+    if sign_key is not None:
+        say(f"signing the manifest with {sign_key}")
+        sign_artifact(folder, sign_key)
     return folder, manifest

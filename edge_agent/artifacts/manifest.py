@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from hybrid.errors import ArtifactError
 
+if TYPE_CHECKING:
+    from edge_agent.artifacts.signing import TrustedKey
+
 MANIFEST_NAME = "manifest.json"
+# The detached signature over the manifest's bytes; beside the manifest, listed by it as little as it is.
+SIGNATURE_NAME = "manifest.json.sig"
+UNLISTED_NAMES = (MANIFEST_NAME, SIGNATURE_NAME)
 MODEL_FILE = "model.onnx"
 MANIFEST_FORMAT = 1
 
@@ -60,10 +66,44 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 def hash_files(folder: Path) -> dict[str, str]:
     return {
-        str(p.relative_to(folder)): sha256_file(p)
+        p.relative_to(folder).as_posix(): sha256_file(p)
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != MANIFEST_NAME
+        if p.is_file() and p.relative_to(folder).as_posix() not in UNLISTED_NAMES
     }
+
+
+def check_member_name(name: str, where: str) -> str:
+    """``name`` when it is a relative path inside an artifact; ArtifactError naming ``where`` otherwise."""
+    path = PurePosixPath(name)
+    if (
+        not path.parts
+        or path.as_posix() != name  # "./a", "a//b", "a/": one spelling per file
+        or path.is_absolute()
+        or ".." in path.parts
+        or "\\" in name
+        or "\0" in name
+        or name in UNLISTED_NAMES
+    ):
+        raise ArtifactError(
+            f"{where} lists the file {name!r}, which is not a path inside the artifact: refuse it, and rebuild the "
+            "artifact with `hybrid export`"
+        )
+    return name
+
+
+def member_path(folder: Path, name: str, where: str | None = None) -> Path:
+    """The file ``name`` of the artifact in ``folder``, resolved; ArtifactError when it leads out of the folder
+    (a `..`, an absolute path, or a symlink on the way)."""
+    where = where or str(Path(folder) / MANIFEST_NAME)
+    check_member_name(name, where)
+    root = Path(folder).resolve()
+    resolved = (root / name).resolve()
+    if not resolved.is_relative_to(root) or resolved != root / name:
+        raise ArtifactError(
+            f"{root / name} listed in {where} is a symlink leading to {resolved}: an artifact holds its files "
+            "itself; copy the artifact without links (`cp -rL`), or rebuild it"
+        )
+    return resolved
 
 
 def write_manifest(folder: Path, manifest: Manifest) -> Path:
@@ -92,8 +132,11 @@ def read_manifest(folder: Path) -> Manifest:
         ) from exc
 
 
-def verify_artifact(folder: Path, expected_manifest_sha256: str | None = None) -> Manifest:
-    """Checks every file against the manifest; raises ArtifactError naming the first mismatch."""
+def verify_artifact(
+    folder: Path, expected_manifest_sha256: str | None = None, trusted: TrustedKey | None = None
+) -> Manifest:
+    """Checks every file against the manifest, and the manifest against the pin and the trusted key when given;
+    raises ArtifactError naming the first mismatch."""
     folder = Path(folder)
     if expected_manifest_sha256 is not None:
         actual = manifest_sha256(folder) if (folder / MANIFEST_NAME).is_file() else "missing"
@@ -103,10 +146,15 @@ def verify_artifact(folder: Path, expected_manifest_sha256: str | None = None) -
                 "the artifact is not the one you pinned"
             )
     manifest = read_manifest(folder)
+    if trusted is not None:
+        signature = folder / SIGNATURE_NAME
+        trusted.check(
+            (folder / MANIFEST_NAME).read_bytes(), signature.read_bytes() if signature.is_file() else None, str(folder)
+        )
     if MODEL_FILE not in manifest.files:
         raise ArtifactError(f"{folder / MANIFEST_NAME} lists no {MODEL_FILE}; rebuild the artifact")
     for name, expected in manifest.files.items():
-        path = folder / name
+        path = member_path(folder, name)
         if not path.is_file():
             raise ArtifactError(f"{path} is listed in the manifest but missing; copy the whole artifact again")
         actual = sha256_file(path)

@@ -1,7 +1,8 @@
 """`hybrid-edge`: the installer, updater and agent of a regional edge node.
 
-hybrid-edge install --artifact URL --sha256 H --region R [--router HOST:PORT] [--discovery SPEC] ...
-hybrid-edge update  --artifact URL --sha256 H [--config FILE]
+hybrid-edge install --artifact URL --sha256 H [--trust PUBKEY] --region R [--router HOST:PORT] [--discovery SPEC]
+                    [--tls-cert FILE --tls-key FILE [--tls-ca FILE] | --plaintext] ...
+hybrid-edge update  --artifact URL --sha256 H [--trust PUBKEY] [--config FILE]
 hybrid-edge status  [--config FILE] [--json]
 hybrid-edge run     [--config FILE]          (what the systemd unit runs)
 """
@@ -12,6 +13,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import socket
 import sys
 from pathlib import Path
@@ -72,28 +74,34 @@ def _metrics_port(value: str) -> int | None:
     return None if value.lower() in ("none", "off", "") else int(value)
 
 
-def cmd_install(args: argparse.Namespace) -> int:
+def _install_request(args: argparse.Namespace):
+    """The InstallRequest the flags describe; the TLS flags decide where the agent binds."""
     from edge_agent.node.config import NodeConfig, UpdateSettings
-    from edge_agent.node.install import InstallRequest, PackageSource, install_node
+    from edge_agent.node.install import InstallRequest, PackageSource
+    from edge_agent.node.service import AgentTls, agent_host
 
-    console = _console()
+    tls = AgentTls.from_flags(args.tls_cert, args.tls_key, args.tls_ca)
+    if tls is not None and args.plaintext:
+        raise ValueError("--plaintext turns TLS off: give it or the --tls-* files, not both")
+    host = agent_host(args.host, tls, args.plaintext)
     node = NodeConfig(
         prefix=Path(args.prefix).absolute(),
         region=args.region,
         zone=args.zone,
         router=args.router,
         discovery=args.discovery,
-        host=args.host,
+        host=host,
         port=args.port,
-        advertise_host=args.advertise_host if args.advertise_host is not None else default_advertise_host(args.host),
+        advertise_host=args.advertise_host if args.advertise_host is not None else default_advertise_host(host),
         metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
         max_batch_size=args.max_batch_size,
         cost_per_hour=args.cost_per_hour,
         replica_id=args.replica_id,
         num_threads=args.num_threads,
         update=UpdateSettings(probation_s=args.probation_s, min_speed_ratio=args.min_speed_ratio),
     )
-    request = InstallRequest(
+    return InstallRequest(
         artifact=args.artifact,
         sha256=args.sha256,
         node=node,
@@ -108,13 +116,27 @@ def cmd_install(args: argparse.Namespace) -> int:
         ),
         systemd=False if args.no_systemd else None,
         start=not args.no_start,
+        trust=Path(args.trust).absolute() if args.trust else None,
+        tls=tls,
+        plaintext=args.plaintext,
+        service_user=args.user,
     )
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    from edge_agent.node.install import install_node
+
+    console = _console()
+    request = _install_request(args)
     progress = RichProgress(console)
     try:
         with progress.bars:
             report = install_node(request, progress, say=progress.say)
     except ArtifactError:
-        console.print("[bold red]refused[/]: the artifact does not match its pin; nothing was installed or changed")
+        console.print(
+            "[bold red]refused[/]: the artifact does not match its pin or its signature; nothing was installed or "
+            "changed"
+        )
         raise
     for step in report.steps:
         console.print(f"{step.name:<9} [bold]{step.outcome:<9}[/] {step.detail}")
@@ -140,6 +162,7 @@ def cmd_update(args: argparse.Namespace) -> int:
             node,
             args.artifact,
             args.sha256,
+            trust=Path(args.trust) if args.trust else None,
             min_speed_ratio=args.min_speed_ratio,
             probation_s=args.probation_s,
             wait=not args.no_wait,
@@ -173,9 +196,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from edge_agent.node.agent import NodeAgent
     from edge_agent.node.config import read_node_config
+    from edge_agent.node.service import read_environment
     from hybrid.serving.background import serve_until_signalled
 
     node = read_node_config(Path(args.config))
+    # What the unit's EnvironmentFile= gives the agent, for an agent started by hand; the environment wins.
+    for name, value in read_environment(Path(args.config).parent / defaults.EDGE_ENV_NAME).items():
+        os.environ.setdefault(name, value)
 
     async def run() -> None:
         await serve_until_signalled(NodeAgent(node))
@@ -194,6 +221,12 @@ def _add_artifact_arguments(install: argparse.ArgumentParser) -> None:
     artifact.add_argument(
         "--sha256", required=True, help="sha256 of the artifact's manifest.json (`hybrid artifacts hash DIR`)"
     )
+    artifact.add_argument(
+        "--trust",
+        metavar="PUBKEY",
+        help="public key (`hybrid artifacts keygen`'s .pub) that must have signed the artifact; kept in the config "
+        "folder, and the agent refuses any artifact it did not sign",
+    )
 
 
 def _add_agent_arguments(install: argparse.ArgumentParser) -> None:
@@ -205,13 +238,28 @@ def _add_agent_arguments(install: argparse.ArgumentParser) -> None:
     agent.add_argument(
         "--discovery", default="consul", help=f"where the agent registers: {DISCOVERY_SPEC_HELP}; default consul"
     )
-    agent.add_argument("--host", default=defaults.EDGE_NODE_HOST, help="address the agent binds")
+    agent.add_argument(
+        "--host",
+        default=None,
+        help=f"address the agent binds; default {defaults.EDGE_NODE_TLS_HOST} with TLS, {defaults.EDGE_NODE_HOST} "
+        "without (other addresses without TLS need --plaintext)",
+    )
     agent.add_argument("--port", type=int, default=constants.DEFAULT_EDGE_PORT, help="gRPC port; 0 picks one")
     agent.add_argument(
         "--advertise-host", default=None, help="address routers reach it at; default: this node's primary address"
     )
     agent.add_argument(
         "--metrics-port", type=_metrics_port, default=defaults.EDGE_NODE_METRICS_PORT, help="Prometheus; none: off"
+    )
+    agent.add_argument(
+        "--metrics-host", default=constants.DEFAULT_HOST, help="address /metrics binds; loopback unless opened"
+    )
+    tls = install.add_argument_group("TLS of the agent's gRPC server (written to agent.env)")
+    tls.add_argument("--tls-cert", metavar="FILE", help="PEM certificate of the agent (HYBRID_TLS_CERT)")
+    tls.add_argument("--tls-key", metavar="FILE", help="PEM private key of the certificate (HYBRID_TLS_KEY)")
+    tls.add_argument("--tls-ca", metavar="FILE", help="CA of the callers' client certificates (HYBRID_TLS_CA)")
+    tls.add_argument(
+        "--plaintext", action="store_true", help="no TLS, yet bind beyond loopback with --host (HYBRID_PLAINTEXT=1)"
     )
     agent.add_argument("--max-batch-size", type=int, default=constants.MAX_BATCH_SIZE, help="capacity")
     agent.add_argument("--cost-per-hour", type=float, default=0.0)
@@ -228,6 +276,9 @@ def _add_where_arguments(install: argparse.ArgumentParser) -> None:
     where.add_argument("--config-dir", default=str(defaults.EDGE_CONFIG_DIR), help="where agent.yaml goes")
     where.add_argument("--no-systemd", action="store_true", help="no unit: print the command that runs the agent")
     where.add_argument("--no-start", action="store_true", help="install and enable the unit, do not start it")
+    where.add_argument(
+        "--user", default=defaults.EDGE_SERVICE_USER, help="unprivileged system user the unit runs the agent as"
+    )
 
 
 def _add_package_arguments(install: argparse.ArgumentParser) -> None:
@@ -267,6 +318,9 @@ def _add_update(commands: argparse._SubParsersAction, default_config: str) -> No
     )
     update.add_argument("--artifact", required=True, help="URL or path, as for install")
     update.add_argument("--sha256", required=True, help="sha256 of the new artifact's manifest.json")
+    update.add_argument(
+        "--trust", metavar="PUBKEY", help="public key that must have signed it; default: the node's (agent.yaml)"
+    )
     update.add_argument("--config", default=default_config)
     update.add_argument("--min-speed-ratio", type=float, default=None, help="default: update.min_speed_ratio")
     update.add_argument("--probation-s", type=float, default=None, help="default: update.probation_s")

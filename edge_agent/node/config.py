@@ -3,10 +3,11 @@
 CONFIG_DIR/agent.yaml        NodeConfig: region, discovery, router, ports, capacity, update gate
 PREFIX/venv/                 the package, installed by `hybrid-edge install`
 PREFIX/artifacts/            the artifact store (edge_agent.artifacts.store): <sha>/, current, previous
-PREFIX/state.json            the last updates and their outcomes (`hybrid-edge status` shows them)
+PREFIX/state.json            the last updates and their outcomes (`hybrid-edge status` shows them); on a node
+                             installed under systemd a link to PREFIX/run/state.json, which the agent's user writes
 PREFIX/install.json          what the installer put in the venv, so a re-run knows it is done
 PREFIX/run/agent.json        written by the running agent: pid, address, what it serves, connectivity
-PREFIX/run/update.lock       held by an install or update, so that two never overlap
+PREFIX/update.lock           held by an install or update, so that two never overlap
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edge_agent import defaults
-from edge_agent.artifacts.store import Links
+from edge_agent.artifacts.store import Links, exclusive_lock
 from edge_agent.config import EdgeAgentConfig, EdgeAgentSettings
 from hybrid.errors import HybridError
 
@@ -178,7 +179,8 @@ class NodeLayout:
     @contextmanager
     def update_lock(self) -> Iterator[None]:
         """Held by an install or an update; a second one is refused instead of waiting behind the first."""
-        lock_path = self.prefix / "run" / "update.lock"
+        # In the prefix, which only root writes on an installed node: the agent never takes this lock.
+        lock_path = self.prefix / "update.lock"
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         with open(lock_path, "a+") as lock:
             try:
@@ -264,15 +266,18 @@ class StateFile:
     @contextmanager
     def editing(self) -> Iterator[NodeState]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                state = self.read()
-                yield state
-                state.updates = state.updates[-defaults.EDGE_UPDATE_HISTORY :]
-                write_atomically(self.path, state.model_dump_json(indent=2) + "\n")
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with exclusive_lock(self.path.with_name(self.path.name + ".lock")):
+            state = self.read()
+            yield state
+            state.updates = state.updates[-defaults.EDGE_UPDATE_HISTORY :]
+            write_atomically(self._written_path(), state.model_dump_json(indent=2) + "\n")
+
+    def _written_path(self) -> Path:
+        # An installed node links PREFIX/state.json into PREFIX/run, where the agent's user may write. That one
+        # link (root's, in root's folder) is followed, no further: what the user controls is replaced, not opened.
+        if self.path.is_symlink():
+            return self.path.parent / os.readlink(self.path)
+        return self.path
 
     def save(self, record: UpdateRecord) -> UpdateRecord:
         """Adds the record, or replaces the one with its id."""

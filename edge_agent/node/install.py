@@ -3,14 +3,20 @@
 In this order, so that a refused artifact leaves nothing behind:
 
 1. fetch the artifact into PREFIX/artifacts/<sha> and verify every file against the manifest, and
-   the manifest against the pinned --sha256 (edge_agent.artifacts.store);
+   the manifest against the pinned --sha256 and, with --trust, its signature against that key
+   (edge_agent.artifacts.store); the key is kept as CONFIG_DIR/artifact-signing.pub, which the
+   agent checks every artifact against before it loads it;
 2. create PREFIX/venv and pip-install hybrid-inference with the `edge` extra (and `consul` when
    discovery is Consul) from --wheel, --package or the index; skipped when the installer runs
    from that venv already (cloud-init installs the package first, then runs this);
 3. point PREFIX/artifacts/current at the artifact;
-4. write CONFIG_DIR/agent.yaml;
-5. install the systemd unit and (re)start it, then wait until the agent serves, and say whether
-   it registered; where systemd is absent (or --no-systemd) print the command that runs the agent.
+4. write CONFIG_DIR/agent.yaml and CONFIG_DIR/agent.env (the agent's TLS files);
+5. install the systemd unit (edge_agent.node.service: its own unprivileged user, hardened) and
+   (re)start it, then wait until the agent serves, and say whether it registered; where systemd
+   is absent (or --no-systemd) print the command that runs the agent.
+
+The agent binds loopback unless it has TLS files (then every interface); plain gRPC beyond
+loopback needs --plaintext. Its metrics stay on loopback.
 
 A failure in steps 1-4 undoes what this run did (a fresh prefix is removed whole). Every step that
 finds its work done says "unchanged": a second run with the same flags changes nothing. A node
@@ -35,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_agent import defaults
+from edge_agent.artifacts.signing import TrustedKey
 from edge_agent.artifacts.store import ArtifactStore, Progress, check_sha256
 from edge_agent.node.config import (
     EdgeNodeError,
@@ -43,6 +50,13 @@ from edge_agent.node.config import (
     render_node_config,
     running_agent,
     write_atomically,
+)
+from edge_agent.node.service import (
+    AgentTls,
+    ensure_service_user,
+    hand_state_to,
+    render_environment,
+    render_unit,
 )
 from edge_agent.node.status import probe_agent
 
@@ -75,6 +89,10 @@ class InstallRequest:
     package: PackageSource = field(default_factory=PackageSource)
     systemd: bool | None = None  # None: use it where it runs
     start: bool = True
+    trust: Path | None = None  # the public key every artifact must be signed by
+    tls: AgentTls | None = None
+    plaintext: bool = False
+    service_user: str = defaults.EDGE_SERVICE_USER
 
 
 @dataclass
@@ -127,33 +145,6 @@ def extras_for(node: NodeConfig) -> list[str]:
 
 def run_command(layout: NodeLayout, config_path: Path) -> list[str]:
     return [str(layout.hybrid_edge), "run", "--config", str(config_path)]
-
-
-def render_unit(layout: NodeLayout, config_path: Path, node: NodeConfig) -> str:
-    # systemd splits ExecStart like a shell, with double quotes for arguments holding spaces.
-    exec_start = " ".join(f'"{arg}"' if " " in arg else arg for arg in run_command(layout, config_path))
-    return f"""# Written by `hybrid-edge install`; running it again rewrites this file.
-[Unit]
-Description=Hybrid edge agent (region {node.region})
-Wants=network-online.target
-After=network-online.target
-
-[Service]
-Type=simple
-ExecStart={exec_start}
-# `systemctl reload hybrid-edge` switches the agent to {layout.artifacts}/current, health-gated.
-ExecReload=/bin/kill -HUP $MAINPID
-Restart=always
-RestartSec=5
-# On SIGTERM the agent deregisters and lets the answers in flight finish (drain_grace_s).
-KillSignal=SIGTERM
-TimeoutStopSec={int(node.drain_grace_s) + 15}
-Environment=PYTHONUNBUFFERED=1
-LimitNOFILE=65536
-
-[Install]
-WantedBy=multi-user.target
-"""
 
 
 def _check_writable(path: Path, flag: str) -> None:
@@ -294,8 +285,10 @@ def service_step(request: InstallRequest, layout: NodeLayout, changed: bool, say
         return Step("service", "skipped", f"{why}: run the agent with  {command}{note}")
     if os.geteuid() != 0:
         raise EdgeNodeError("installing a systemd unit needs root: run with sudo, or pass --no-systemd")
+    ensure_service_user(request.service_user)
+    hand_state_to(request.service_user, layout)
     unit_path = defaults.EDGE_SYSTEMD_UNIT
-    unit = render_unit(layout, config_path, node)
+    unit = render_unit(layout, config_path, node, request.service_user)
     unit_changed = not unit_path.is_file() or unit_path.read_text() != unit
     if unit_changed:
         write_atomically(unit_path, unit)
@@ -322,6 +315,9 @@ def install_node(
     if not sys.platform.startswith("linux"):
         raise EdgeNodeError("hybrid-edge install sets up Linux nodes; elsewhere run `hybrid edge serve`")
     node, config_path = request.node, Path(request.config_path)
+    trusted = _trusted_key(request, config_path)
+    if trusted is not None:
+        node = request.node = node.model_copy(update={"trust_key": config_path.parent / defaults.EDGE_TRUST_KEY_NAME})
     layout = node.layout
     _check_writable(layout.prefix, "--prefix")
     _check_writable(config_path.parent, "--config-dir")
@@ -331,7 +327,7 @@ def install_node(
     files_in_place = False
     try:
         with layout.update_lock():
-            store = ArtifactStore(layout.artifacts)
+            store = ArtifactStore(layout.artifacts, trusted)
             links = store.links()
             if links.current not in (None, sha256) and store.verified(links.current) is not None:
                 update = ["hybrid-edge", "update", "--config", str(config_path), "--artifact", request.artifact]
@@ -355,6 +351,11 @@ def install_node(
                 with store.locked():
                     before = store.flip(sha256)
                 undo.add(lambda: store.set_links(before))
+            if trusted is not None:
+                key_text = trusted.path.read_text()
+                steps.append(_write_config(node.trust_key, key_text, undo, "trust"))
+            environment = render_environment(request.tls, request.plaintext)
+            steps.append(_write_config(config_path.parent / defaults.EDGE_ENV_NAME, environment, undo, "tls"))
             steps.append(_write_config(config_path, render_node_config(node), undo))
             files_in_place = True
             # A service that fails to start is reported, not undone: the files are the node's, the log says why.
@@ -368,10 +369,24 @@ def install_node(
     return InstallReport(steps, run_command(layout, config_path), steps[-1].outcome != "skipped")
 
 
-def _write_config(path: Path, text: str, undo: _Undo) -> Step:
+def _trusted_key(request: InstallRequest, config_path: Path) -> TrustedKey | None:
+    """The key of --trust. A node that trusts a key keeps trusting it: running install again without --trust
+    would silently drop the signature check, so that is refused."""
+    if request.trust is not None:
+        return TrustedKey.load(request.trust)
+    kept = config_path.parent / defaults.EDGE_TRUST_KEY_NAME
+    if config_path.is_file() and kept.is_file() and f"trust_key: {kept}" in config_path.read_text():
+        raise EdgeNodeError(
+            f"this node accepts only artifacts signed by the key in {kept}: pass --trust {kept} (or the key's .pub) "
+            "again; to stop checking signatures, remove trust_key from agent.yaml and that file first"
+        )
+    return None
+
+
+def _write_config(path: Path, text: str, undo: _Undo, step: str = "config") -> Step:
     old = path.read_text() if path.is_file() else None
     if old == text:
-        return Step("config", "unchanged", str(path))
+        return Step(step, "unchanged", str(path))
     write_atomically(path, text)
     undo.add((lambda: write_atomically(path, old)) if old is not None else (lambda: path.unlink(missing_ok=True)))
-    return Step("config", "installed" if old is None else "updated", str(path))
+    return Step(step, "installed" if old is None else "updated", str(path))

@@ -3,10 +3,11 @@
 # PREFIX/venv, then hands over to `PREFIX/venv/bin/hybrid-edge install` with the same arguments
 # (the verified artifact, agent.yaml, the systemd unit). Safe to run again.
 #
-#   sh install.sh --artifact URL --sha256 H --region R --router HOST:PORT \
+#   sh install.sh --artifact URL --sha256 H [--trust PUBKEY] --region R --router HOST:PORT \
+#       [--tls-cert FILE --tls-key FILE [--tls-ca FILE] | --plaintext] \
 #       [--wheel FILE | --package SPEC] [--index-url URL] [--find-links DIR] [--reuse-site-packages] \
 #       [--prefix /opt/hybrid-edge] [--python python3] [any other `hybrid-edge install` flag]
-#
+# The agent runs as the unprivileged user hybrid-edge (--user), on loopback unless given TLS files.
 # Only POSIX sh and python3 (3.10 or newer, with its venv module) are needed.
 set -eu
 
@@ -56,7 +57,7 @@ while [ "$count" -gt 0 ]; do
         --prefix) [ "$count" -gt 0 ] && PREFIX=$1 ;;
         --discovery=*) case ${arg#*=} in consul*) CONSUL=yes ;; *) CONSUL= ;; esac ;;
         --discovery) [ "$count" -gt 0 ] && case $1 in consul*) CONSUL=yes ;; *) CONSUL= ;; esac ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     esac
     set -- "$@" "$arg"
 done

@@ -8,7 +8,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from edge_agent.artifacts.manifest import read_manifest
+from edge_agent.artifacts.manifest import MANIFEST_NAME, SIGNATURE_NAME, read_manifest
+from edge_agent.artifacts.signing import TrustedKey
 from edge_agent.artifacts.store import ArtifactStore
 from edge_agent.node.config import NodeConfig, StateFile, running_agent
 from hybrid.errors import ArtifactError
@@ -18,14 +19,24 @@ from hybrid.v1 import inference_pb2_grpc as pb_grpc
 PROBE_TIMEOUT_S = 3.0
 
 
-def _artifact(store: ArtifactStore, sha: str | None) -> dict[str, Any] | None:
+def _artifact(store: ArtifactStore, sha: str | None, trusted: TrustedKey | None) -> dict[str, Any] | None:
     if sha is None:
         return None
+    folder = store.path(sha)
     try:
-        manifest = read_manifest(store.path(sha))
+        manifest = read_manifest(folder)
     except ArtifactError as error:
         return {"sha256": sha, "error": str(error)}
-    return {"sha256": sha, "model": manifest.model, "precision": manifest.precision}
+    found = {"sha256": sha, "model": manifest.model, "precision": manifest.precision}
+    if trusted is not None:
+        signature = folder / SIGNATURE_NAME
+        try:
+            data = signature.read_bytes() if signature.is_file() else None
+            trusted.check((folder / MANIFEST_NAME).read_bytes(), data, str(folder))
+            found["signature"] = f"signed by the trusted key {trusted.id}"
+        except ArtifactError as error:
+            found["signature"] = f"REFUSED: {error}"
+    return found
 
 
 def probe_agent(address: str) -> dict[str, Any]:
@@ -51,13 +62,22 @@ def node_status(node: NodeConfig) -> dict[str, Any]:
     layout = node.layout
     store = ArtifactStore(layout.artifacts)
     links = store.links()
+    try:
+        trusted = node.trusted_key()
+    except ArtifactError as error:
+        trusted, trust_error = None, str(error)
+    else:
+        trust_error = ""
     runtime = running_agent(layout)
     last = StateFile(layout.state_file).read().last
     status: dict[str, Any] = {
         "prefix": str(node.prefix),
         "region": node.region,
-        "current": _artifact(store, links.current),
-        "previous": _artifact(store, links.previous),
+        "trust_key": {"path": str(node.trust_key), "key_id": trusted.id if trusted else None, "error": trust_error}
+        if node.trust_key is not None
+        else None,
+        "current": _artifact(store, links.current, trusted),
+        "previous": _artifact(store, links.previous, trusted),
         "agent": None,
         "last_update": last.model_dump(mode="json") if last else None,
     }
@@ -102,6 +122,11 @@ def render_status(status: dict[str, Any]) -> list[str]:
         f"node       region {status['region']}, prefix {status['prefix']}",
         f"version    current {_short(status['current'])}; previous {_short(status['previous'])}",
     ]
+    trust = status.get("trust_key")
+    if trust is not None:
+        signature = (status["current"] or {}).get("signature", "no current artifact")
+        key = trust["error"] or f"key {trust['key_id']} ({trust['path']})"
+        lines.append(f"signing    only artifacts signed by {key}; current: {signature}")
     agent = status["agent"]
     if agent is None:
         lines.append("agent      not running (start it: systemctl start hybrid-edge, or the command install printed)")

@@ -1,6 +1,8 @@
 """`hybrid-edge update`: a new artifact, health-gated, switched to atomically, rolled back on failure.
 
-1. fetch and verify it into the store beside the current one (nothing is left when that fails);
+1. fetch and verify it into the store beside the current one (nothing is left when that fails); on a
+   node that trusts a signing key (agent.yaml trust_key, or --trust) an unsigned or wrongly signed
+   artifact is refused here, before anything else;
 2. gate it in this process (edge_agent.node.canary): it loads, answers the canary, decodes within
    update.min_speed_ratio of the current artifact's tokens/s, and no canary request errs;
 3. flip `current` to it (`previous` keeps the old one) and send the running agent SIGHUP;
@@ -18,8 +20,10 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from edge_agent import defaults
+from edge_agent.artifacts.signing import TrustedKey
 from edge_agent.artifacts.store import ArtifactStore, Progress, check_sha256
 from edge_agent.node.canary import check_candidate
 from edge_agent.node.config import EdgeNodeError, NodeConfig, StateFile, UpdateRecord, UpdateSettings, running_agent
@@ -43,6 +47,7 @@ def update_node(
     source: str,
     sha256: str,
     *,
+    trust: Path | None = None,
     min_speed_ratio: float | None = None,
     probation_s: float | None = None,
     wait: bool = True,
@@ -52,7 +57,7 @@ def update_node(
     """Runs one update; returns its record (None when the node serves that artifact already)."""
     sha256 = check_sha256(sha256)
     layout = node.layout
-    store = ArtifactStore(layout.artifacts)
+    store = ArtifactStore(layout.artifacts, _trusted_key(node, trust))
     state = StateFile(layout.state_file)
     overrides = {k: v for k, v in (("min_speed_ratio", min_speed_ratio), ("probation_s", probation_s)) if v is not None}
     settings = node.update.model_copy(update=overrides)
@@ -82,6 +87,20 @@ def update_node(
                 state.finish(current, "interrupted", "the update was stopped before the switch; nothing changed")
                 store.prune()
             raise
+
+
+def _trusted_key(node: NodeConfig, trust: Path | None) -> TrustedKey | None:
+    """The key the new artifact must be signed by: --trust, else the node's own; they may not disagree, since the
+    agent checks the node's key again before it loads anything."""
+    own = node.trusted_key()
+    given = TrustedKey.load(trust) if trust is not None else None
+    if own is not None and given is not None and own.id != given.id:
+        raise EdgeNodeError(
+            f"--trust {trust} is key {given.id}, but this node trusts key {own.id} ({node.trust_key}), and its agent "
+            "would refuse what the other key signed: sign with the node's key, or install the new key with "
+            "`hybrid-edge install --trust`"
+        )
+    return given or own
 
 
 def _gate_and_switch(

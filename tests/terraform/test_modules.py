@@ -128,8 +128,34 @@ def test_edge_node_module_renders_user_data_offline(terraform_copy, tmp_path):
     assert refused.retcode == 1
     assert "artifact_sha256 must be 64 lowercase hex digits" in " ".join(refused.error.split())
 
-    applied = command.apply(var_files=[write_tfvars(tmp_path, "good", {**node, "artifact_sha256": "ab" * 32})])
+    without_tls = command.plan(
+        var_files=[write_tfvars(tmp_path, "plain", {**node, "artifact_sha256": "ab" * 32})], json=False
+    )
+    assert without_tls.retcode == 1
+    assert "Without TLS the agent binds loopback only" in " ".join(without_tls.error.split())
+
+    good = {**node, "artifact_sha256": "ab" * 32, "plaintext": True}
+    applied = command.apply(var_files=[write_tfvars(tmp_path, "good", good)])
     assert applied.retcode == 0, applied.error
     outputs = command.output().value
     assert outputs["user_data"]["value"].startswith("#cloud-config\n")
     assert "hybrid-edge" in outputs["user_data"]["value"]
+    assert outputs["user_data"]["sensitive"] is True
+
+
+# Variables that carry TLS material, keys or tokens: their names say so.
+SECRET_NAME = re.compile(r"(^|_)(tls|token|password|secret)(_|$)|private")
+
+
+@pytest.mark.parametrize("path", tf_files(), ids=lambda path: str(path.relative_to(TERRAFORM_DIR)))
+def test_tls_material_and_keys_are_sensitive_variables(path):
+    variables = {name: body for block in load_hcl(path).get("variable", []) for name, body in block.items()}
+    for name, body in variables.items():
+        if SECRET_NAME.search(name) and body["type"] != "bool":
+            assert body.get("sensitive") is True, f"variable {name} in {path.name} carries secrets: mark it sensitive"
+
+
+def test_tier_services_stay_inside_the_cluster_unless_opened():
+    for folder in ("modules/tier-spec", "examples/private", "examples/public"):
+        service_type = blocks(TERRAFORM_DIR / folder, "variable")["service_type"]
+        assert service_type["default"] == "ClusterIP", folder

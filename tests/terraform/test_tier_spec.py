@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -11,6 +13,20 @@ from cloud.serve_config import load_serve_config
 from hybrid import constants
 from hybrid.discovery import ReplicaRecord
 from tests.terraform.conftest import SAMPLE_TIER, write_tfvars
+
+# PEM stand-ins with the markers the modules check for: no real key is ever committed.
+EDGE_TLS = {
+    "cert_pem": "-----BEGIN CERTIFICATE-----\nnode certificate\n-----END CERTIFICATE-----\n",
+    "key_pem": "-----BEGIN PRIVATE KEY-----\nnode key\n-----END PRIVATE KEY-----\n",
+    "ca_pem": "-----BEGIN CERTIFICATE-----\nrouter CA\n-----END CERTIFICATE-----\n",
+}
+EDGE_NODE = {
+    "name": "edge-fra-1",
+    "region": "eu-central",
+    "artifact_url": "https://artifacts.example.com/smollm2-int8.tgz",
+    "artifact_sha256": "ab" * 32,
+    "router": "router.internal:50051",
+}
 
 
 def flat(text: str) -> str:
@@ -211,7 +227,7 @@ def test_edge_user_data_runs_the_installer(tier_spec, tmp_path):
         "artifact_sha256": "ab" * 32,
         "router": "router.internal:50051",
     }
-    outputs = apply_sample(tier_spec, tmp_path, edge_nodes=[node])
+    outputs = apply_sample(tier_spec, tmp_path, edge_nodes=[node], edge_tls={"edge-fra-1": EDGE_TLS})
     user_data = outputs["edge_user_data"]["edge-fra-1"]
 
     assert user_data.startswith("#cloud-config\n")
@@ -227,5 +243,48 @@ def test_edge_user_data_runs_the_installer(tier_spec, tmp_path):
         "eu-central",
         "--router",
         "router.internal:50051",
+        "--tls-cert",
+        "/etc/hybrid-edge/tls/agent.crt",
+        "--tls-key",
+        "/etc/hybrid-edge/tls/agent.key",
+        "--tls-ca",
+        "/etc/hybrid-edge/tls/ca.crt",
     ]
     assert ["/opt/hybrid-edge/venv/bin/pip", "install", "hybrid-inference[edge,consul]"] in cloud_config["runcmd"]
+    # The files the flags name, the key readable by the agent's user only (made by cloud-init beforehand).
+    files = {entry["path"]: entry for entry in cloud_config["write_files"]}
+    assert files["/etc/hybrid-edge/tls/agent.key"]["content"] == EDGE_TLS["key_pem"]
+    assert (
+        files["/etc/hybrid-edge/tls/agent.key"]["permissions"],
+        files["/etc/hybrid-edge/tls/agent.key"]["owner"],
+    ) == (
+        "0600",
+        "hybrid-edge:hybrid-edge",
+    )
+    assert files["/etc/hybrid-edge/tls/agent.crt"]["content"] == EDGE_TLS["cert_pem"]
+    assert {"name": "hybrid-edge", "system": True, "shell": "/usr/sbin/nologin", "lock_passwd": True,
+            "no_create_home": True} in cloud_config["users"]  # fmt: skip
+
+
+def test_user_data_carrying_a_key_is_a_sensitive_output(tier_spec, tmp_path):
+    node = {**EDGE_NODE, "name": "edge-ams-1"}
+    apply_sample(tier_spec, tmp_path, edge_nodes=[node], edge_tls={"edge-ams-1": EDGE_TLS})
+    outputs = tier_spec.output().value
+    assert outputs["edge_user_data"]["sensitive"] is True
+    assert outputs["rayservice_manifests"]["sensitive"] is False
+    # Neither the key nor the certificate ever lands in a manifest or a Serve config.
+    public = json.dumps({name: output["value"] for name, output in outputs.items() if name != "edge_user_data"})
+    assert "node key" not in public
+
+
+def test_an_edge_node_without_tls_is_refused_unless_plaintext_is_asked_for(tier_spec, tmp_path):
+    refused = tier_spec.plan(var_files=[write_tfvars(tmp_path, "no-tls", {"edge_nodes": [EDGE_NODE]})], json=False)
+    assert refused.retcode == 1
+    assert (
+        "An edge agent without TLS binds loopback only, where no router reaches it: give edge_tls for: edge-fra-1"
+        in flat(refused.error)
+    )
+    outputs = apply_sample(tier_spec, tmp_path, edge_nodes=[EDGE_NODE], edge_plaintext=True)
+    cloud_config = yaml.safe_load(outputs["edge_user_data"]["edge-fra-1"])
+    assert cloud_config["runcmd"][-1][-3:] == ["--plaintext", "--host", "0.0.0.0"]
+    assert cloud_config["write_files"] == []

@@ -14,6 +14,7 @@ output "serve_config_yaml" {
 }
 
 output "edge_user_data" {
-  description = "cloud-init user data of each edge node, by name: paste it into the VM's user data."
+  description = "cloud-init user data of each edge node, by name: give it to the VM's user data (`terraform output -json edge_user_data`). Sensitive: it carries the node's TLS key."
   value       = { for name, node in module.edge_node : name => node.user_data }
+  sensitive   = true
 }

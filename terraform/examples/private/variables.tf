@@ -271,3 +271,109 @@ variable "edge_artifact_sha256" {
     error_message = "edge_artifact_sha256 must be 64 lowercase hex digits, as `hybrid artifacts hash DIR` prints them."
   }
 }
+
+variable "service_type" {
+  description = "Kubernetes Service type of the tier's gRPC endpoint: ClusterIP when the router runs in the cluster, LoadBalancer when it runs outside (then narrow it with load_balancer_source_ranges)."
+  type        = string
+  default     = "ClusterIP"
+  nullable    = false
+
+  validation {
+    condition     = contains(["LoadBalancer", "NodePort", "ClusterIP"], var.service_type)
+    error_message = "service_type must be LoadBalancer, NodePort or ClusterIP."
+  }
+}
+
+variable "load_balancer_source_ranges" {
+  description = "With service_type LoadBalancer: the CIDR ranges (the router's addresses) allowed to reach the tier; empty allows any."
+  type        = list(string)
+  default     = []
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for cidr in var.load_balancer_source_ranges : can(cidrhost(cidr, 0))])
+    error_message = "load_balancer_source_ranges must be CIDR ranges such as 203.0.113.0/24."
+  }
+}
+
+variable "cloud_tls" {
+  description = "Whether the tier's gRPC endpoint uses TLS, with tls_cert_pem, tls_key_pem and tls_ca_pem."
+  type        = bool
+  default     = true
+  nullable    = false
+}
+
+variable "tls_cert_pem" {
+  description = "PEM certificate of the tier's gRPC endpoint (for example from `hybrid certs`); needed with cloud_tls. Sensitive."
+  type        = string
+  default     = ""
+  nullable    = false
+  sensitive   = true
+
+  validation {
+    condition     = var.tls_cert_pem == "" || strcontains(var.tls_cert_pem, "BEGIN CERTIFICATE")
+    error_message = "tls_cert_pem must be a PEM certificate (-----BEGIN CERTIFICATE-----)."
+  }
+}
+
+variable "tls_key_pem" {
+  description = "PEM private key of tls_cert_pem. Sensitive: pass it with TF_VAR_tls_key_pem, never in a committed file."
+  type        = string
+  default     = ""
+  nullable    = false
+  sensitive   = true
+
+  validation {
+    condition     = var.tls_key_pem == "" || strcontains(var.tls_key_pem, "PRIVATE KEY")
+    error_message = "tls_key_pem must be a PEM private key (-----BEGIN ... PRIVATE KEY-----)."
+  }
+}
+
+variable "tls_ca_pem" {
+  description = "PEM CA certificate of the callers' client certificates (the router's), for mutual TLS. Sensitive."
+  type        = string
+  default     = ""
+  nullable    = false
+  sensitive   = true
+
+  validation {
+    condition     = var.tls_ca_pem == "" || strcontains(var.tls_ca_pem, "BEGIN CERTIFICATE")
+    error_message = "tls_ca_pem must be a PEM certificate (-----BEGIN CERTIFICATE-----)."
+  }
+}
+
+variable "edge_tls" {
+  description = "TLS of each edge agent, by edge node name, as PEM text: cert_pem, key_pem and ca_pem (the router's CA, or empty). Sensitive: pass it with TF_VAR_edge_tls, never in a committed file."
+  type = map(object({
+    cert_pem = string
+    key_pem  = string
+    ca_pem   = optional(string, "")
+  }))
+  default   = {}
+  nullable  = false
+  sensitive = true
+
+  validation {
+    condition     = alltrue([for name in nonsensitive(keys(var.edge_tls)) : contains([for node in var.edge_nodes : node.name], name)])
+    error_message = "edge_tls has entries for nodes that are not in edge_nodes: use the names in edge_nodes."
+  }
+}
+
+variable "edge_plaintext" {
+  description = "Let edge agents without edge_tls serve plain gRPC on every interface; off, such a node is refused."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
+variable "artifact_trust_key_pem" {
+  description = "PEM public key that signed the edge artifact (`hybrid artifacts keygen`'s .pub); edge nodes refuse an artifact it did not sign. Empty: the sha256 pin alone."
+  type        = string
+  default     = ""
+  nullable    = false
+
+  validation {
+    condition     = var.artifact_trust_key_pem == "" || (strcontains(var.artifact_trust_key_pem, "BEGIN PUBLIC KEY") && !strcontains(var.artifact_trust_key_pem, "PRIVATE"))
+    error_message = "artifact_trust_key_pem must be a PEM public key (-----BEGIN PUBLIC KEY-----), never the private key."
+  }
+}

@@ -73,13 +73,19 @@ module "tier_spec" {
     cost_per_hour           = var.cost_per_hour
   }]
   # Registered once the load balancer has an address; the RayService does not depend on it.
-  grpc_addresses = { (var.tier_name) = module.ray_serve_cluster.grpc_address }
+  grpc_addresses              = { (var.tier_name) = module.ray_serve_cluster.grpc_address }
+  service_type                = var.service_type
+  load_balancer_source_ranges = var.load_balancer_source_ranges
+  cloud_tls                   = var.cloud_tls
 }
 
 module "ray_serve_cluster" {
   source = "../../modules/ray-serve-cluster"
 
   rayservice_manifest      = module.tier_spec.rayservice_manifests[var.tier_name]
+  tls_cert_pem             = var.tls_cert_pem
+  tls_key_pem              = var.tls_key_pem
+  tls_ca_pem               = var.tls_ca_pem
   kuberay_chart_repository = var.kuberay_chart_repository
 
   depends_on = [google_container_node_pool.system, google_container_node_pool.gpu]

@@ -266,3 +266,73 @@ variable "consul_datacenter" {
   type        = string
   default     = null
 }
+
+variable "service_type" {
+  description = "Kubernetes Service type of the tier's gRPC endpoint: ClusterIP when the router runs in the cluster, LoadBalancer when it runs outside (then narrow it with load_balancer_source_ranges)."
+  type        = string
+  default     = "ClusterIP"
+  nullable    = false
+
+  validation {
+    condition     = contains(["LoadBalancer", "NodePort", "ClusterIP"], var.service_type)
+    error_message = "service_type must be LoadBalancer, NodePort or ClusterIP."
+  }
+}
+
+variable "load_balancer_source_ranges" {
+  description = "With service_type LoadBalancer: the CIDR ranges (the router's addresses) allowed to reach the tier; empty allows any."
+  type        = list(string)
+  default     = []
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for cidr in var.load_balancer_source_ranges : can(cidrhost(cidr, 0))])
+    error_message = "load_balancer_source_ranges must be CIDR ranges such as 203.0.113.0/24."
+  }
+}
+
+variable "cloud_tls" {
+  description = "Whether the tier's gRPC endpoint uses TLS, with tls_cert_pem, tls_key_pem and tls_ca_pem."
+  type        = bool
+  default     = true
+  nullable    = false
+}
+
+variable "tls_cert_pem" {
+  description = "PEM certificate of the tier's gRPC endpoint (for example from `hybrid certs`); needed with cloud_tls. Sensitive."
+  type        = string
+  default     = ""
+  nullable    = false
+  sensitive   = true
+
+  validation {
+    condition     = var.tls_cert_pem == "" || strcontains(var.tls_cert_pem, "BEGIN CERTIFICATE")
+    error_message = "tls_cert_pem must be a PEM certificate (-----BEGIN CERTIFICATE-----)."
+  }
+}
+
+variable "tls_key_pem" {
+  description = "PEM private key of tls_cert_pem. Sensitive: pass it with TF_VAR_tls_key_pem, never in a committed file."
+  type        = string
+  default     = ""
+  nullable    = false
+  sensitive   = true
+
+  validation {
+    condition     = var.tls_key_pem == "" || strcontains(var.tls_key_pem, "PRIVATE KEY")
+    error_message = "tls_key_pem must be a PEM private key (-----BEGIN ... PRIVATE KEY-----)."
+  }
+}
+
+variable "tls_ca_pem" {
+  description = "PEM CA certificate of the callers' client certificates (the router's), for mutual TLS. Sensitive."
+  type        = string
+  default     = ""
+  nullable    = false
+  sensitive   = true
+
+  validation {
+    condition     = var.tls_ca_pem == "" || strcontains(var.tls_ca_pem, "BEGIN CERTIFICATE")
+    error_message = "tls_ca_pem must be a PEM certificate (-----BEGIN CERTIFICATE-----)."
+  }
+}

@@ -64,3 +64,66 @@ variable "edge_package" {
     error_message = "edge_package must be one pip requirement without spaces, such as hybrid-inference[edge,consul]==0.1.0."
   }
 }
+
+variable "tls_cert_pem" {
+  description = "PEM certificate of the node's agent (its gRPC server). With it the agent binds every interface; without it, only plaintext (which must be asked for) reaches beyond loopback. Sensitive."
+  type        = string
+  default     = ""
+  nullable    = false
+  sensitive   = true
+
+  validation {
+    condition     = var.tls_cert_pem == "" || strcontains(var.tls_cert_pem, "BEGIN CERTIFICATE")
+    error_message = "tls_cert_pem must be a PEM certificate (-----BEGIN CERTIFICATE-----), or empty."
+  }
+}
+
+variable "tls_key_pem" {
+  description = "PEM private key of tls_cert_pem; written to the node readable by the agent's user only. Sensitive."
+  type        = string
+  default     = ""
+  nullable    = false
+  sensitive   = true
+
+  validation {
+    condition     = var.tls_key_pem == "" || strcontains(var.tls_key_pem, "PRIVATE KEY")
+    error_message = "tls_key_pem must be a PEM private key (-----BEGIN ... PRIVATE KEY-----), or empty."
+  }
+}
+
+variable "tls_ca_pem" {
+  description = "PEM CA certificate of the callers' client certificates (the router's), for mutual TLS; empty for none. Sensitive."
+  type        = string
+  default     = ""
+  nullable    = false
+  sensitive   = true
+
+  validation {
+    condition     = var.tls_ca_pem == "" || strcontains(var.tls_ca_pem, "BEGIN CERTIFICATE")
+    error_message = "tls_ca_pem must be a PEM certificate (-----BEGIN CERTIFICATE-----), or empty."
+  }
+}
+
+variable "plaintext" {
+  description = "Without TLS files, let the agent serve plain gRPC on every interface (hybrid-edge install --plaintext); off, a node without TLS is refused."
+  type        = bool
+  default     = false
+  nullable    = false
+
+  validation {
+    condition     = var.plaintext || nonsensitive(var.tls_cert_pem != "" && var.tls_key_pem != "")
+    error_message = "Without TLS the agent binds loopback only, where no router reaches it: give tls_cert_pem and tls_key_pem, or set plaintext = true to serve plain gRPC on every interface."
+  }
+}
+
+variable "artifact_trust_key_pem" {
+  description = "PEM public key that signed the artifact (`hybrid artifacts keygen`'s .pub); the node refuses an artifact it did not sign. Empty: the sha256 pin alone."
+  type        = string
+  default     = ""
+  nullable    = false
+
+  validation {
+    condition     = var.artifact_trust_key_pem == "" || (strcontains(var.artifact_trust_key_pem, "BEGIN PUBLIC KEY") && !strcontains(var.artifact_trust_key_pem, "PRIVATE"))
+    error_message = "artifact_trust_key_pem must be a PEM public key (-----BEGIN PUBLIC KEY-----), never the private key."
+  }
+}

@@ -83,3 +83,61 @@ variable "ready_timeout" {
     error_message = "ready_timeout is a whole number and a unit, such as 45m or 1h."
   }
 }
+
+variable "tls_cert_pem" {
+  description = "PEM certificate (chain) of the tier's gRPC endpoints, for the Secret <tier>-tls that the RayService mounts when tier-spec renders it with cloud_tls. Sensitive."
+  type        = string
+  default     = ""
+  nullable    = false
+  sensitive   = true
+
+  validation {
+    condition     = var.tls_cert_pem == "" || strcontains(var.tls_cert_pem, "BEGIN CERTIFICATE")
+    error_message = "tls_cert_pem must be a PEM certificate (-----BEGIN CERTIFICATE-----), or empty without cloud_tls."
+  }
+}
+
+variable "tls_key_pem" {
+  description = "PEM private key of tls_cert_pem. Sensitive: it goes into the Secret only, never into the manifest or the plan output."
+  type        = string
+  default     = ""
+  nullable    = false
+  sensitive   = true
+
+  validation {
+    condition     = var.tls_key_pem == "" || strcontains(var.tls_key_pem, "PRIVATE KEY")
+    error_message = "tls_key_pem must be a PEM private key (-----BEGIN ... PRIVATE KEY-----), or empty without cloud_tls."
+  }
+}
+
+variable "tls_ca_pem" {
+  description = "PEM CA certificate that issued the callers' client certificates (the router's), for mutual TLS. Sensitive."
+  type        = string
+  default     = ""
+  nullable    = false
+  sensitive   = true
+
+  validation {
+    condition     = var.tls_ca_pem == "" || strcontains(var.tls_ca_pem, "BEGIN CERTIFICATE")
+    error_message = "tls_ca_pem must be a PEM certificate (-----BEGIN CERTIFICATE-----), or empty without cloud_tls."
+  }
+}
+
+variable "network_policy" {
+  description = "Whether to add a NetworkPolicy that lets in only what each hop needs: callers on the gRPC ports, the tier's own pods to each other, the KubeRay operator to the dashboard. Needs a network plugin that enforces NetworkPolicy."
+  type        = bool
+  default     = true
+  nullable    = false
+}
+
+variable "grpc_client_cidrs" {
+  description = "CIDR ranges allowed to reach the tier's gRPC ports (the router's addresses, or the load balancer's nodes); empty allows any source."
+  type        = list(string)
+  default     = []
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for cidr in var.grpc_client_cidrs : can(cidrhost(cidr, 0))])
+    error_message = "grpc_client_cidrs must be CIDR ranges such as 10.0.0.0/8."
+  }
+}

@@ -68,18 +68,36 @@ locals {
     }
   }
 
+  # What the head needs reachable: the GCS for the workers, the dashboard for the KubeRay operator, and
+  # the gRPC proxy. No Ray Client port: nothing here drives the cluster through it.
   container_ports = [
     { name = "gcs-server", containerPort = 6379 },
     { name = "dashboard", containerPort = 8265 },
-    { name = "client", containerPort = 10001 },
     { name = "grpc", containerPort = var.grpc_port },
   ]
 
+  # The TLS files of the tier's gRPC endpoints: the Secret <tier>-tls (ray-serve-cluster makes it from its
+  # sensitive variables), mounted read-only and named by the HYBRID_TLS_* variables every hop reads.
+  tls_dir = "/etc/hybrid/tls"
+  tls_env = var.cloud_tls ? [
+    { name = "HYBRID_TLS_CERT", value = "${local.tls_dir}/tls.crt" },
+    { name = "HYBRID_TLS_KEY", value = "${local.tls_dir}/tls.key" },
+    { name = "HYBRID_TLS_CA", value = "${local.tls_dir}/ca.crt" },
+  ] : []
+  # Present only with TLS, so that a manifest without it stays as it was.
+  tls_mounts = { for key, mounts in { volumeMounts = [{ name = "hybrid-tls", mountPath = local.tls_dir, readOnly = true }] } : key => mounts if var.cloud_tls }
+  tls_volumes = {
+    for name, t in local.tiers : name => {
+      # 0440: readable by the container's user and group, nobody else.
+      for key, volumes in { volumes = [{ name = "hybrid-tls", secret = { secretName = "${name}-tls", defaultMode = 288 } }] } : key => volumes if var.cloud_tls
+    }
+  }
+
   # Serve's direct ingress is a setting of every Ray process, so it travels as the containers' environment.
-  ray_env = [
+  ray_env = concat([
     { name = "RAY_SERVE_ENABLE_DIRECT_INGRESS", value = var.direct_ingress.enabled ? "1" : "0" },
     { name = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", value = tostring(var.direct_ingress.draining_period_s) },
-  ]
+  ], local.tls_env)
   # One replica per worker pod, so Serve gives it the first port of its range on that pod.
   worker_ports = concat(
     [{ name = "grpc", containerPort = var.grpc_port }],
@@ -112,10 +130,14 @@ locals {
             name   = local.grpc_service_names[name]
             labels = local.labels[name]
           }
-          spec = {
-            type  = var.service_type
-            ports = [{ name = "serve", port = var.grpc_port }]
-          }
+          spec = merge(
+            {
+              type  = var.service_type
+              ports = [{ name = "serve", port = var.grpc_port }]
+            },
+            # A load balancer answers only the ranges allowed, when any are given.
+            { for key, ranges in { loadBalancerSourceRanges = var.load_balancer_source_ranges } : key => ranges if var.service_type == "LoadBalancer" && length(ranges) > 0 },
+          )
         }
         rayClusterConfig = {
           rayVersion              = var.ray_version
@@ -128,8 +150,8 @@ locals {
             }
             template = {
               metadata = { labels = local.labels[name] }
-              spec = {
-                containers = [{
+              spec = merge({
+                containers = [merge({
                   name  = "ray-head"
                   image = t.image
                   env   = local.ray_env
@@ -138,8 +160,8 @@ locals {
                     requests = { cpu = var.head_node.cpu, memory = var.head_node.memory }
                     limits   = { cpu = var.head_node.cpu, memory = var.head_node.memory }
                   }
-                }]
-              }
+                }, local.tls_mounts)]
+              }, local.tls_volumes[name])
             }
           }
           workerGroupSpecs = [{
@@ -151,8 +173,8 @@ locals {
             rayStartParams = {}
             template = {
               metadata = { labels = local.labels[name] }
-              spec = {
-                containers = [{
+              spec = merge({
+                containers = [merge({
                   name  = "ray-worker"
                   image = t.image
                   env   = local.ray_env
@@ -161,11 +183,11 @@ locals {
                     requests = local.worker_resources[name]
                     limits   = local.worker_resources[name]
                   }
-                }]
+                }, local.tls_mounts)]
                 nodeSelector = t.gpu_count > 0 ? { (var.gpu_node_label) = t.gpu_type } : {}
                 # GPU node pools are tainted so that only pods asking for GPUs land there.
                 tolerations = t.gpu_count > 0 ? [{ key = "nvidia.com/gpu", operator = "Exists", effect = "NoSchedule" }] : []
-              }
+              }, local.tls_volumes[name])
             }
           }]
         }
@@ -195,7 +217,7 @@ locals {
       Check = {
         Name                           = "gRPC health of tier ${name}"
         GRPC                           = "${local.grpc_addresses[name]}:${var.grpc_port}"
-        GRPCUseTLS                     = false
+        GRPCUseTLS                     = var.cloud_tls
         Interval                       = var.health_check.interval
         Timeout                        = var.health_check.timeout
         DeregisterCriticalServiceAfter = var.health_check.deregister_critical_service_after
@@ -206,6 +228,41 @@ locals {
   # hybrid-edge install's default prefix holds its venv at PREFIX/venv: installed there first, the
   # installer finds itself running from it and installs nothing twice.
   edge_venv = "/opt/hybrid-edge/venv"
+  # hybrid-edge install's defaults: the agent's user, and where the node keeps its files.
+  edge_user       = "hybrid-edge"
+  edge_tls_dir    = "/etc/hybrid-edge/tls"
+  edge_trust_file = "/etc/hybrid-edge/artifact-signing.pub"
+
+  # Whether a node has TLS is no secret, only the files are.
+  edge_has_tls = { for n in var.edge_nodes : n.name => nonsensitive(try(var.edge_tls[n.name].cert_pem, "") != "") }
+  edge_has_ca  = { for n in var.edge_nodes : n.name => nonsensitive(try(var.edge_tls[n.name].ca_pem, "") != "") }
+
+  edge_files = {
+    for n in var.edge_nodes : n.name => concat(
+      local.edge_has_tls[n.name] ? [
+        { path = "${local.edge_tls_dir}/agent.crt", content = var.edge_tls[n.name].cert_pem, permissions = "0644" },
+        # Written after the users exist (defer), readable by the agent's user only.
+        {
+          path  = "${local.edge_tls_dir}/agent.key", content = var.edge_tls[n.name].key_pem, permissions = "0600",
+          owner = "${local.edge_user}:${local.edge_user}", defer = true
+        },
+      ] : [],
+      local.edge_has_ca[n.name] ? [
+        { path = "${local.edge_tls_dir}/ca.crt", content = var.edge_tls[n.name].ca_pem, permissions = "0644" },
+      ] : [],
+      var.artifact_trust_key_pem != "" ? [
+        { path = local.edge_trust_file, content = var.artifact_trust_key_pem, permissions = "0644" },
+      ] : [],
+    )
+  }
+
+  edge_install_flags = {
+    for n in var.edge_nodes : n.name => concat(
+      var.artifact_trust_key_pem != "" ? ["--trust", local.edge_trust_file] : [],
+      local.edge_has_tls[n.name] ? ["--tls-cert", "${local.edge_tls_dir}/agent.crt", "--tls-key", "${local.edge_tls_dir}/agent.key"] : ["--plaintext", "--host", "0.0.0.0"],
+      local.edge_has_ca[n.name] ? ["--tls-ca", "${local.edge_tls_dir}/ca.crt"] : [],
+    )
+  }
 
   edge_user_data = {
     for n in var.edge_nodes : n.name => join("\n", [
@@ -213,17 +270,22 @@ locals {
       yamlencode({
         package_update = true
         packages       = ["python3-venv"]
+        # The agent's own unprivileged user, made before the key file it owns is written.
+        users = ["default", {
+          name = local.edge_user, system = true, shell = "/usr/sbin/nologin", lock_passwd = true, no_create_home = true
+        }]
+        write_files = local.edge_files[n.name]
         # Argument lists, not shell lines: no value here is ever parsed by a shell.
         runcmd = [
           ["python3", "-m", "venv", local.edge_venv],
           ["${local.edge_venv}/bin/pip", "install", var.edge_package],
-          [
+          concat([
             "${local.edge_venv}/bin/hybrid-edge", "install",
             "--artifact", n.artifact_url,
             "--sha256", n.artifact_sha256,
             "--region", n.region,
             "--router", n.router,
-          ],
+          ], local.edge_install_flags[n.name]),
         ]
       }),
     ])

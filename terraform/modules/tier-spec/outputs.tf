@@ -24,6 +24,7 @@ output "consul_services" {
 }
 
 output "edge_user_data" {
-  description = "cloud-init user data of each edge node, by node name: installs hybrid-edge and runs `hybrid-edge install`."
+  description = "cloud-init user data of each edge node, by node name: installs hybrid-edge and runs `hybrid-edge install`. Sensitive: it carries the node's TLS key."
   value       = local.edge_user_data
+  sensitive   = true
 }

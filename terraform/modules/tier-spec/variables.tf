@@ -177,6 +177,70 @@ variable "edge_nodes" {
   }
 }
 
+variable "edge_tls" {
+  description = <<-EOT
+    TLS of each edge agent's gRPC server, by edge node name, as PEM text: cert_pem, its key_pem, and
+    ca_pem, the CA of the callers' client certificates (the router's), or "" for none. cloud-init
+    writes them to /etc/hybrid-edge/tls (the key readable by the agent's user only) and `hybrid-edge
+    install` binds the agent to every interface with them. Sensitive: the keys stay out of plans and
+    logs, and the rendered user data that carries them is sensitive too.
+  EOT
+  type = map(object({
+    cert_pem = string
+    key_pem  = string
+    ca_pem   = optional(string, "")
+  }))
+  default   = {}
+  nullable  = false
+  sensitive = true
+
+  validation {
+    condition = alltrue([
+      for t in values(var.edge_tls) : t.cert_pem == "" || (
+        strcontains(t.cert_pem, "BEGIN CERTIFICATE") && strcontains(t.key_pem, "PRIVATE KEY") &&
+        (t.ca_pem == "" || strcontains(t.ca_pem, "BEGIN CERTIFICATE"))
+      )
+    ])
+    error_message = "edge_tls: cert_pem and ca_pem must be PEM certificates (-----BEGIN CERTIFICATE-----) and key_pem the certificate's PEM private key; check every node's entry."
+  }
+
+  validation {
+    condition     = var.edge_plaintext || alltrue([for n in var.edge_nodes : nonsensitive(try(var.edge_tls[n.name].cert_pem, "") != "")])
+    error_message = "An edge agent without TLS binds loopback only, where no router reaches it: give edge_tls for: ${join(", ", [for n in var.edge_nodes : n.name if !nonsensitive(try(var.edge_tls[n.name].cert_pem, "") != "")])} (or set edge_plaintext = true to serve plain gRPC on every interface)."
+  }
+
+  validation {
+    condition     = alltrue([for name in nonsensitive(keys(var.edge_tls)) : contains([for n in var.edge_nodes : n.name], name)])
+    error_message = "edge_tls has entries for nodes that are not in edge_nodes: ${join(", ", [for name in nonsensitive(keys(var.edge_tls)) : name if !contains([for n in var.edge_nodes : n.name], name)])}. Use the names in edge_nodes."
+  }
+}
+
+variable "edge_plaintext" {
+  description = "Let edge agents without edge_tls serve plain gRPC on every interface (hybrid-edge install --plaintext). Off, such a node is refused here: without TLS the agent binds loopback only, where no router reaches it."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
+variable "artifact_trust_key_pem" {
+  description = "Public key (PEM: the .pub that `hybrid artifacts keygen` wrote) that signed the edge artifact; edge nodes refuse an artifact it did not sign (hybrid-edge install --trust), and their agents refuse to load one. Empty: nodes check the sha256 pin only."
+  type        = string
+  default     = ""
+  nullable    = false
+
+  validation {
+    condition     = var.artifact_trust_key_pem == "" || (strcontains(var.artifact_trust_key_pem, "BEGIN PUBLIC KEY") && !strcontains(var.artifact_trust_key_pem, "PRIVATE"))
+    error_message = "artifact_trust_key_pem must be a PEM public key (-----BEGIN PUBLIC KEY-----): the .pub file `hybrid artifacts keygen` wrote, never the private key."
+  }
+}
+
+variable "cloud_tls" {
+  description = "Whether the tiers' gRPC endpoints use TLS: every Ray container mounts the Secret <tier>-tls (tls.crt, tls.key, ca.crt; the ray-serve-cluster module makes it from its sensitive tls_* variables) at /etc/hybrid/tls and finds the files through HYBRID_TLS_CERT, HYBRID_TLS_KEY and HYBRID_TLS_CA; Consul's check then speaks TLS."
+  type        = bool
+  default     = false
+  nullable    = false
+}
+
 variable "edge_package" {
   description = "The pip requirement that puts hybrid-edge on an edge node, installed into a virtual environment by cloud-init."
   type        = string
@@ -346,14 +410,26 @@ variable "direct_ingress" {
 }
 
 variable "service_type" {
-  description = "Kubernetes Service type of each tier's gRPC endpoint: LoadBalancer when the router runs outside the cluster."
+  description = "Kubernetes Service type of each tier's gRPC endpoint. ClusterIP keeps it inside the cluster; LoadBalancer opens it to the router outside the cluster (narrow it with load_balancer_source_ranges)."
   type        = string
-  default     = "LoadBalancer"
+  default     = "ClusterIP"
   nullable    = false
 
   validation {
     condition     = contains(["LoadBalancer", "NodePort", "ClusterIP"], var.service_type)
     error_message = "service_type must be LoadBalancer, NodePort or ClusterIP."
+  }
+}
+
+variable "load_balancer_source_ranges" {
+  description = "With service_type LoadBalancer: the CIDR ranges allowed to reach a tier's gRPC endpoint (the router's addresses); empty allows any."
+  type        = list(string)
+  default     = []
+  nullable    = false
+
+  validation {
+    condition     = alltrue([for cidr in var.load_balancer_source_ranges : can(cidrhost(cidr, 0))])
+    error_message = "load_balancer_source_ranges must be CIDR ranges such as 203.0.113.0/24."
   }
 }
 

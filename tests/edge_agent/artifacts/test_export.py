@@ -143,3 +143,24 @@ def test_a_projection_that_is_not_tied_is_left_alone():
     del model.graph.node[0]
     model.graph.initializer.append(numpy_helper.from_array(np.ones((8, 12), np.float32), "embedding_t"))
     assert not _untie_output_projection(model)
+
+
+def test_export_signs_the_artifact_where_it_places_it(int8_artifact, tmp_path):
+    from edge_agent.artifacts.manifest import SIGNATURE_NAME, verify_artifact
+    from edge_agent.artifacts.signing import TrustedKey
+    from tests.edge_agent.artifacts.samples import signing_keys
+
+    private, public = signing_keys(tmp_path / "keys")
+    # The session's int8 export is cached: this places and signs it, nothing is rebuilt.
+    folder, _ = export_artifact(precision="int8", out=tmp_path / "signed", sign_key=private)
+    assert verify_artifact(folder, trusted=TrustedKey.load(public)).precision == "int8-b32"
+    # The cache the copy is hard-linked from stays unsigned: a signature belongs to one placed artifact.
+    assert not (int8_artifact / SIGNATURE_NAME).exists()
+
+
+def test_export_with_an_unusable_key_fails_before_it_builds_anything(tmp_path):
+    from hybrid.errors import ArtifactError
+
+    with pytest.raises(ArtifactError, match="cannot read the signing key"):
+        export_artifact(precision="int8", out=tmp_path / "out", sign_key=tmp_path / "missing")
+    assert not (tmp_path / "out").exists()

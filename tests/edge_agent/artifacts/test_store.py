@@ -142,3 +142,30 @@ def test_pin_must_be_a_sha256(bad):
     with pytest.raises(ArtifactError, match="64 hex digits"):
         check_sha256(bad)
     assert check_sha256(" " + "AB" * 32 + "\n") == "ab" * 32
+
+
+def test_a_download_that_breaks_off_resumes_where_it_stopped(served, tmp_path):
+    server, root, first, _ = served
+    whole = (root / "v1" / "model.onnx").read_bytes()
+    ranges: list[str | None] = []
+
+    class BreaksOnce(server.httpd.RequestHandlerClass):
+        def _file(self, path, etag):
+            if path.name != "model.onnx":
+                return super()._file(path, etag)
+            ranges.append(self.headers.get("Range"))
+            if len(ranges) > 1:
+                return super()._file(path, etag)
+            # The link drops halfway: the headers promise the whole file, half of it comes.
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(whole)))
+            self.end_headers()
+            self.wfile.write(whole[: len(whole) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+
+    server.httpd.RequestHandlerClass = BreaksOnce
+    store = ArtifactStore(tmp_path / "artifacts")
+    manifest, fetched = store.add(server.url(first), first)
+    assert fetched and (store.path(first) / "model.onnx").read_bytes() == whole
+    assert ranges == [None, f"bytes={len(whole) // 2}-"]

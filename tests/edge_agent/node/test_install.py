@@ -13,11 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edge_agent.artifacts.manifest import manifest_sha256
 from edge_agent.artifacts.server import ArtifactServer
+from edge_agent.artifacts.signing import sign_artifact
 from edge_agent.artifacts.store import ArtifactStore
 from edge_agent.node.config import NodeConfig, read_node_config
 from edge_agent.node.install import render_unit
 from hybrid.client import HybridClient
+from tests.edge_agent.artifacts.samples import signing_keys
 from tests.edge_agent.helpers import REPO, AgentProcess, hybrid_edge, linked_copy, tamper
 
 pytestmark = pytest.mark.slow
@@ -195,3 +198,32 @@ def test_install_sh_bootstraps_a_node(edge_wheel, int8_artifact, artifact_shelf,
     # install.sh put the package in; hybrid-edge install, running from that venv, left it as it was.
     assert "package   unchanged" in result.stderr and "(running from it)" in result.stderr
     assert read_node_config(tmp_path / "etc" / "agent.yaml").discovery == "none"
+
+
+def test_install_with_trust_takes_only_what_the_key_signed(edge_wheel, int8_artifact, tmp_path):
+    private, public = signing_keys(tmp_path / "keys")
+    _, stranger = signing_keys(tmp_path / "stranger")
+    signed = linked_copy(int8_artifact, tmp_path / "served" / "int8")
+    sign_artifact(signed, private)
+    sha = manifest_sha256(signed)
+    server = ArtifactServer(tmp_path / "served").start()
+    root = tmp_path / "node"
+    try:
+        package = ("--wheel", str(edge_wheel), "--reuse-site-packages")
+        refused = hybrid_edge("install", *install_args(root, server.url(sha), sha, "--trust", str(stranger), *package))
+        assert refused.returncode == 2
+        message = " ".join(refused.stderr.split())
+        assert "is signed by key" in message and "nothing was installed or changed" in message
+        assert not root.exists() or list(root.iterdir()) == []
+        installed = hybrid_edge("install", *install_args(root, server.url(sha), sha, "--trust", str(public), *package))
+        assert installed.returncode == 0, installed.stderr
+    finally:
+        server.stop()
+    config = read_node_config(root / "etc" / "agent.yaml")
+    assert config.trust_key == root / "etc" / "artifact-signing.pub" and config.host == "127.0.0.1"
+    agent = AgentProcess(root / "prefix" / "venv" / "bin" / "hybrid-edge", root / "etc" / "agent.yaml")
+    try:
+        with HybridClient(agent.address) as client:
+            assert client.complete(prompt="Hello", max_new_tokens=2).token_ids
+    finally:
+        assert agent.stop() == 0, agent.output

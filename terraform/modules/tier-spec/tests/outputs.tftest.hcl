@@ -43,6 +43,15 @@ variables {
     },
   ]
   grpc_addresses = { "private-eu" = "10.20.0.5" }
+  # Stand-ins with the PEM markers the module checks for; no real key is ever committed.
+  edge_tls = {
+    "edge-fra-1" = {
+      cert_pem = "-----BEGIN CERTIFICATE-----\nnode certificate\n-----END CERTIFICATE-----\n"
+      key_pem  = "-----BEGIN PRIVATE KEY-----\nnode key\n-----END PRIVATE KEY-----\n"
+      ca_pem   = "-----BEGIN CERTIFICATE-----\nrouter CA\n-----END CERTIFICATE-----\n"
+    }
+  }
+  artifact_trust_key_pem = "-----BEGIN PUBLIC KEY-----\nsigning key\n-----END PUBLIC KEY-----\n"
 }
 
 run "serve_config" {
@@ -129,11 +138,21 @@ run "rayservice_manifest" {
   assert {
     condition = (
       output.rayservice_manifests["private-eu"].spec.serveService.metadata.name == "private-eu-grpc" &&
-      output.rayservice_manifests["private-eu"].spec.serveService.spec.type == "LoadBalancer" &&
+      output.rayservice_manifests["private-eu"].spec.serveService.spec.type == "ClusterIP" &&
+      !contains(keys(output.rayservice_manifests["private-eu"].spec.serveService.spec), "loadBalancerSourceRanges") &&
       output.rayservice_manifests["private-eu"].spec.serveService.spec.ports[0].name == "serve" &&
       output.rayservice_manifests["private-eu"].spec.serveService.spec.ports[0].port == 9000
     )
-    error_message = "The serve service exposes the gRPC port under the name KubeRay keeps (serve)."
+    error_message = "The serve service exposes only the gRPC port, under the name KubeRay keeps (serve), inside the cluster by default."
+  }
+
+  assert {
+    condition = (
+      !contains([for p in output.rayservice_manifests["private-eu"].spec.rayClusterConfig.headGroupSpec.template.spec.containers[0].ports : p.containerPort], 10001) &&
+      !contains(keys(output.rayservice_manifests["private-eu"].spec.rayClusterConfig.headGroupSpec.template.spec), "volumes") &&
+      !contains([for e in output.rayservice_manifests["private-eu"].spec.rayClusterConfig.headGroupSpec.template.spec.containers[0].env : e.name], "HYBRID_TLS_CERT")
+    )
+    error_message = "No Ray Client port; without cloud_tls no TLS volume or variables."
   }
 
   assert {
@@ -227,8 +246,90 @@ run "edge_cloud_init" {
       "--sha256", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
       "--region", "eu-central",
       "--router", "router.internal:50051",
+      "--trust", "/etc/hybrid-edge/artifact-signing.pub",
+      "--tls-cert", "/etc/hybrid-edge/tls/agent.crt",
+      "--tls-key", "/etc/hybrid-edge/tls/agent.key",
+      "--tls-ca", "/etc/hybrid-edge/tls/ca.crt",
     ])
-    error_message = "cloud-init runs hybrid-edge install with the node's artifact, checksum, region and router."
+    error_message = "cloud-init runs hybrid-edge install with the node's artifact, checksum, region, router, signing key and TLS files."
+  }
+
+  assert {
+    condition = one([
+      for f in yamldecode(output.edge_user_data["edge-fra-1"]).write_files : f
+      if f.path == "/etc/hybrid-edge/tls/agent.key"
+      ]).permissions == "0600" && one([
+      for f in yamldecode(output.edge_user_data["edge-fra-1"]).write_files : f
+      if f.path == "/etc/hybrid-edge/tls/agent.key"
+    ]).owner == "hybrid-edge:hybrid-edge"
+    error_message = "The node's TLS key is readable by the agent's user only."
+  }
+
+  assert {
+    condition     = contains([for u in yamldecode(output.edge_user_data["edge-fra-1"]).users : try(u.name, u)], "hybrid-edge")
+    error_message = "cloud-init makes the agent's unprivileged user, beside the image's default one."
+  }
+}
+
+run "edge_plaintext" {
+  command = plan
+
+  variables {
+    edge_tls               = {}
+    edge_plaintext         = true
+    artifact_trust_key_pem = ""
+  }
+
+  assert {
+    condition = contains(yamldecode(output.edge_user_data["edge-fra-1"]).runcmd, [
+      "/opt/hybrid-edge/venv/bin/hybrid-edge", "install",
+      "--artifact", "https://artifacts.example.com/smollm2-int8.tar.gz",
+      "--sha256", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+      "--region", "eu-central",
+      "--router", "router.internal:50051",
+      "--plaintext", "--host", "0.0.0.0",
+    ])
+    error_message = "Without TLS, plain gRPC beyond loopback only as asked for, and no signing key without one."
+  }
+}
+
+run "cloud_tls" {
+  command = plan
+
+  variables {
+    cloud_tls = true
+  }
+
+  assert {
+    condition = (
+      contains(output.rayservice_manifests["private-eu"].spec.rayClusterConfig.headGroupSpec.template.spec.containers[0].env, { name = "HYBRID_TLS_CERT", value = "/etc/hybrid/tls/tls.crt" }) &&
+      contains(output.rayservice_manifests["private-eu"].spec.rayClusterConfig.workerGroupSpecs[0].template.spec.containers[0].env, { name = "HYBRID_TLS_CA", value = "/etc/hybrid/tls/ca.crt" }) &&
+      output.rayservice_manifests["private-eu"].spec.rayClusterConfig.workerGroupSpecs[0].template.spec.volumes[0].secret.secretName == "private-eu-tls" &&
+      output.rayservice_manifests["private-eu"].spec.rayClusterConfig.headGroupSpec.template.spec.containers[0].volumeMounts[0].mountPath == "/etc/hybrid/tls"
+    )
+    error_message = "With cloud_tls every Ray container mounts the tier's TLS Secret and names its files in HYBRID_TLS_*."
+  }
+
+  assert {
+    condition     = output.consul_services["private-eu"].Check.GRPCUseTLS == true
+    error_message = "Consul's gRPC check speaks TLS to a TLS endpoint."
+  }
+}
+
+run "load_balancer_for_a_router_outside" {
+  command = plan
+
+  variables {
+    service_type                = "LoadBalancer"
+    load_balancer_source_ranges = ["203.0.113.0/24"]
+  }
+
+  assert {
+    condition = (
+      output.rayservice_manifests["private-eu"].spec.serveService.spec.type == "LoadBalancer" &&
+      jsonencode(output.rayservice_manifests["private-eu"].spec.serveService.spec.loadBalancerSourceRanges) == jsonencode(["203.0.113.0/24"])
+    )
+    error_message = "A load balancer is opened only when asked for, and only to the ranges given."
   }
 }
 

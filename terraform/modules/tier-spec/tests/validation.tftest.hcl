@@ -29,9 +29,73 @@ run "valid_tier_is_accepted" {
   command = plan
 
   variables {
-    tiers      = [var.valid_tier]
+    tiers          = [var.valid_tier]
+    edge_nodes     = [var.valid_edge_node]
+    edge_plaintext = true
+  }
+}
+
+run "edge_node_without_tls" {
+  command = plan
+
+  variables {
     edge_nodes = [var.valid_edge_node]
   }
+
+  expect_failures = [var.edge_tls]
+}
+
+run "edge_tls_for_an_unknown_node" {
+  command = plan
+
+  variables {
+    edge_nodes     = [var.valid_edge_node]
+    edge_plaintext = true
+    edge_tls = {
+      "edge-elsewhere" = {
+        cert_pem = "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n"
+        key_pem  = "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n"
+      }
+    }
+  }
+
+  expect_failures = [var.edge_tls]
+}
+
+run "edge_tls_key_is_not_a_key" {
+  command = plan
+
+  variables {
+    edge_nodes = [var.valid_edge_node]
+    edge_tls = {
+      "edge-fra-1" = {
+        cert_pem = "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n"
+        key_pem  = "/etc/hybrid-edge/tls/agent.key"
+      }
+    }
+  }
+
+  expect_failures = [var.edge_tls]
+}
+
+run "private_key_as_trust_key" {
+  command = plan
+
+  variables {
+    artifact_trust_key_pem = "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n"
+  }
+
+  expect_failures = [var.artifact_trust_key_pem]
+}
+
+run "bad_load_balancer_range" {
+  command = plan
+
+  variables {
+    load_balancer_source_ranges = ["everywhere"]
+  }
+
+  expect_failures = [var.load_balancer_source_ranges]
 }
 
 run "negative_min_replicas" {
@@ -169,7 +233,8 @@ run "bad_artifact_checksum" {
   command = plan
 
   variables {
-    edge_nodes = [merge(var.valid_edge_node, { artifact_sha256 = "not-a-checksum" })]
+    edge_nodes     = [merge(var.valid_edge_node, { artifact_sha256 = "not-a-checksum" })]
+    edge_plaintext = true
   }
 
   expect_failures = [var.edge_nodes]
@@ -179,7 +244,8 @@ run "router_without_port" {
   command = plan
 
   variables {
-    edge_nodes = [merge(var.valid_edge_node, { router = "router.internal" })]
+    edge_nodes     = [merge(var.valid_edge_node, { router = "router.internal" })]
+    edge_plaintext = true
   }
 
   expect_failures = [var.edge_nodes]
