@@ -14,6 +14,7 @@ from pathlib import Path
 from edge_agent import defaults
 from hybrid import constants, tiers
 from hybrid.cli.common import add_discovery_argument, console
+from hybrid.telemetry import tracing
 
 # Modules the export extra brings (pyproject.toml), found without importing them.
 EXPORT_MODULES = ("torch", "optimum", "onnx")
@@ -96,6 +97,7 @@ def cmd_edge_serve(args: argparse.Namespace) -> int:
         discovery=args.discovery,
         cost_per_hour=args.cost_per_hour,
     )
+    tracing.configure(tracing.settings_from(args), "hybrid-edge")
     asyncio.run(serve_forever(config))
     return 0
 
@@ -117,6 +119,7 @@ def add_commands(commands: argparse._SubParsersAction, plugin: tiers.TierPlugin)
     serve.add_argument("--metrics-port", type=int, default=None)
     add_discovery_argument(serve)
     serve.add_argument("--cost-per-hour", type=float, default=0.0)
+    tracing.add_arguments(serve)
     serve.set_defaults(func=tiers.requiring(plugin, cmd_edge_serve))
 
 
