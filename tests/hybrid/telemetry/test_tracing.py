@@ -21,7 +21,6 @@ from hybrid.telemetry.tracing import TracingSettings
 from hybrid.v1 import inference_pb2_grpc as pb_grpc
 from tests.hybrid.router.fake_replicas import MemorySource
 from tests.hybrid.telemetry.engine_replica import EngineReplica
-from tests.hybrid.telemetry.memory import by_name, exported  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -41,6 +40,11 @@ async def routed(replica: EngineReplica, http: bool = False):
         await channel.close()
         await router.stop()
         await replica.stop()
+
+
+def by_name(spans) -> dict:
+    """The finished spans by name; a name that occurs more than once maps to the last one."""
+    return {span.name: span for span in spans}
 
 
 def client_headers(span) -> tuple[tuple[str, str], ...]:

@@ -23,7 +23,3 @@ def exported():
         tracing.turn_off()
         provider.shutdown()
 
-
-def by_name(spans) -> dict:
-    """The finished spans by name; a name that occurs more than once maps to the last one."""
-    return {span.name: span for span in spans}
