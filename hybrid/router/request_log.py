@@ -116,6 +116,12 @@ class RequestLog(CallHooks):
         }
         self.logger.info(json.dumps(line, separators=(",", ":")))
 
+    def close(self) -> None:
+        """Flushes and closes where the lines go."""
+        for handler in list(self.logger.handlers):
+            self.logger.removeHandler(handler)
+            handler.close()
+
     def _kept(self) -> bool:
         return self.sample >= 1.0 or self._chance() < self.sample
 

@@ -254,6 +254,8 @@ class Router:
         await self.view.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
+        if self.dataplane.request_log is not None:
+            self.dataplane.request_log.close()
         log.info("router stopped")
 
 
