@@ -82,11 +82,17 @@ def configure(settings: TracingSettings, service_name: str, environ: Mapping[str
     protocol = next((environ[v] for v in PROTOCOL_VARIABLES if environ.get(v)), "grpc").strip().lower()
     if protocol != "grpc":
         raise ValueError(f"OTLP protocol {protocol!r} is not supported here: traces are exported over 'grpc'")
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+    try:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+    except ImportError as missing:
+        raise ValueError(
+            f"tracing needs OpenTelemetry's SDK and OTLP exporter ({missing.name} is missing): "
+            "pip install 'hybrid-inference[tracing]', or leave --otlp-endpoint and OTEL_* unset"
+        ) from None
 
     attributes = {} if environ.get("OTEL_SERVICE_NAME") else {"service.name": service_name}
     sampler = None if settings.sample_ratio is None else ParentBased(TraceIdRatioBased(settings.sample_ratio))
