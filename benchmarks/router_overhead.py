@@ -21,7 +21,7 @@ sees which of them bounded the run.
     python benchmarks/router_overhead.py --rates 1000,2500,5000 --seconds 10 --loadgen-processes 6 \\
         --replica-processes 4 --router-workers 4 --out router_overhead.json
 
-``--tracing`` runs the router with tracing on, every request sampled, its spans exported over OTLP/gRPC to
+``--tracing [SAMPLE]`` runs the router with tracing on, every request sampled (or that share), its spans exported over OTLP/gRPC to
 a collector stand-in here that takes and drops them; compare its router CPU per request with a run
 without. ``--request-log`` has the router write its request log (to /dev/null) for the same comparison.
 """
@@ -261,12 +261,12 @@ def start_stack(args: argparse.Namespace, folder: Path) -> tuple[list[subprocess
         wait_ready(replica, "ready on")
     register_instant_replica(replica_port, discovery)
     observed = []
-    if args.tracing:
+    if args.tracing is not None:
         sink_port = free_port()
         sink = subprocess.Popen([sys.executable, __file__, "--span-sink", str(sink_port)], **common)
         wait_ready(sink, "span sink ready on")
         replicas.append(sink)  # stopped with the replicas; its CPU is counted as no one's
-        observed += ["--otlp-endpoint", f"http://127.0.0.1:{sink_port}", "--trace-sample", "1"]
+        observed += ["--otlp-endpoint", f"http://127.0.0.1:{sink_port}", "--trace-sample", str(args.tracing)]
     if args.request_log:
         observed += ["--request-log", os.devnull]
     workers = ["--workers", str(args.router_workers)] if args.router_workers > 1 else []
@@ -340,7 +340,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--replica-processes", type=int, default=1, help="instant replica processes on one port")
     parser.add_argument("--out", default="router_overhead.json", help="JSON of every figure")
     parser.add_argument(
-        "--tracing", action="store_true", help="the router traces every request, exporting to a collector stand-in"
+        "--tracing",
+        type=float,
+        nargs="?",
+        const=1.0,
+        default=None,
+        metavar="SAMPLE",
+        help="the router traces this share of the requests (1 without a value), exporting to a collector stand-in",
     )
     parser.add_argument("--request-log", action="store_true", help="the router writes its request log (to /dev/null)")
     parser.add_argument("--instant-replica", metavar="PORT", help=argparse.SUPPRESS)

@@ -1,4 +1,5 @@
-"""A replica's spans of one request: queue wait, prefill and decode, under the replica's own span.
+"""A replica's spans of one request: ``hybrid.stream`` (the replica answering it, from its arrival to the
+end of its stream), and under it ``hybrid.queue_wait``, ``hybrid.prefill`` and ``hybrid.decode``.
 
 The engine thread only notes times on the request's ``Sequence`` (it does that whether or not anyone
 traces); the spans are written after the answer ends, on the event loop, with those times as their
@@ -22,16 +23,13 @@ def record(tracer, parent, sequence: Sequence, served_by: ServedBy, outcome: str
     request = sequence.request
     ended_at = time.monotonic()
     replica_span = tracer.start_span(
-        "hybrid.replica.generate",
+        "hybrid.stream",
         context=parent,
         kind=SpanKind.SERVER,
         start_time=tracing.wall_ns(request.arrived_at),
         attributes={
             "hybrid.request_id": request.request_id,
-            "hybrid.priority": request.priority.name,
-            "hybrid.tier": served_by.tier.name.lower(),
             "hybrid.replica": served_by.replica_id,
-            "hybrid.precision": served_by.precision,
             "hybrid.prompt_tokens": len(sequence.prompt_ids),
             "hybrid.completion_tokens": sequence.generated,
             "hybrid.outcome": outcome,
@@ -43,26 +41,12 @@ def record(tracer, parent, sequence: Sequence, served_by: ServedBy, outcome: str
     dispatched_at = sequence.dispatched_at or None
     _child(tracer, inside, "hybrid.queue_wait", request.arrived_at, dispatched_at or ended_at)
     if sequence.prefill_started_at is not None:
-        _child(
-            tracer,
-            inside,
-            "hybrid.prefill",
-            sequence.prefill_started_at,
-            sequence.prefill_ended_at or ended_at,
-            {"hybrid.prompt_tokens": len(sequence.prompt_ids)},
-        )
+        _child(tracer, inside, "hybrid.prefill", sequence.prefill_started_at, sequence.prefill_ended_at or ended_at)
     if sequence.first_token_at is not None:
-        _child(
-            tracer,
-            inside,
-            "hybrid.decode",
-            sequence.first_token_at,
-            sequence.finished_at or ended_at,
-            {"hybrid.completion_tokens": sequence.generated},
-        )
+        _child(tracer, inside, "hybrid.decode", sequence.first_token_at, sequence.finished_at or ended_at)
     replica_span.end(end_time=tracing.wall_ns(ended_at))
 
 
-def _child(tracer, parent, name: str, start: float, end: float, attributes: dict | None = None) -> None:
-    span = tracer.start_span(name, context=parent, start_time=tracing.wall_ns(start), attributes=attributes)
+def _child(tracer, parent, name: str, start: float, end: float) -> None:
+    span = tracer.start_span(name, context=parent, start_time=tracing.wall_ns(start))
     span.end(end_time=tracing.wall_ns(end))

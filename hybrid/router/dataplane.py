@@ -107,10 +107,9 @@ class RouterDataPlane:
         self.policy.observe(request)
         failures: dict[str, ReplicaFailed] = {}
         for attempt in range(self.max_attempts):
-            started_ns = time.time_ns() if trace is not None else 0
             decision = self.policy.choose(request, self.view.replicas(), exclude=frozenset(failures), explain=False)
             if trace is not None:
-                trace.decided(decision, attempt, started_ns)
+                trace.decided(decision, attempt)
             state = decision.chosen
             if state is None:
                 self.metrics.refused(decision)

@@ -48,8 +48,8 @@ class Call:
     decision: Decision | None = None
     # The name of the API key the request came with, where keys are in use.
     key_name: str = ""
-    # Its OpenTelemetry span while the router traces, else None.
-    span: object = None
+    # The request's trace (hybrid.router.tracing.RequestTrace) while the router traces, else None.
+    trace: object = None
 
     def abandon(self, reason: str) -> None:
         """Ends the call from outside its stream: the stream then fails with UNAVAILABLE and this reason."""

@@ -21,8 +21,7 @@ from hybrid.errors import HybridError
 from hybrid.protocol import GenerationRequest
 from hybrid.router.ledger import CANCELLED, OK, Call, HookChain, Outcome
 from hybrid.router.policy.replica import ReplicaState
-from hybrid.router.tracing import RequestTrace, stream_ended
-from hybrid.telemetry import tracing
+from hybrid.router.tracing import RequestTrace
 from hybrid.v1 import inference_pb2 as pb
 
 if TYPE_CHECKING:
@@ -101,7 +100,7 @@ async def stream_call(
     """Streams the replica's answer, each chunk as the bytes it came as; ``raw_request`` is ``request`` as sent
     to the router. ``attempt`` counts the replicas tried before for the request (``attempts_left`` the ones the
     router would still try), ``decision`` is the routing decision that sent it here, and ``trace`` (while tracing)
-    the request's spans, to which the stream's is added, its context sent to the replica. Raises ReplicaFailed with
+    the request's span, whose context goes to the replica. Raises ReplicaFailed with
     the status the caller should get."""
     remaining = request.remaining_s()
     if remaining is not None and remaining <= 0:
@@ -119,8 +118,8 @@ async def stream_call(
     )
     metadata = wire.call_metadata(state.record.application, remaining)
     if trace is not None:
-        call.span = trace.stream(state)
-        metadata += tracing.metadata_of(call.span)
+        call.trace = trace
+        metadata += trace.metadata()
     rpc = client.generate_bytes(raw_request, timeout=remaining, metadata=metadata)
     call.stop_stream = rpc.cancel
     hooks.sent(call)
@@ -158,7 +157,7 @@ async def stream_call(
         raise ReplicaFailed(grpc.StatusCode.UNAVAILABLE, message) from None
     finally:
         hooks.ended(call, outcome, time.monotonic())
-        if call.span is not None:
-            stream_ended(call, outcome)
+        if trace is not None:
+            trace.call_ended(call, outcome)
         if not outcome.answered:
             rpc.cancel()  # a cancelled caller or a failed stream releases the replica's slot now

@@ -129,8 +129,8 @@ def carrier_of(pairs: Iterable[tuple[str, str | bytes]] | None) -> dict[str, str
 
 
 def parent_of(carrier: dict[str, str] | None):
-    """The OpenTelemetry context a carrier names; a fresh one (a new trace) where it names none."""
-    return _propagator.extract(carrier or {})
+    """The OpenTelemetry context a carrier names; None (a new trace) where there is none."""
+    return _propagator.extract(carrier) if carrier else None
 
 
 def metadata_of(span) -> wire.Metadata:

@@ -19,19 +19,21 @@ from hybrid.router.server import Router, RouterConfig
 from hybrid.telemetry import tracing
 from hybrid.telemetry.tracing import TracingSettings
 from hybrid.v1 import inference_pb2_grpc as pb_grpc
-from tests.hybrid.router.fake_replicas import MemorySource
+from tests.hybrid.router import fake_replicas as scripts
+from tests.hybrid.router.fake_replicas import FakeReplica, MemorySource
 from tests.hybrid.telemetry.engine_replica import EngineReplica
 
 pytestmark = pytest.mark.timeout(20)
 
-REPLICA_SPANS = {"hybrid.replica.generate", "hybrid.queue_wait", "hybrid.prefill", "hybrid.decode"}
+REPLICA_SPANS = {"hybrid.stream", "hybrid.queue_wait", "hybrid.prefill", "hybrid.decode"}
 
 
 @asynccontextmanager
-async def routed(replica: EngineReplica, http: bool = False):
+async def routed(replica: EngineReplica, http: bool = False, also: list | None = None):
+    """A real router in front of ``replica`` (and of the replicas ``also`` lists, started by the caller)."""
     await replica.start()
     config = RouterConfig(port=0, discovery="memory", poll_interval_s=60, http_port=0 if http else None)
-    router = Router(config, source=MemorySource([replica.record]))
+    router = Router(config, source=MemorySource([replica.record, *(also or [])]))
     await router.start()
     channel = grpc.aio.insecure_channel(router.address)
     try:
@@ -53,7 +55,7 @@ def client_headers(span) -> tuple[tuple[str, str], ...]:
     return tuple(carrier.items())
 
 
-async def test_one_trace_spans_the_client_the_routers_decision_and_stream_and_the_replicas_queue_prefill_decode(
+async def test_one_trace_spans_the_client_the_routing_decision_and_the_replicas_stream_queue_prefill_decode(
     exported,
 ):
     replica = EngineReplica()
@@ -65,27 +67,49 @@ async def test_one_trace_spans_the_client_the_routers_decision_and_stream_and_th
     assert "".join(r.text for r in answer) == "hi there"
     spans = exported.get_finished_spans()
     named = by_name(spans)
-    assert {"hybrid.router.request", "hybrid.route", "hybrid.stream"} | REPLICA_SPANS <= set(named)
+    assert {"client", "hybrid.route"} | REPLICA_SPANS == set(named)
     trace_id = client_span.get_span_context().trace_id
     assert {span.context.trace_id for span in spans} == {trace_id}, "every span belongs to the client's trace"
 
     def parent(name: str) -> int:
         return named[name].parent.span_id
 
-    assert parent("hybrid.router.request") == client_span.get_span_context().span_id
-    assert parent("hybrid.route") == parent("hybrid.stream") == named["hybrid.router.request"].context.span_id
-    assert parent("hybrid.replica.generate") == named["hybrid.stream"].context.span_id, "router -> replica"
+    assert parent("hybrid.route") == client_span.get_span_context().span_id
+    assert parent("hybrid.stream") == named["hybrid.route"].context.span_id, "router -> replica"
     for name in ("hybrid.queue_wait", "hybrid.prefill", "hybrid.decode"):
-        assert parent(name) == named["hybrid.replica.generate"].context.span_id
+        assert parent(name) == named["hybrid.stream"].context.span_id
     route = named["hybrid.route"].attributes
-    assert (route["hybrid.tier"], route["hybrid.replica"], route["hybrid.reason"]) == ("edge", "edge-1", "first choice")
-    assert route["hybrid.request_class"] == "REALTIME"
-    assert named["hybrid.stream"].attributes["hybrid.outcome"] == "ok"
-    assert named["hybrid.stream"].attributes["hybrid.completion_tokens"] == len("hi there")
-    assert named["hybrid.replica.generate"].attributes["hybrid.request_id"] == "traced-1"
+    assert dict(route) == {"hybrid.tier": "edge", "hybrid.replica": "edge-1", "hybrid.reason": "REALTIME: first choice"}
+    assert named["hybrid.route"].status.is_ok
+    stream = named["hybrid.stream"]
+    assert stream.attributes["hybrid.request_id"] == "traced-1" and stream.attributes["hybrid.outcome"] == "ok"
+    assert stream.attributes["hybrid.completion_tokens"] == len("hi there")
     queue, prefill, decode = (named[n] for n in ("hybrid.queue_wait", "hybrid.prefill", "hybrid.decode"))
     assert queue.end_time <= prefill.start_time < prefill.end_time <= decode.start_time < decode.end_time
-    assert named["hybrid.stream"].start_time <= named["hybrid.replica.generate"].start_time
+    assert named["hybrid.route"].start_time <= stream.start_time
+    assert stream.end_time <= named["hybrid.route"].end_time
+
+
+async def test_a_try_that_failed_before_the_answer_is_an_event_on_the_routing_span(exported):
+    failing = FakeReplica("priv-1", "private", scripts.fails_at_once)
+    await failing.shell.start()
+    answering = EngineReplica("pub-1", "public")
+    try:
+        async with routed(answering, also=[failing.record]) as (_, stub):
+            [r async for r in stub.Generate(build_request("hello", priority="interactive"), timeout=5)]
+    finally:
+        await failing.shell.stop(0)
+    named = by_name(exported.get_finished_spans())
+    route = named["hybrid.route"]
+    assert route.attributes["hybrid.replica"] == "pub-1"
+    assert route.attributes["hybrid.reason"] == "cold INTERACTIVE: spillover from private, retry 1"
+    [event] = route.events
+    assert (event.name, event.attributes["hybrid.replica"], event.attributes["hybrid.outcome"]) == (
+        "hybrid.try_ended",
+        "priv-1",
+        "unavailable",
+    )
+    assert named["hybrid.stream"].parent.span_id == route.context.span_id
 
 
 async def test_the_http_front_takes_the_traceparent_header(exported):
@@ -99,8 +123,8 @@ async def test_the_http_front_takes_the_traceparent_header(exported):
         assert status == 200
         client_span.end()
     named = by_name(exported.get_finished_spans())
-    assert named["hybrid.router.request"].parent.span_id == client_span.get_span_context().span_id
-    assert named["hybrid.replica.generate"].context.trace_id == client_span.get_span_context().trace_id
+    assert named["hybrid.route"].parent.span_id == client_span.get_span_context().span_id
+    assert named["hybrid.stream"].context.trace_id == client_span.get_span_context().trace_id
 
 
 async def test_a_request_without_a_traceparent_starts_its_own_trace_across_router_and_replica(exported):
@@ -108,8 +132,8 @@ async def test_a_request_without_a_traceparent_starts_its_own_trace_across_route
     async with routed(replica) as (_, stub):
         [r async for r in stub.Generate(build_request("hello", priority="realtime"), timeout=5)]
     named = by_name(exported.get_finished_spans())
-    assert named["hybrid.router.request"].parent is None
-    assert named["hybrid.replica.generate"].context.trace_id == named["hybrid.router.request"].context.trace_id
+    assert named["hybrid.route"].parent is None
+    assert named["hybrid.stream"].context.trace_id == named["hybrid.route"].context.trace_id
 
 
 async def test_with_tracing_off_no_span_is_made(monkeypatch):
