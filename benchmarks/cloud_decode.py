@@ -174,6 +174,12 @@ def main() -> int:
         action="store_true",
         help="engine and serve paths: answers of new/2 to 3new/2 tokens, so rows leave the batch at different steps",
     )
+    parser.add_argument(
+        "--gil-switch-intervals-ms",
+        default="",
+        help="serve path: one run per replica GIL switch interval given (comma-separated ms), each way named "
+        "way@Nms; empty runs the replica's default once",
+    )
     parser.add_argument("--out", default="cloud_decode.json")
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -227,23 +233,29 @@ def main() -> int:
         gc.collect()
         torch.cuda.empty_cache()
         if "serve" in paths and shape == "smollm2-135m":
-            try:
-                report["results"][shape]["serve"] = serve_path(
-                    shape,
-                    vocab,
-                    batches,
-                    args.prompt_tokens,
-                    args.new_tokens,
-                    args.repeats,
-                    max(batches),
-                    args.serve_ways.split(","),
-                    args.router_workers,
-                    args.stagger,
-                )
-            except Exception as error:
-                report["results"][shape]["serve"] = {"error": f"{type(error).__name__}: {error}"[:600]}
-                traceback.print_exc()
-            print(shape, "serve", report["results"][shape]["serve"], flush=True)
+            intervals = [float(v) for v in args.gil_switch_intervals_ms.split(",") if v] or [None]
+            served = report["results"][shape].setdefault("serve", {})
+            for interval in intervals:
+                suffix = "" if interval is None else f"@{interval:g}ms"
+                try:
+                    ways = serve_path(
+                        shape,
+                        vocab,
+                        batches,
+                        args.prompt_tokens,
+                        args.new_tokens,
+                        args.repeats,
+                        max(batches),
+                        args.serve_ways.split(","),
+                        args.router_workers,
+                        args.stagger,
+                        interval,
+                    )
+                    served.update({f"{way}{suffix}" if isinstance(v, dict) else way: v for way, v in ways.items()})
+                except Exception as error:
+                    served[f"error{suffix}"] = f"{type(error).__name__}: {error}"[:600]
+                    traceback.print_exc()
+                print(shape, "serve", suffix, served, flush=True)
         out.write_text(json.dumps(report, indent=2))
     print_table(report)
     return 0

@@ -45,6 +45,7 @@ def serve_path(
     ways: list[str],
     router_workers: int,
     stagger: bool = False,
+    gil_switch_interval_ms: float | None = None,
 ) -> dict:
     """The engine in one Serve replica, reached each way in ``ways``, all in this one run:
     ``proxy`` (Serve's gRPC proxy), ``direct`` (the replica's own port, Serve's direct ingress) and
@@ -67,6 +68,7 @@ def serve_path(
         max_wait_ms=0,
         max_queued_requests=4096,
         max_context_tokens=prompt_tokens + 2 * new + 8,
+        **({} if gil_switch_interval_ms is None else {"gil_switch_interval_ms": gil_switch_interval_ms}),
     )
     deployment = DeploymentSettings(
         num_gpus=1 if torch.cuda.is_available() else 0,

@@ -17,6 +17,7 @@ environment variables and ``args`` may override them.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 from grpc_health.v1 import health_pb2
@@ -57,6 +58,8 @@ class InferenceDeployment:
         context = serve.get_replica_context()
         unique = getattr(getattr(context, "replica_id", None), "unique_id", None) or context.replica_tag
         self.replica_id = f"cloud-{self.settings.tier}-{self.settings.region}-{unique}"
+        # The process is this replica's alone, so the interval is ours to set.
+        sys.setswitchinterval(self.settings.gil_switch_interval_ms / 1000)
         self.engine = build_engine(self.settings, self.replica_id)
         self.engine.start()
         # Serve sends nothing before the constructor returns: the pace is known from the first load report.

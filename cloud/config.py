@@ -66,6 +66,14 @@ class ReplicaSettings(BaseModel):
         description="Least time between two streamed messages of one answer after the first; tokens produced "
         "in between are sent together. Each message Ray Serve streams costs a round of its streaming protocol.",
     )
+    gil_switch_interval_ms: float = Field(
+        default=defaults.CLOUD_GIL_SWITCH_INTERVAL_MS,
+        gt=0,
+        le=100,
+        description="The replica process's GIL switch interval (Python's default is 5 ms). Each decode step "
+        "waits for the GPU with the GIL released; getting it back from Serve's busy event loops takes up to "
+        "this long, which at a few ms per step is a large share of the step.",
+    )
     discovery: str = Field(
         default="none",
         description="Where each replica registers itself when Serve reaches it on its own gRPC port (direct "

@@ -15,6 +15,8 @@ CLOUD_DIRECT_DRAINING_PERIOD_S = 2.0
 CLOUD_SERVE_MAX_QUEUED_REQUESTS = 64
 # After an answer's first message, a cloud replica streams at most one message per this interval.
 CLOUD_STREAM_INTERVAL_MS = 20.0
+# A replica's GIL switch interval: its engine thread gets the GIL back within this after each GPU wait.
+CLOUD_GIL_SWITCH_INTERVAL_MS = 1.0
 # Longest context (prompt + answer) of a cloud replica; its KV cache grows to the longest running sequence, up to this.
 CLOUD_MAX_CONTEXT_TOKENS = 2048
 # Ray's proxy does not serve grpc.health.v1 by itself; the deployment answers it (see cloud/app.py).

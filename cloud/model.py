@@ -121,9 +121,13 @@ class StaticCacheLlama:
         self._cos = self._sin = torch.empty(0)
         self._length = 0
         self.k_cache = self.v_cache = torch.empty(0)
-        # Static inputs of the decode graphs.
-        self._ids = torch.zeros(self.slots, dtype=torch.long, device=self.device)
-        self._positions = torch.zeros(self.slots, dtype=torch.long, device=self.device)
+        # Static inputs of the decode graphs: token ids and positions side by side, so that one copy from
+        # one pinned host buffer feeds a step. A copy from pageable memory blocks the engine thread, and
+        # each blocking call hands the GIL to the server's threads, which keep it for a switch interval.
+        self._step_inputs = torch.zeros(2, self.slots, dtype=torch.long, device=self.device)
+        self._ids, self._positions = self._step_inputs[0], self._step_inputs[1]
+        self._host_inputs = torch.zeros(2, self.slots, dtype=torch.long, pin_memory=self.device.type == "cuda")
+        self._host_view = self._host_inputs.numpy()
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, StepOutput]] = {}
         self._pool = None
 
@@ -276,10 +280,12 @@ class StaticCacheLlama:
         self._ensure_length(max(positions) + 1)
         bucket = next(b for b in self.buckets if b >= batch)
         length = self._length_bucket(max(positions) + 1)
-        self._ids[:batch].copy_(torch.tensor(tokens), non_blocking=True)
-        self._positions[:batch].copy_(torch.tensor(positions), non_blocking=True)
-        if bucket > batch:
-            self._positions[batch:bucket].zero_()
+        # The host buffer is free again: the caller read the previous step's outputs, which waited for it.
+        host = self._host_view
+        host[0, :batch] = tokens
+        host[1, :batch] = positions
+        host[1, batch:bucket] = 0
+        self._step_inputs[:, :bucket].copy_(self._host_inputs[:, :bucket], non_blocking=True)
         if not self.cuda_graphs:
             return self._decode_body(bucket, length)
         key = (bucket, length)

@@ -81,8 +81,8 @@ class CloudTierPlugin:
             bench.on_stop(shutdown_serve)  # we start Ray, so we stop it; a cluster we joined goes on
         init_ray(config.ray_cpus, direct=True)
         num_gpus = config.cloud_num_gpus
-        if num_gpus is None:  # two applications, one replica each, sharing what the cluster has
-            num_gpus = min(1.0, cluster_gpus() / 2)
+        if num_gpus is None:  # two applications sharing what the cluster has, split among their replicas
+            num_gpus = min(1.0, cluster_gpus() / 2) / config.cloud_replicas
         port = config.cloud_port or free_port()  # one Serve proxy for both applications
         folder = Path(tempfile.mkdtemp(prefix="hybrid-bench-cloud-"))
         bench.on_stop(lambda: shutil.rmtree(folder, ignore_errors=True))
@@ -97,7 +97,10 @@ class CloudTierPlugin:
 
         config = bench.config
         bench.say(f"starting the cloud tier's {kind} application on local Ray (first start ~30 s)")
+        replicas = config.cloud_replicas
         deployment = DeploymentSettings(
+            min_replicas=replicas,
+            max_replicas=replicas,
             num_cpus=0,  # on a small machine the replicas share the cores with the edge agents
             num_gpus=num_gpus,
             max_ongoing_requests=config.cloud_max_batch_size,
@@ -115,13 +118,13 @@ class CloudTierPlugin:
             deployment,
             port=port,
             discovery=f"static:{folder / 'cloud.yaml'}",  # where the replicas register themselves
-            cost_per_hour=config.cost_per_hour[kind],
+            cost_per_hour=config.cost_per_hour[kind] / replicas,
             app_name=f"bench-{kind}",
             num_cpus=config.ray_cpus,
         )
         tier.start()
         bench.on_stop(tier.stop)
-        bench.provisioned(kind, tier.deployment.max_replicas)
+        bench.provisioned(kind, replicas, config.cost_per_hour[kind] / replicas)
         # The proxy's record too: the baseline goes through it, the router to the replicas themselves.
         return [tier.record(), *tier.records()]
 

@@ -84,8 +84,9 @@ class BenchHost(Protocol):
         """Calls ``stopper`` when the bench tears down, last registered first."""
         ...
 
-    def provisioned(self, tier: str, replicas: int) -> None:
-        """Counts ``replicas`` of ``tier`` ('edge', 'private' or 'public') in the run's cost."""
+    def provisioned(self, tier: str, replicas: int, cost_per_hour: float | None = None) -> None:
+        """Counts ``replicas`` of ``tier`` ('edge', 'private' or 'public') in the run's cost, each at
+        ``cost_per_hour`` (default: the configured price of one replica of the tier)."""
         ...
 
 

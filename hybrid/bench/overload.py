@@ -71,6 +71,13 @@ class OverloadConfig(BaseModel):
         description="Random weights of the model's shape (for GPU machines without the weights); answers are noise, "
         "speed is the real model's.",
     )
+    cloud_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Replicas of each cloud application. They split the application's GPUs and its price: more "
+        "processes driving one GPU, at the same cost per hour.",
+    )
     cloud_num_gpus: float | None = Field(
         default=None,
         ge=0,
@@ -195,8 +202,9 @@ class BenchStack:
     def on_stop(self, stopper) -> None:
         self._stoppers.append(stopper)
 
-    def provisioned(self, tier: str, replicas: int) -> None:
-        self.tier_costs[tier] = TierCost(replicas, self.config.cost_per_hour[tier])
+    def provisioned(self, tier: str, replicas: int, cost_per_hour: float | None = None) -> None:
+        price = self.config.cost_per_hour[tier] if cost_per_hour is None else cost_per_hour
+        self.tier_costs[tier] = TierCost(replicas, price)
 
     def _start_router(self) -> None:
         from hybrid.discovery import StaticFileRegistry

@@ -69,6 +69,7 @@ def cmd_bench_overload(args: argparse.Namespace) -> int:
         cloud_random_weights=args.cloud_random_weights,
         cloud_max_batch_size=args.cloud_max_batch_size,
         cloud_num_gpus=args.cloud_num_gpus,
+        cloud_replicas=args.cloud_replicas,
         ray_cpus=args.ray_cpus,
         cooldown_s=args.cooldown_s,
         plots=not args.no_plots,
@@ -150,6 +151,12 @@ def _add_stack_arguments(overload: argparse.ArgumentParser) -> None:
         type=int,
         default=constants.MAX_BATCH_SIZE,
         help="sequences a cloud replica decodes at once: its capacity as discovery lists it",
+    )
+    overload.add_argument(
+        "--cloud-replicas",
+        type=int,
+        default=1,
+        help="replicas of each cloud application, splitting its GPUs and its price (more processes per GPU)",
     )
     overload.add_argument(
         "--cloud-num-gpus", type=float, default=None, help="GPUs per cloud replica; default: the two tiers share them"

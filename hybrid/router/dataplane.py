@@ -16,7 +16,7 @@ from contextlib import aclosing
 
 import grpc
 
-from hybrid.errors import HybridError, ModelNotFoundError, OverloadedError, UnavailableError
+from hybrid.errors import DeadlineExceededError, HybridError, ModelNotFoundError, OverloadedError, UnavailableError
 from hybrid.protocol import GenerationRequest
 from hybrid.router import defaults
 from hybrid.router.ledger import HookChain
@@ -115,6 +115,8 @@ class RouterDataPlane:
                 self.metrics.refused(decision)
                 if self.request_log is not None:
                     self.request_log.refused(request, decision, time.monotonic())
+                if decision.impossible_ms is not None:
+                    raise _impossible(request, decision.impossible_ms)
                 raise _refusal(failures, decision.retry_after_ms)
             self.metrics.routed(decision, attempt)
             streamed = False
@@ -169,6 +171,15 @@ class RouterDataPlane:
             active=sum(r.active for r in replicas),
             capacity=sum(r.record.capacity for r in replicas),
         )
+
+
+def _impossible(request: GenerationRequest, soonest_ms: float) -> DeadlineExceededError:
+    remaining_s = request.remaining_s() or 0.0
+    return DeadlineExceededError(
+        f"no tier can answer {request.max_new_tokens} new tokens within the {remaining_s * 1000:.0f} ms left of "
+        f"the deadline: the fastest replica would take about {soonest_ms:.0f} ms even idle. Raise the deadline or "
+        "lower max_new_tokens; retrying as is cannot succeed"
+    )
 
 
 def _refusal(failures: dict[str, ReplicaFailed], retry_after_ms: int, gave_up: bool = False) -> HybridError:

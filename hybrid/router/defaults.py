@@ -28,7 +28,7 @@ ROUTING_REALTIME_TTFT_MS = 250.0
 # so a replica meets it when its predicted first token is within this fraction of the target.
 ROUTING_TTFT_HEADROOM = 0.8
 # A request goes first to a replica expected to finish it within this fraction of its remaining deadline
-# (the rest is margin for a guess), then to one that can at least start it in time.
+# (the rest is margin for a guess), then to one expected to finish it within the deadline itself.
 ROUTING_DEADLINE_HEADROOM = 0.5
 # The router remembers what a token took in its calls to each replica over this window.
 ROUTING_RECENT_WINDOW_S = 10.0

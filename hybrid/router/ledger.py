@@ -85,6 +85,15 @@ def routing_reason(decision: Decision, tier: str, attempt: int) -> str:
     return f"{why}, retry {attempt}" if attempt else why
 
 
+def refusal(decision: Decision) -> tuple[str, str]:
+    """How a request the policy chose no replica for ends: its outcome's label, and why."""
+    if decision.impossible_ms is not None:
+        return "impossible_deadline", (
+            f"no replica could finish within the deadline even idle (the soonest in {decision.impossible_ms:.0f} ms)"
+        )
+    return "refused", f"no tier has room; retry after {decision.retry_after_ms} ms"
+
+
 @dataclass(frozen=True)
 class Outcome:
     """How a call ended. ``label`` names it in the metrics: ok, cancelled, cut_short or a status code."""

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from hybrid.router.ledger import Call, CallHooks, CallLedger, Outcome
+from hybrid.router.ledger import Call, CallHooks, CallLedger, Outcome, refusal
 from hybrid.router.policy.policy import Decision
 from hybrid.router.policy.replica import ReplicaState
 
@@ -125,7 +125,8 @@ class RouterMetrics(CallHooks):
             self.retries.inc()
 
     def refused(self, decision: Decision) -> None:
-        self.requests.labels("none", decision.request_class.value, "refused").inc()
+        outcome, _ = refusal(decision)
+        self.requests.labels("none", decision.request_class.value, outcome).inc()
 
     def observe_discovery(
         self,

@@ -23,7 +23,7 @@ from logging.handlers import WatchedFileHandler
 from pathlib import Path
 
 from hybrid.protocol import GenerationRequest
-from hybrid.router.ledger import Call, CallHooks, Outcome
+from hybrid.router.ledger import Call, CallHooks, Outcome, refusal
 from hybrid.router.policy.policy import Decision
 
 LOGGER_NAME = "hybrid.requests"
@@ -95,10 +95,12 @@ class RequestLog(CallHooks):
         self.logger.info(json.dumps(line, separators=(",", ":")))
 
     def refused(self, request: GenerationRequest, decision: Decision, now: float) -> None:
-        """No tier had room for ``request``: it was answered RESOURCE_EXHAUSTED without reaching a replica."""
+        """The policy chose no replica for ``request``: no tier had room (RESOURCE_EXHAUSTED, with a retry hint),
+        or none could finish within its deadline even idle (DEADLINE_EXCEEDED)."""
         tried = self._tried.pop(request.request_id, None) if self._tried else None
         if not self._kept():
             return
+        outcome, reason = refusal(decision)
         line = {
             "time": _now(),
             "request_id": request.request_id,
@@ -106,14 +108,15 @@ class RequestLog(CallHooks):
             "key": None,
             "tier": None,
             "replica": None,
-            "reason": "no tier has room",
+            "reason": reason,
             "tried": tried or [],
-            "outcome": "refused",
+            "outcome": outcome,
             "ttft_ms": None,
             "latency_ms": _ms(now - request.arrived_at),
             "tokens": 0,
-            "retry_after_ms": decision.retry_after_ms,
         }
+        if outcome == "refused":
+            line["retry_after_ms"] = decision.retry_after_ms
         self.logger.info(json.dumps(line, separators=(",", ":")))
 
     def close(self) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from hybrid.errors import HybridError
 from hybrid.protocol import GenerationRequest
-from hybrid.router.ledger import routing_reason
+from hybrid.router.ledger import refusal, routing_reason
 from hybrid.telemetry import tracing
 
 try:
@@ -50,8 +50,7 @@ class RequestTrace:
         chosen = decision.chosen
         request_class = decision.request_class.value
         if chosen is None:
-            reason = f"{request_class}: no tier has room, retry after {decision.retry_after_ms} ms"
-            self.span.set_attribute("hybrid.reason", reason)
+            self.span.set_attribute("hybrid.reason", f"{request_class}: {refusal(decision)[1]}")
             return
         reason = f"{request_class}: {routing_reason(decision, chosen.record.tier, attempt)}"
         self.span.set_attributes(

@@ -78,6 +78,16 @@ class Outlook:
         """When an answer of ``new_tokens`` would end: its first token, then the rest at the predicted pace."""
         return self.first_token_ms() + (new_tokens - 1) * self.token_ms()
 
+    def paced_finish_ms(self, new_tokens: int) -> float:
+        """When an answer would end if it took only its start and its tokens at the predicted pace: ``finish_ms``
+        without what first tokens took lately, a figure that lags for seconds after a burst has passed."""
+        return self.start_ms() + new_tokens * self.token_ms()
+
+    def unhurried_finish_ms(self, new_tokens: int) -> float:
+        """The soonest this replica could ever end such an answer: the round trip, then every token at its pace
+        with the batch to itself. Where even that misses a deadline, no amount of waiting makes room."""
+        return (self.replica.rtt_ms or 0.0) + new_tokens * self.replica.pace.token_ms(1)
+
     def answers_put_at_risk(self) -> int:
         """Calls in flight here that one more request would leave expected to end past ``ROUTING_DEADLINE_HEADROOM``
         of their remaining time: each new row slows every row of a CPU's batch, and an answer promised in time
@@ -121,8 +131,8 @@ def finish_within(new_tokens: int, limit_ms: float) -> Expectation:
     return within("finish", lambda outlook: outlook.finish_ms(new_tokens), limit_ms)
 
 
-def start_within(limit_ms: float) -> Expectation:
-    return within("start", Outlook.start_ms, limit_ms)
+def paced_finish_within(new_tokens: int, limit_ms: float) -> Expectation:
+    return within("finish at the pace", lambda outlook: outlook.paced_finish_ms(new_tokens), limit_ms)
 
 
 def no_harm() -> Expectation:

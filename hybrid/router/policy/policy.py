@@ -11,9 +11,13 @@ three passes, each less demanding than the one before:
    the deadline, without leaving any answer the router has in flight there expected to end past that share
    of its own deadline. A REALTIME request, which no tier could give its first token in time, takes the
    soonest expected first token of any such replica instead of the nearest tier's;
-3. one that can at least start it within the deadline.
+3. one where the queue's wait and every token at the predicted pace fit in the deadline itself, even if
+   answers in flight there slow down (recent first tokens are left out: after a burst they lag for seconds).
 
-Only where no replica passes even the last is the request refused, with a hint of when to try again.
+Only where no replica passes even the last is the request refused at once: one sent where it is expected to
+end late would only hold a batch row until its deadline ends it. The refusal is DEADLINE_EXCEEDED where no
+replica could end the answer in time even with its batch to itself (retrying cannot help: the deadline or
+``max_new_tokens`` must change), else RESOURCE_EXHAUSTED with a hint of when to try again.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ class Decision:
     reasons: list[str] = field(default_factory=list)
     # With no replica chosen: when trying again may succeed.
     retry_after_ms: int = 0
+    # With no replica chosen because no replica could end the answer in time even idle: the soonest one could.
+    impossible_ms: float | None = None
 
 
 class RoutingPolicy:
@@ -102,8 +108,16 @@ class RoutingPolicy:
         if chosen is not None:
             decision.chosen = chosen.replica
             return decision
-        shortest = min((o.start_ms() for members in by_tier.values() for o in members), default=float("inf"))
-        late_ms = shortest - budget_ms if shortest < float("inf") else defaults.ROUTING_NO_REPLICA_RETRY_AFTER_MS
+        outlooks = [o for members in by_tier.values() for o in members]
+        unhurried = min((o.unhurried_finish_ms(request.max_new_tokens) for o in outlooks), default=None)
+        if unhurried is not None and unhurried > budget_ms:
+            decision.impossible_ms = unhurried
+            if reasons is not None:
+                reasons.append(f"no replica could finish within {budget_ms:.0f} ms even idle: DEADLINE_EXCEEDED")
+            return decision
+        # A retry fits once the work ahead on the nearest-to-fitting replica has drained by the overshoot.
+        overshoot = min((o.paced_finish_ms(request.max_new_tokens) - budget_ms for o in outlooks), default=None)
+        late_ms = defaults.ROUTING_NO_REPLICA_RETRY_AFTER_MS if overshoot is None else overshoot
         decision.retry_after_ms = int(max(constants.MIN_RETRY_AFTER_MS, late_ms))
         if reasons is not None:
             reasons.append("no tier has room: RESOURCE_EXHAUSTED")
@@ -129,7 +143,8 @@ class RoutingPolicy:
         if chosen is None and not realtime:
             chosen = self._first_tier_meeting(by_tier, [finish, harmless], reasons)
         if chosen is None:
-            chosen = self._first_tier_meeting(by_tier, [expectations.start_within(budget_ms)], reasons)
+            in_time = expectations.paced_finish_within(request.max_new_tokens, budget_ms)
+            chosen = self._first_tier_meeting(by_tier, [in_time], reasons)
         return chosen
 
     def _first_tier_meeting(

@@ -33,6 +33,7 @@ class FakeReplica:
             capacity=4,
         )
         self.calls = 0
+        self.token_ms = 0.0  # the pace it reports: 0 is unknown
         self.first_chunk_sent = asyncio.Event()
         self.cancelled = asyncio.Event()
 
@@ -47,7 +48,7 @@ class FakeReplica:
             raise
 
     async def get_load(self, message: pb.GetLoadRequest, context) -> pb.LoadReport:
-        return pb.LoadReport(replica_id=self.record.id, capacity=self.record.capacity)
+        return pb.LoadReport(replica_id=self.record.id, capacity=self.record.capacity, token_ms_base=self.token_ms)
 
 
 class MemorySource:

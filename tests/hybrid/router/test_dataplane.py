@@ -157,6 +157,22 @@ async def test_a_passed_deadline_is_deadline_exceeded_and_not_retried():
         assert await settled(lambda: router.dataplane.ledger.total_outstanding() == 0)
 
 
+async def test_a_deadline_no_replica_could_meet_even_idle_is_refused_at_once_as_deadline_exceeded():
+    replicas = FakeReplica("priv-1", "private", scripts.answers), FakeReplica("pub-1", "public", scripts.answers)
+    for replica in replicas:
+        replica.token_ms = 50.0
+    async with routed(*replicas) as (router, _, stub):
+        await router.view.poll_once()
+        began = time.monotonic()
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await ask(stub, timeout_s=1.0, max_new_tokens=64)  # 64 x 50 ms: 3.2 s at best
+        assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "max_new_tokens" in failure.value.details() and wire.retry_after_ms(failure.value.trailing_metadata()) is None
+        assert time.monotonic() - began < 0.5, "refused at once, not when the deadline ran out"
+        assert all(r.calls == 0 for r in replicas)
+        assert len(await ask(stub, timeout_s=1.0, max_new_tokens=8)) > 0  # 0.4 s fits
+
+
 async def test_a_caller_hanging_up_cancels_the_call_on_the_replica_and_leaves_no_call_in_flight():
     replica = FakeReplica("priv-1", "private", scripts.stalls_after_one_chunk)
     async with routed(replica) as (router, _, stub):

@@ -119,6 +119,28 @@ def test_no_room_anywhere_is_resource_exhausted_with_a_retry_hint(policy, ledger
     assert decision.reasons[-1] == "no tier has room: RESOURCE_EXHAUSTED"
 
 
+def test_a_replica_that_could_start_but_not_finish_in_time_is_refused_at_once(policy, ledger, clock, fleet):
+    for state in fleet:
+        state.record.capacity = 8
+        state.pace = Pace(base_ms=10.0, per_row_ms=10.0)  # 20 ms a token alone, 90 ms in a full batch
+        send(ledger, state, 7, clock)  # a slot is free everywhere: each could start it at once
+    decision = policy.choose(request("interactive", max_new_tokens=40, deadline_s=2.0), fleet)
+    # 40 tokens x 90 ms is past the 2 s deadline everywhere: sending it would only hold a row until it expired.
+    assert decision.chosen is None and decision.impossible_ms is None
+    assert decision.retry_after_ms >= 1_500 and decision.reasons[-1] == "no tier has room: RESOURCE_EXHAUSTED"
+    assert chosen(policy, fleet, "interactive", max_new_tokens=20, deadline_s=2.0) is not None  # 1.8 s fits
+
+
+def test_a_deadline_no_replica_could_meet_even_idle_is_deadline_exceeded(policy, fleet):
+    for state in fleet:
+        state.pace = Pace(base_ms=10.0, per_row_ms=10.0)
+    decision = policy.choose(request("interactive", max_new_tokens=64, deadline_s=0.5), fleet)
+    # 64 tokens x 20 ms is 1.28 s at best: no wait for room makes that fit in 0.5 s.
+    assert decision.chosen is None and decision.impossible_ms >= 1_280
+    assert "DEADLINE_EXCEEDED" in decision.reasons[-1]
+    assert policy.choose(request("interactive", max_new_tokens=16, deadline_s=0.5), fleet).chosen is not None
+
+
 def test_retry_excludes_the_replica_that_failed_and_ejected_ones_are_never_chosen(policy):
     fleet = [replica("priv-1", "private"), replica("priv-2", "private"), replica("pub-1", "public")]
     decision = policy.choose(request("interactive"), fleet, exclude=frozenset({"priv-1"}))
