@@ -13,7 +13,7 @@ from pathlib import Path
 
 from edge_agent import defaults
 from hybrid import constants, tiers
-from hybrid.cli.common import add_discovery_argument, console
+from hybrid.cli.common import add_discovery_argument, add_tracing_arguments, console, tracing_settings
 from hybrid.telemetry import tracing
 
 # Modules the export extra brings (pyproject.toml), found without importing them.
@@ -97,7 +97,7 @@ def cmd_edge_serve(args: argparse.Namespace) -> int:
         discovery=args.discovery,
         cost_per_hour=args.cost_per_hour,
     )
-    tracing.configure(tracing.settings_from(args), "hybrid-edge")
+    tracing.configure(tracing_settings(args), "hybrid-edge")
     asyncio.run(serve_forever(config))
     return 0
 
@@ -119,7 +119,7 @@ def add_commands(commands: argparse._SubParsersAction, plugin: tiers.TierPlugin)
     serve.add_argument("--metrics-port", type=int, default=None)
     add_discovery_argument(serve)
     serve.add_argument("--cost-per-hour", type=float, default=0.0)
-    tracing.add_arguments(serve)
+    add_tracing_arguments(serve)
     serve.set_defaults(func=tiers.requiring(plugin, cmd_edge_serve))
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 
 from hybrid import constants
-from hybrid.cli.common import add_discovery_argument, positive_float
+from hybrid.cli.common import add_discovery_argument, add_tracing_arguments, positive_float, share, tracing_settings
 from hybrid.router import defaults as router_defaults
-from hybrid.telemetry import tracing
 
 
 def cmd_router_serve(args: argparse.Namespace) -> int:
@@ -25,7 +24,7 @@ def cmd_router_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         request_log=args.request_log,
         request_log_sample=args.request_log_sample,
-        tracing=tracing.settings_from(args),
+        tracing=tracing_settings(args),
     )
     if config.workers > 1:
         from hybrid.router.workers import serve_workers
@@ -82,9 +81,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     serve.add_argument(
         "--request-log-sample",
-        type=float,
+        type=share,
         default=1.0,
         help="share (0..1) of the requests, chosen at random, that the request log keeps (default 1: all)",
     )
-    tracing.add_arguments(serve)
+    add_tracing_arguments(serve)
     serve.set_defaults(func=cmd_router_serve)

@@ -15,7 +15,6 @@ The exporter itself reads the rest of ``OTEL_EXPORTER_OTLP_*`` (headers, TLS, ti
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import time
@@ -145,24 +144,3 @@ def metadata_of(span) -> wire.Metadata:
 def wall_ns(monotonic_s: float) -> int:
     """A time.monotonic() reading as the wall-clock nanoseconds spans are stamped with."""
     return time.time_ns() - int((time.monotonic() - monotonic_s) * 1e9)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The tracing flags every serving command takes."""
-    parser.add_argument(
-        "--otlp-endpoint",
-        default=None,
-        help="send OpenTelemetry traces over OTLP/gRPC to this collector (e.g. http://localhost:4317); tracing is "
-        "off without it, unless OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER=otlp turns it on",
-    )
-    parser.add_argument(
-        "--trace-sample",
-        type=float,
-        default=None,
-        help="share (0..1) of the traces starting here that are recorded; a caller's sampled flag is followed "
-        "(default: OTEL_TRACES_SAMPLER, else every trace)",
-    )
-
-
-def settings_from(args: argparse.Namespace) -> TracingSettings:
-    return TracingSettings(otlp_endpoint=args.otlp_endpoint, sample_ratio=args.trace_sample)
