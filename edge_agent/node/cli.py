@@ -174,8 +174,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge_agent.node.agent import NodeAgent
     from edge_agent.node.config import read_node_config
     from hybrid.serving.background import serve_until_signalled
+    from hybrid.telemetry import tracing
 
     node = read_node_config(Path(args.config))
+    # The node's service unit turns tracing on through the standard OTEL_* environment.
+    tracing.configure(tracing.TracingSettings(), "hybrid-edge")
 
     async def run() -> None:
         await serve_until_signalled(NodeAgent(node))
