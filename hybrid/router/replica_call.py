@@ -100,8 +100,8 @@ async def stream_call(
     """Streams the replica's answer, each chunk as the bytes it came as; ``raw_request`` is ``request`` as sent
     to the router. ``attempt`` counts the replicas tried before for the request (``attempts_left`` the ones the
     router would still try), ``decision`` is the routing decision that sent it here, and ``trace`` (while tracing)
-    the request's span, whose context goes to the replica. Raises ReplicaFailed with
-    the status the caller should get."""
+    the request's span, whose context goes to the replica. Raises ReplicaFailed with the status the caller should
+    get."""
     remaining = request.remaining_s()
     if remaining is not None and remaining <= 0:
         raise ReplicaFailed(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the request was sent")
@@ -109,16 +109,21 @@ async def stream_call(
         raise ReplicaFailed(grpc.StatusCode.UNAVAILABLE, f"{state.replica_id} left discovery before the call")
     began = time.monotonic()
     deadline = None if remaining is None else began + remaining
-    call = Call(state, began, deadline, request.max_new_tokens, request_class, request.arrived_at)
-    call.request_id, call.attempt, call.attempts_left, call.decision = (
-        request.request_id,
-        attempt,
-        attempts_left,
-        decision,
+    call = Call(
+        state,
+        began,
+        deadline,
+        request.max_new_tokens,
+        request_class,
+        request.arrived_at,
+        request_id=request.request_id,
+        attempt=attempt,
+        attempts_left=attempts_left,
+        decision=decision,
+        trace=trace,
     )
     metadata = wire.call_metadata(state.record.application, remaining)
     if trace is not None:
-        call.trace = trace
         metadata += trace.metadata()
     rpc = client.generate_bytes(raw_request, timeout=remaining, metadata=metadata)
     call.stop_stream = rpc.cancel
