@@ -33,14 +33,12 @@ MAX_PENDING_RETRIES = 10_000
 
 
 def open_log(destination: str) -> logging.Logger:
-    """The request log's logger, writing bare JSON lines to ``destination``: a file path, or '-' for stderr.
+    """A logger of the request log's own, writing bare JSON lines to ``destination``: a file path, or '-' for stderr.
 
-    A file is reopened when it is moved or removed (logrotate's rename), so it can be rotated while the
-    router runs. The lines do not reach the root logger: they are data, not the router's messages."""
-    logger = logging.getLogger(LOGGER_NAME)
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
+    A file is reopened when it is moved or removed (logrotate's rename), so it can be rotated while the router
+    runs. The logger stands outside logging's hierarchy: the lines are data, not the router's messages, so
+    they never reach the root logger's handlers, and two routers in one process (tests, `hybrid up`) each
+    keep their own destination."""
     if destination == "-":
         handler: logging.Handler = logging.StreamHandler(sys.stderr)
     else:
@@ -49,9 +47,8 @@ def open_log(destination: str) -> logging.Logger:
             raise ValueError(f"--request-log {destination}: folder {path.parent} does not exist; create it first")
         handler = WatchedFileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.Logger(LOGGER_NAME, logging.INFO)
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
     return logger
 
 

@@ -134,4 +134,16 @@ def test_the_log_goes_to_stderr_with_a_dash_and_not_to_the_root_logger(capsys, c
     logger = open_log("-")
     logger.info('{"request_id":"x"}')
     assert capsys.readouterr().err == '{"request_id":"x"}\n'
-    assert not logger.propagate and caplog.records == []
+    assert caplog.records == []
+
+
+def test_two_logs_in_one_process_keep_their_own_files(tmp_path):
+    first, second = open_log(str(tmp_path / "a.jsonl")), open_log(str(tmp_path / "b.jsonl"))
+    first.info("one")
+    second.info("two")
+    RequestLog(second).close()
+    first.info("three")
+    for handler in first.handlers:
+        handler.flush()
+    assert (tmp_path / "a.jsonl").read_text() == "one\nthree\n"
+    assert (tmp_path / "b.jsonl").read_text() == "two\n"
