@@ -80,6 +80,8 @@ class ContinuousBatchingEngine(ABC):
         self.max_context_tokens = max_context_tokens
         self.full_precision = full_precision
         self.metrics = metrics
+        # Off while the engine times itself (measure_pace): those requests are no one's.
+        self.traced = True
         self.end_ids = end_ids
         # The running batch, in the row order the subclass's state uses.
         self.rows: list[Sequence] = []
@@ -162,6 +164,7 @@ class ContinuousBatchingEngine(ABC):
         that the pace this replica reports is known from its first load report; then forgets those requests in
         every other figure."""
         metrics, self.metrics = self.metrics, None
+        self.traced = False
 
         async def answer(index: int) -> None:
             request = GenerationRequest(
@@ -183,7 +186,7 @@ class ContinuousBatchingEngine(ABC):
             await answer(0)
             await asyncio.gather(*(answer(i) for i in range(1, min(self.capacity, constants.PACE_ROWS) + 1)))
         finally:
-            self.metrics = metrics
+            self.metrics, self.traced = metrics, True
             self._pace.forget_stalls()
             self._recent_ttft_ms = RecentWindow(constants.RECENT_TTFT_WINDOW_S)
             self._tokens_per_second = self._mean_request_ms = 0.0
@@ -242,7 +245,7 @@ class ContinuousBatchingEngine(ABC):
         finished = False
         held: HybridError | None = None
         # Read once: the spans go to the tracer that was on when the request came.
-        tracer = tracing.tracer()
+        tracer = tracing.tracer() if self.traced else None
         outcome = "cancelled"
         self.open_requests += 1
         try:

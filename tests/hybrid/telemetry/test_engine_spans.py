@@ -74,3 +74,15 @@ async def test_no_span_is_written_while_tracing_is_off():
         assert await answer(engine, request) == "abc"
     finally:
         engine.stop()
+
+
+async def test_the_engines_own_timing_requests_leave_no_trace(exported):
+    engine = ScriptedEngine(default_answer="abc")
+    engine.start()
+    try:
+        await engine.measure_pace()
+        assert await answer(engine, make_request("hi", request_id="real")) == "abc"
+    finally:
+        engine.stop()
+    ids = {s.attributes.get("hybrid.request_id") for s in exported.get_finished_spans()} - {None}
+    assert ids == {"real"}
