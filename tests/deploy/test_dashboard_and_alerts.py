@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
+from prometheus_client.metrics import MetricWrapperBase
 
 from hybrid.engine.metrics import ReplicaMetrics
 from hybrid.router.metrics import RouterMetrics
@@ -31,14 +32,28 @@ LABEL_LISTS = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\
 NAME = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
 
 
+# Labels Prometheus adds to every scraped series, and the bucket label of histograms.
+SCRAPE_LABELS = {"instance", "job"}
+
+
+def exported_labels() -> dict[str, set[str]]:
+    """Every sample name the router's and a replica's metrics can export, with the labels it carries, read from
+    their definitions (a labelled family exports nothing until a label set is used, so a scrape would miss
+    some)."""
+    labels = {}
+    for metrics in (RouterMetrics(CollectorRegistry()), ReplicaMetrics(CollectorRegistry())):
+        for metric in vars(metrics).values():
+            if not isinstance(metric, MetricWrapperBase):
+                continue
+            family = next(iter(metric.collect()))
+            for suffix in SUFFIXES[family.type]:
+                extra = {"le"} if suffix == "_bucket" else set()
+                labels[family.name + suffix] = set(metric._labelnames) | extra | SCRAPE_LABELS
+    return labels
+
+
 def exported_names() -> set[str]:
-    """Every sample name the router's and a replica's registries can export, read from their definitions (a
-    labelled family exports nothing until a label set is used, so a scrape would miss some)."""
-    names = set()
-    for registry in (RouterMetrics(CollectorRegistry()).registry, ReplicaMetrics(CollectorRegistry()).registry):
-        for family in registry.collect():
-            names |= {family.name + suffix for suffix in SUFFIXES[family.type]}
-    return names
+    return set(exported_labels())
 
 
 def metric_names(expr: str) -> set[str]:
@@ -57,6 +72,26 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
+def selector_labels(expr: str) -> list[tuple[str, set[str]]]:
+    """Each ``metric{label=...}`` selector of the expression: the metric and the labels it matches on."""
+    text = re.sub(r'"(?:\\.|[^"\\])*"', '""', expr)
+    return [
+        (name, set(re.findall(r"([A-Za-z_]\w*)\s*(?:=~|!~|!=|=)", matchers)))
+        for name, matchers in re.findall(r"([A-Za-z_:][A-Za-z0-9_:]*)\s*\{([^}]*)\}", text)
+    ]
+
+
+def grouping_labels(expr: str) -> set[str]:
+    """The labels the expression groups or matches by (``by``, ``without``, ``on``, ``ignoring``)."""
+    lists = re.findall(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)", expr)
+    return {label.strip() for names in lists for label in names.split(",") if label.strip()}
+
+
+def made_labels(expr: str) -> set[str]:
+    """Labels the expression makes itself (label_replace's destination)."""
+    return set(re.findall(r'label_replace\([^,]+,\s*"(\w+)"', expr))
+
+
 def dashboard_exprs() -> list[tuple[str, str]]:
     dashboard = json.loads(DASHBOARD.read_text())
     return [(panel["title"], target["expr"]) for panel in dashboard["panels"] for target in panel.get("targets", [])]
@@ -69,7 +104,7 @@ def alert_rules() -> list[dict]:
 def test_the_reader_finds_metric_names_and_nothing_else():
     expr = (
         'sum by (tier) (rate(hybrid_router_requests_total{outcome!~"a|b"}[5m])) / ignoring (x) '
-        'histogram_quantile(0.9, sum by (le) (rate(x_bucket[$__rate_interval]))) * 1e6 and on (tier) '
+        "histogram_quantile(0.9, sum by (le) (rate(x_bucket[$__rate_interval]))) * 1e6 and on (tier) "
         'label_replace(y, "tier", "$1", "from_tier", "(.*)") > 0.25'
     )
     assert metric_names(expr) == {"hybrid_router_requests_total", "x_bucket", "y"}
@@ -118,3 +153,23 @@ def test_every_metric_named_is_one_the_code_exports(where, expr):
     assert names, f"{where}: no metric in {expr!r}"
     unknown = names - exported_names()
     assert not unknown, f"{where} names metrics nothing exports: {sorted(unknown)}"
+
+
+@pytest.mark.parametrize(
+    ("where", "expr"),
+    [*dashboard_exprs(), *((rule["alert"], rule["expr"]) for rule in alert_rules())],
+    ids=lambda value: value if len(value) < 60 else "expr",
+)
+def test_every_label_used_is_one_the_metrics_carry(where, expr):
+    labels = exported_labels()
+    for name, matched in selector_labels(expr):
+        assert matched <= labels[name], f"{where}: {name} has no label {sorted(matched - labels[name])}"
+    carried = set().union(*(labels[name] for name in metric_names(expr))) | made_labels(expr)
+    assert grouping_labels(expr) <= carried, f"{where}: no metric carries {sorted(grouping_labels(expr) - carried)}"
+
+
+def test_the_label_reader_sees_matchers_groupings_and_made_labels():
+    expr = 'sum by (tier, le) (rate(x_bucket{outcome!~"a|b", tier="edge"}[5m])) and on (tier) label_replace(y, "t", "$1", "f", "(.*)")'
+    assert selector_labels(expr) == [("x_bucket", {"outcome", "tier"})]
+    assert grouping_labels(expr) == {"tier", "le"}
+    assert made_labels(expr) == {"t"}
