@@ -2,7 +2,7 @@
 
 Each line says which request it was (id, class, the API key's name where keys are in use), where it went
 and why (tier, replica, reason, the replicas tried before), what came of it (outcome, time to first token,
-latency, tokens) and when. A request the router sends to another replica after a failure gets one line,
+latency, tokens) and when; while the router traces, the id of the request's trace too. A request the router sends to another replica after a failure gets one line,
 when its last try ends; a request refused because no tier had room gets one too.
 
 It is off unless asked for (``--request-log``): on, a line costs the router about 40 microseconds of CPU
@@ -89,6 +89,8 @@ class RequestLog(CallHooks):
             "latency_ms": _ms(now - call.arrived_at),
             "tokens": call.tokens,
         }
+        if call.trace is not None:
+            line["trace_id"] = call.trace.trace_id()
         self.logger.info(json.dumps(line, separators=(",", ":")))
 
     def refused(self, request: GenerationRequest, decision: Decision, now: float) -> None:

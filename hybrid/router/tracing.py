@@ -57,6 +57,10 @@ class RequestTrace:
             {"hybrid.tier": chosen.record.tier, "hybrid.replica": chosen.replica_id, "hybrid.reason": reason}
         )
 
+    def trace_id(self) -> str:
+        """The trace's id as collectors show it (32 hex digits), for the request log to point at the trace."""
+        return format(self.span.get_span_context().trace_id, "032x")
+
     def metadata(self) -> wire.Metadata:
         """The trace headers that make the replica's spans children of this request's."""
         if self._metadata is None:

@@ -209,3 +209,22 @@ def test_configure_turns_on_an_otlp_exporter_in_batches_and_names_the_service(mo
 def test_a_sample_ratio_outside_0_to_1_is_refused():
     with pytest.raises(ValueError, match="sample_ratio"):
         TracingSettings(sample_ratio=1.5)
+
+
+async def test_the_request_log_names_the_trace_of_each_request(exported, tmp_path):
+    log = tmp_path / "requests.jsonl"
+    replica = EngineReplica()
+    await replica.start()
+    config = RouterConfig(port=0, discovery="memory", poll_interval_s=60, request_log=str(log))
+    router = Router(config, source=MemorySource([replica.record]))
+    await router.start()
+    try:
+        async with grpc.aio.insecure_channel(router.address) as channel:
+            stub = pb_grpc.InferenceStub(channel)
+            [r async for r in stub.Generate(build_request("hello", priority="realtime"), timeout=5)]
+    finally:
+        await router.stop()
+        await replica.stop()
+    [line] = [json.loads(text) for text in log.read_text().splitlines()]
+    route = by_name(exported.get_finished_spans())["hybrid.route"]
+    assert line["trace_id"] == format(route.context.trace_id, "032x")
