@@ -57,17 +57,20 @@ def tracer():
 
 
 def wanted(settings: TracingSettings, environ: Mapping[str, str] = os.environ) -> bool:
-    """Whether the settings or the environment turn tracing on."""
+    """Whether the settings or the environment turn tracing on: the flag, else OTEL_TRACES_EXPORTER naming otlp,
+    else an OTLP endpoint in the environment (unless OTEL_TRACES_EXPORTER is none)."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
-    exporter = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
-    if exporter in ("none", ""):
-        return bool(settings.otlp_endpoint) or (exporter == "" and any(environ.get(v) for v in ENDPOINT_VARIABLES))
-    if exporter != "otlp":
+    named = {name.strip() for name in environ.get("OTEL_TRACES_EXPORTER", "").lower().split(",") if name.strip()}
+    unsupported = named - {"otlp", "none"}
+    if unsupported:
         raise ValueError(
-            f"OTEL_TRACES_EXPORTER={exporter!r} is not supported here: set it to 'otlp' (or 'none' to turn tracing off)"
+            f"OTEL_TRACES_EXPORTER names {', '.join(sorted(unsupported))}, which this cannot export to: set it to "
+            "'otlp' (or 'none' to turn tracing off)"
         )
-    return True
+    if settings.otlp_endpoint or "otlp" in named:
+        return True
+    return "none" not in named and any(environ.get(v) for v in ENDPOINT_VARIABLES)
 
 
 def configure(settings: TracingSettings, service_name: str, environ: Mapping[str, str] = os.environ) -> bool:

@@ -157,6 +157,7 @@ async def test_with_tracing_off_no_span_is_made(monkeypatch):
         (TracingSettings(), {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}, True),
         (TracingSettings(), {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4317"}, True),
         (TracingSettings(), {"OTEL_TRACES_EXPORTER": "otlp"}, True),
+        (TracingSettings(), {"OTEL_TRACES_EXPORTER": " OTLP "}, True),
         (TracingSettings(), {"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"}, False),
         (TracingSettings(otlp_endpoint="http://127.0.0.1:4317"), {"OTEL_SDK_DISABLED": "true"}, False),
     ],
@@ -166,8 +167,8 @@ def test_tracing_is_on_only_where_a_flag_or_the_otel_environment_asks(settings, 
 
 
 def test_an_exporter_or_protocol_it_cannot_use_is_refused_with_what_to_set():
-    with pytest.raises(ValueError, match="OTEL_TRACES_EXPORTER='zipkin'.*'otlp'"):
-        tracing.wanted(TracingSettings(), {"OTEL_TRACES_EXPORTER": "zipkin"})
+    with pytest.raises(ValueError, match="OTEL_TRACES_EXPORTER names console, zipkin.*'otlp'"):
+        tracing.wanted(TracingSettings(), {"OTEL_TRACES_EXPORTER": "otlp,zipkin, console"})
     endpoint = TracingSettings(otlp_endpoint="http://127.0.0.1:4317")
     with pytest.raises(ValueError, match="'http/protobuf'.*'grpc'"):
         tracing.configure(endpoint, "test", {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
