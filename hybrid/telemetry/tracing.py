@@ -1,9 +1,9 @@
 """Traces across the tiers with OpenTelemetry's SDK: off by default; on, spans go out over OTLP (gRPC).
 
 The W3C ``traceparent`` (and ``tracestate``) a caller sends in gRPC metadata or an HTTP header is taken as
-the parent of the router's spans; the router passes its own on to the replica in the call's metadata, so
-one trace holds the client, the router's decision and stream, and the replica's queue wait, prefill and
-decode.
+the parent of the router's span; the router passes its own on to the replica in the call's metadata, so
+one trace holds the client, the router's routing decision (``hybrid.router.tracing``) and the replica's
+stream with its queue wait, prefill and decode (``hybrid.engine.spans``).
 
 Off, nothing here makes a span, a context or a carrier: every caller asks ``tracer()`` first, and a process
 that does not trace pays one global read per request. Tracing turns on where ``--otlp-endpoint`` is given
