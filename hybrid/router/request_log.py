@@ -5,8 +5,8 @@ and why (tier, replica, reason, the replicas tried before), what came of it (out
 latency, tokens) and when; while the router traces, the id of the request's trace too. A request the router sends to another replica after a failure gets one line,
 when its last try ends; a request refused because no tier had room gets one too.
 
-It is off unless asked for (``--request-log``): on, a line costs the router about 40 microseconds of CPU
-(JSON, the logging module, the write; 2 to 4% of what it spends on a request), and where the lines go (a
+It is off unless asked for (``--request-log``): on, a line costs the router about 60 microseconds of CPU
+(JSON, the logging module, the write; 3 to 4% of what it spends on a request), and where the lines go (a
 file that rotates, or stderr to a log collector) is the operator's call. ``--request-log-sample`` keeps that share of the requests, chosen at random, for a router
 whose traffic would make a full log larger than it is useful.
 """

@@ -8,7 +8,7 @@ child. A try that failed before the one that answered is an event on it, naming 
 
 One span a request at the router, with three attributes: the SDK's span costs about 40 microseconds of CPU
 here and its OTLP encoding 30 more plus 10 for each attribute, where the router's whole budget for tracing is
-a tenth of a millisecond a request (``benchmarks/tracing_overhead.py``). The request id, tokens and timings
+a tenth of a millisecond a request (``benchmarks/observability_overhead.py``). The request id, tokens and timings
 are on the replica's spans.
 """
 

@@ -1,4 +1,5 @@
-"""What tracing costs the router's CPU per request, measured in one process without gRPC around it.
+"""What tracing and the request log cost the router's CPU per request, measured in one process without gRPC
+around it.
 
 It runs what the router's data plane does for a traced request — take the caller's ``traceparent``, open
 the routing decision's span, set the decision, write the trace headers for the replica, set the answer's
@@ -7,7 +8,10 @@ every batch to OTLP protobuf exactly as the OTLP/gRPC exporter does and drops it
 CPU time counted is the whole process's (the exporter thread included), over many requests, minus the same
 loop without tracing. Off, the router does one global read per request; that figure is shown too.
 
-    python benchmarks/tracing_overhead.py --requests 20000
+The request log's line is measured the same way: ``RequestLog.ended`` for an answered call, writing through
+the request log's own logger to /dev/null (JSON, the logging module, the write system call).
+
+    python benchmarks/observability_overhead.py --requests 20000
 
 ``benchmarks/router_overhead.py --tracing`` measures the same end to end, with the router in its own
 process and a collector stand-in receiving the spans; on a shared 2-core machine its noise is larger than
@@ -99,6 +103,29 @@ def measure(requests: int, sample: float, with_parent: bool) -> float:
     return off, on
 
 
+def request_log_line(requests: int) -> float:
+    from hybrid.discovery import ReplicaRecord
+    from hybrid.protocol import Tier
+    from hybrid.router.ledger import OK, Call
+    from hybrid.router.policy.policy import Decision
+    from hybrid.router.policy.replica import ReplicaState
+    from hybrid.router.policy.tiers import RequestClass
+    from hybrid.router.request_log import RequestLog, open_log
+
+    record = ReplicaRecord(
+        id="edge-1", address="127.0.0.1", port=1, tier="edge", model="m", precision="int8", region="r", capacity=4
+    )
+    state = ReplicaState(record)
+    now = time.monotonic()
+    call = Call(state, now, None, 8, "hot", now, first_token_at=now, tokens=8, request_id="r")
+    call.decision = Decision(RequestClass.HOT, [Tier.EDGE], state)
+    log = RequestLog(open_log(os.devnull))
+    try:
+        return cpu_per_request(requests, lambda: log.ended(call, OK, now))
+    finally:
+        log.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=20000, help="traced requests per measurement")
@@ -117,6 +144,8 @@ def main() -> int:
             }
         )
         print(json.dumps(rows[-1]), flush=True)
+    line = request_log_line(args.requests)
+    print(json.dumps({"request_log_us_per_line": round(line * 1e6, 1)}), flush=True)
     # A fixed loop of pure Python, to compare machines: about 2 microseconds on an unloaded modern core.
     calibration = cpu_per_request(args.requests, lambda: sum(range(100)))
     report = {
@@ -125,6 +154,7 @@ def main() -> int:
         "command": " ".join(["python", *sys.argv]),
         "calibration_sum_range_100_us": round(calibration * 1e6, 2),
         "rows": rows,
+        "request_log_us_per_line": round(line * 1e6, 1),
     }
     print(json.dumps(report, indent=2))
     if args.out:
