@@ -20,6 +20,10 @@ sees which of them bounded the run.
 
     python benchmarks/router_overhead.py --rates 1000,2500,5000 --seconds 10 --loadgen-processes 6 \\
         --replica-processes 4 --router-workers 4 --out router_overhead.json
+
+``--tracing [SAMPLE]`` runs the router with tracing on, every request sampled (or that share), its spans exported over OTLP/gRPC to
+a collector stand-in here that takes and drops them; compare its router CPU per request with a run
+without. ``--request-log`` has the router write its request log (to /dev/null) for the same comparison.
 """
 
 from __future__ import annotations
@@ -72,6 +76,25 @@ async def serve_instant_replica(port: int) -> None:
     await server.start()
     print(f"instant replica ready on 127.0.0.1:{port}", flush=True)
     await asyncio.Event().wait()
+
+
+async def serve_span_sink(port: int) -> None:
+    """An OTLP/gRPC trace collector that accepts every export and keeps nothing: the router's exporter then
+    does all its work (batching, encoding, sending) without a real collector in the measurement."""
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
+
+    class Sink(otlp_grpc.TraceServiceServicer):
+        async def Export(self, request, context):
+            return otlp.ExportTraceServiceResponse()
+
+    server = grpc.aio.server()
+    otlp_grpc.add_TraceServiceServicer_to_server(Sink(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    print("span sink ready on", port, flush=True)
+    await server.wait_for_termination()
 
 
 def register_instant_replica(port: int, discovery: str) -> None:
@@ -224,7 +247,8 @@ def wait_ready(process: subprocess.Popen, marker: str) -> None:
 
 
 def start_stack(args: argparse.Namespace, folder: Path) -> tuple[list[subprocess.Popen], subprocess.Popen, dict]:
-    """The replica processes and the router, serving; returns them and the two targets."""
+    """The replica processes (and the span sink, with ``--tracing``, last) and the router, serving; returns them
+    and the two targets."""
     discovery = f"static:{folder / 'discovery.yaml'}"
     replica_port, router_port = free_port(), free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -236,10 +260,20 @@ def start_stack(args: argparse.Namespace, folder: Path) -> tuple[list[subprocess
     for replica in replicas:
         wait_ready(replica, "ready on")
     register_instant_replica(replica_port, discovery)
+    observed = []
+    if args.tracing is not None:
+        sink_port = free_port()
+        sink = subprocess.Popen([sys.executable, __file__, "--span-sink", str(sink_port)], **common)
+        wait_ready(sink, "span sink ready on")
+        replicas.append(sink)  # stopped with the replicas; its CPU is counted as no one's
+        observed += ["--otlp-endpoint", f"http://127.0.0.1:{sink_port}", "--trace-sample", str(args.tracing)]
+    if args.request_log:
+        observed += ["--request-log", os.devnull]
     workers = ["--workers", str(args.router_workers)] if args.router_workers > 1 else []
     router = subprocess.Popen(
         [sys.executable, "-m", "hybrid.cli", "router", "serve", "--port", str(router_port), "--discovery", discovery]
-        + workers,
+        + workers
+        + observed,
         **common,
     )
     targets = {"direct": f"127.0.0.1:{replica_port}", "routed": f"127.0.0.1:{router_port}"}
@@ -256,7 +290,8 @@ def run(args: argparse.Namespace) -> dict:
         for target in targets.values():  # warm both paths
             run_pool(target, arrivals_at(100, 2, seed=99), 1, chat=False)
         for rate in [float(r) for r in args.rates.split(",")]:
-            pids = {"router": [router.pid], "replica": [r.pid for r in replicas]}
+            serving = replicas[: args.replica_processes]  # not the span sink
+            pids = {"router": [router.pid], "replica": [r.pid for r in serving]}
             results[f"{rate:g}"] = measure_rate(rate, targets, pids, args)
             print(f"{rate:g}/s", json.dumps(results[f"{rate:g}"]), flush=True)
     finally:
@@ -304,7 +339,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--router-workers", type=int, default=1, help="passed as `router serve --workers` when > 1")
     parser.add_argument("--replica-processes", type=int, default=1, help="instant replica processes on one port")
     parser.add_argument("--out", default="router_overhead.json", help="JSON of every figure")
+    parser.add_argument(
+        "--tracing",
+        type=float,
+        nargs="?",
+        const=1.0,
+        default=None,
+        metavar="SAMPLE",
+        help="the router traces this share of the requests (1 without a value), exporting to a collector stand-in",
+    )
+    parser.add_argument("--request-log", action="store_true", help="the router writes its request log (to /dev/null)")
     parser.add_argument("--instant-replica", metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--span-sink", metavar="PORT", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -312,6 +358,9 @@ def main() -> int:
     args = parse_args()
     if args.instant_replica:
         asyncio.run(serve_instant_replica(int(args.instant_replica)))
+        return 0
+    if args.span_sink:
+        asyncio.run(serve_span_sink(int(args.span_sink)))
         return 0
     try:
         results = run(args)
@@ -328,6 +377,8 @@ def main() -> int:
         "loadgen_channels": args.loadgen_channels,
         "router_workers": args.router_workers,
         "replica_processes": args.replica_processes,
+        "tracing": args.tracing,
+        "request_log": args.request_log,
         "results": results,
         "table": table(results),
     }

@@ -28,11 +28,11 @@ from ray.serve import Application
 from cloud import defaults
 from cloud.config import CloudConfigError, DeploymentSettings, ReplicaSettings
 from cloud.directory import ReplicaDirectory, ServeTarget, direct_ingress_enabled
-from hybrid import constants, wire
+from hybrid import constants
 from hybrid.discovery import ReplicaRecord, registry_from_spec
 from hybrid.errors import HybridError
-from hybrid.protocol import request_from_proto
-from hybrid.serving.grpc_shell import parse_generate_request
+from hybrid.serving.grpc_shell import parse_generate_request, request_of
+from hybrid.telemetry import tracing
 from hybrid.v1 import inference_pb2 as pb
 
 log = logging.getLogger("hybrid.cloud")
@@ -53,6 +53,8 @@ class InferenceDeployment:
         from cloud.engine import build_engine
 
         self.settings = ReplicaSettings.model_validate(settings)
+        # A Serve replica takes no flags: the OTEL_* environment Ray hands its actors turns tracing on.
+        tracing.configure(tracing.TracingSettings(), "hybrid-cloud")
         context = serve.get_replica_context()
         unique = getattr(getattr(context, "replica_id", None), "unique_id", None) or context.replica_tag
         self.replica_id = f"cloud-{self.settings.tier}-{self.settings.region}-{unique}"
@@ -93,7 +95,7 @@ class InferenceDeployment:
 
     async def Generate(self, raw: bytes, grpc_context=None):
         try:
-            request = request_from_proto(parse_generate_request(raw), wire.deadline_of(grpc_context))
+            request = request_of(parse_generate_request(raw), grpc_context)
             # Every message a Serve replica streams costs a round of Ray's streaming protocol, so
             # after the first one, chunks within stream_interval_ms of each other go out together.
             interval_s = self.settings.stream_interval_ms / 1000

@@ -23,14 +23,13 @@ from edge_agent.artifacts.manifest import MODEL_FILE, Manifest, manifest_sha256,
 from edge_agent.config import EdgeAgentConfig, EdgeAgentSettings
 from edge_agent.engine import GenerationEngine
 from edge_agent.runtime import OnnxCausalLM
-from hybrid import wire
 from hybrid.discovery import ReplicaRecord, registry_from_spec
 from hybrid.engine.metrics import ReplicaMetrics
 from hybrid.errors import HybridError
 from hybrid.models.registry import end_token_ids, load_tokenizer
-from hybrid.protocol import ServedBy, Tier, request_from_proto
+from hybrid.protocol import ServedBy, Tier
 from hybrid.serving.background import BackgroundLoop, serve_until_signalled
-from hybrid.serving.grpc_shell import INFERENCE_SERVICE, ServerShell, inference_handler
+from hybrid.serving.grpc_shell import INFERENCE_SERVICE, ServerShell, inference_handler, request_of
 from hybrid.v1 import inference_pb2 as pb
 
 log = logging.getLogger("hybrid.edge")
@@ -107,7 +106,7 @@ class InferenceServicer:
 
     async def Generate(self, message: pb.GenerateRequest, context: grpc.aio.ServicerContext):
         try:
-            request = request_from_proto(message, wire.deadline_of(context))
+            request = request_of(message, context)
             # Bound once: a switch during this answer leaves it on the engine that started it.
             async for chunk in self.agent.engine.generate(request):
                 yield chunk.to_proto()

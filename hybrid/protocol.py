@@ -89,6 +89,8 @@ class GenerationRequest:
     require_full_precision: bool = False
     deadline: float | None = None
     arrived_at: float = field(default_factory=time.monotonic)
+    # The caller's W3C trace headers (traceparent, tracestate), kept only while this process traces.
+    trace_carrier: dict[str, str] | None = None
 
     def remaining_s(self, now: float | None = None) -> float | None:
         if self.deadline is None:

@@ -22,6 +22,8 @@ TIMEOUT_KEY = "hybrid-timeout-ms"
 RETRY_AFTER_KEY = "retry-after-ms"
 # Ray Serve's proxy picks the Serve application by this key when a cluster runs several.
 APPLICATION_KEY = "application"
+# W3C Trace Context: the caller's trace, passed on to the next hop (hybrid.telemetry.tracing).
+TRACE_KEYS = frozenset({"traceparent", "tracestate"})
 
 Metadata = tuple[tuple[str, str], ...]
 

@@ -198,11 +198,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge_agent.node.config import read_node_config
     from edge_agent.node.service import read_environment
     from hybrid.serving.background import serve_until_signalled
+    from hybrid.telemetry import tracing
 
     node = read_node_config(Path(args.config))
     # What the unit's EnvironmentFile= gives the agent, for an agent started by hand; the environment wins.
     for name, value in read_environment(Path(args.config).parent / defaults.EDGE_ENV_NAME).items():
         os.environ.setdefault(name, value)
+    # The node's service unit turns tracing on through the standard OTEL_* environment.
+    tracing.configure(tracing.TracingSettings(), "hybrid-edge")
 
     async def run() -> None:
         await serve_until_signalled(NodeAgent(node))

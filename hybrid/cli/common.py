@@ -1,4 +1,4 @@
-"""What several commands share: the console on stderr, printing an answer, the --discovery flag."""
+"""What several commands share: the console on stderr, printing an answer, the --discovery and tracing flags."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 
 from hybrid import constants
 from hybrid.discovery.spec import DISCOVERY_SPEC_HELP
+from hybrid.telemetry.tracing import TracingSettings
 
 
 def console():
@@ -60,3 +61,35 @@ def print_chunks(chunks, as_json: bool) -> None:
                 f"({served.precision}); {usage.prompt_tokens}+{usage.completion_tokens} tokens, first token after "
                 f"{timing.time_to_first_token_ms:.0f} ms, total {timing.total_ms:.0f} ms, finish {completion.finish_reason}[/]"
             )
+
+
+def share(text: str) -> float:
+    """An argparse type: a share between 0 and 1 (a sampling rate), refused at parse time otherwise."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} must be between 0 and 1")
+    return value
+
+
+def add_tracing_arguments(parser: argparse.ArgumentParser) -> None:
+    """The tracing flags every serving command takes (hybrid.telemetry.tracing)."""
+    parser.add_argument(
+        "--otlp-endpoint",
+        default=None,
+        help="send OpenTelemetry traces over OTLP/gRPC to this collector (e.g. http://localhost:4317); tracing is "
+        "off without it, unless OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER=otlp turns it on",
+    )
+    parser.add_argument(
+        "--trace-sample",
+        type=share,
+        default=None,
+        help="share (0..1) of the traces starting here that are recorded; a caller's sampled flag is followed "
+        "(default: OTEL_TRACES_SAMPLER, else every trace)",
+    )
+
+
+def tracing_settings(args: argparse.Namespace) -> TracingSettings:
+    return TracingSettings(otlp_endpoint=args.otlp_endpoint, sample_ratio=args.trace_sample)

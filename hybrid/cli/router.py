@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hybrid import constants
-from hybrid.cli.common import add_discovery_argument, positive_float
+from hybrid.cli.common import add_discovery_argument, add_tracing_arguments, positive_float, share, tracing_settings
 from hybrid.router import defaults as router_defaults
 
 
@@ -22,6 +22,9 @@ def cmd_router_serve(args: argparse.Namespace) -> int:
         stall_s=args.stall_s,
         drain_grace_s=args.drain_grace_s,
         workers=args.workers,
+        request_log=args.request_log,
+        request_log_sample=args.request_log_sample,
+        tracing=tracing_settings(args),
     )
     if config.workers > 1:
         from hybrid.router.workers import serve_workers
@@ -69,4 +72,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         default=constants.DRAIN_GRACE_S,
         help="time the answers in flight get to finish when the router stops or their replica leaves discovery",
     )
+    serve.add_argument(
+        "--request-log",
+        default=None,
+        metavar="PATH",
+        help="write one JSON line per request (id, class, tier, replica, reason, TTFT, tokens, outcome) to this "
+        "file, reopened when logrotate moves it, or to stderr with '-'; off by default",
+    )
+    serve.add_argument(
+        "--request-log-sample",
+        type=share,
+        default=1.0,
+        help="share (0..1) of the requests, chosen at random, that the request log keeps (default 1: all)",
+    )
+    add_tracing_arguments(serve)
     serve.set_defaults(func=cmd_router_serve)

@@ -23,6 +23,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 
 from hybrid import constants
+from hybrid.engine import spans
 from hybrid.engine.batching import BatcherStats, DynamicBatcher, Ticket
 from hybrid.engine.load import LoadSnapshot
 from hybrid.engine.metrics import ReplicaMetrics
@@ -41,6 +42,7 @@ from hybrid.errors import (
     UnavailableError,
 )
 from hybrid.protocol import Chunk, FinishReason, GenerationRequest, Priority, ServedBy
+from hybrid.telemetry import tracing
 
 # Subclasses and their callers import Sequence from here, with the engine it belongs to.
 __all__ = ["ContinuousBatchingEngine", "LoadSnapshot", "Sequence"]
@@ -78,6 +80,8 @@ class ContinuousBatchingEngine(ABC):
         self.max_context_tokens = max_context_tokens
         self.full_precision = full_precision
         self.metrics = metrics
+        # Off while the engine times itself (measure_pace): those requests are no one's.
+        self.traced = True
         self.end_ids = end_ids
         # The running batch, in the row order the subclass's state uses.
         self.rows: list[Sequence] = []
@@ -161,6 +165,7 @@ class ContinuousBatchingEngine(ABC):
         every other figure. ``full_batch`` times a full batch too: cheap on a GPU, whose step is far from a line
         through small batches, and what a burst meets first."""
         metrics, self.metrics = self.metrics, None
+        self.traced = False
 
         async def answer(index: int) -> None:
             request = GenerationRequest(
@@ -184,7 +189,7 @@ class ContinuousBatchingEngine(ABC):
             if full_batch and self.capacity > constants.PACE_ROWS:
                 await asyncio.gather(*(answer(i) for i in range(self.capacity)))
         finally:
-            self.metrics = metrics
+            self.metrics, self.traced = metrics, True
             self._pace.forget_stalls()
             self._recent_ttft_ms = RecentWindow(constants.RECENT_TTFT_WINDOW_S)
             self._tokens_per_second = self._mean_request_ms = 0.0
@@ -242,11 +247,15 @@ class ContinuousBatchingEngine(ABC):
             self.metrics.queue_depth.set(len(self.batcher))
         finished = False
         held: HybridError | None = None
+        # Read once: the spans go to the tracer that was on when the request came.
+        tracer = tracing.tracer() if self.traced else None
+        outcome = "cancelled"
         self.open_requests += 1
         try:
             while True:
                 item = held or await sequence.inbox.get()
                 if isinstance(item, HybridError):
+                    outcome = item.code.name.lower()
                     raise item
                 # Chunks that piled up while the consumer was busy go out as one message: under
                 # load a proxy in the path (Ray Serve's) moves far fewer, larger messages.
@@ -258,13 +267,15 @@ class ContinuousBatchingEngine(ABC):
                     item = item.followed_by(following)
                 yield item
                 if item.is_last:
-                    finished = True
+                    finished, outcome = True, "ok"
                     return
         finally:
             self.open_requests -= 1
             if not finished:
                 sequence.cancelled = True
                 self.batcher.cancel(ticket)
+            if tracer is not None:
+                spans.record(tracer, tracing.parent_of(request.trace_carrier), sequence, self.served_by, outcome)
 
     def expire(self, ticket: Ticket) -> None:
         """Batcher callback: a queued request outlived its deadline before compute began."""
@@ -314,6 +325,8 @@ class ContinuousBatchingEngine(ABC):
     def _admit(self, joiners: list[Sequence]) -> float:
         """Prefills ``joiners`` into the batch; returns the seconds it took."""
         started = time.monotonic()
+        for seq in joiners:
+            seq.prefill_started_at = started
         try:
             tokens = self._prefill(joiners)
         except Exception as exc:
@@ -321,11 +334,13 @@ class ContinuousBatchingEngine(ABC):
             for seq in joiners:
                 seq.send_now(HybridError(f"prefill failed on this replica: {exc}"))
             raise
-        elapsed = time.monotonic() - started
+        ended = time.monotonic()
+        elapsed = ended - started
         if self.metrics:
             self.metrics.prefill_seconds.observe(elapsed)
         for seq in joiners:
             seq.cached = len(seq.prompt_ids)
+            seq.prefill_ended_at = ended
         self.rows.extend(joiners)
         self._emit(joiners, tokens)
         return elapsed
@@ -403,6 +418,7 @@ class ContinuousBatchingEngine(ABC):
     def _finish(self, seq: Sequence, finish: FinishReason, delta: str, ids: list[int], now: float) -> None:
         """Sends the answer's last chunk, with its usage and timing, and counts the request as served."""
         seq.finish = finish
+        seq.finished_at = now
         request = seq.request
         total_ms = (now - request.arrived_at) * 1000
         self._post(

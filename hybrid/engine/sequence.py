@@ -26,6 +26,10 @@ class Sequence:
     next_token: int = 0
     dispatched_at: float = 0.0
     first_token_at: float | None = None
+    # The prefill this request's first token came from, and when its last token came: its spans' bounds.
+    prefill_started_at: float | None = None
+    prefill_ended_at: float | None = None
+    finished_at: float | None = None
     finish: FinishReason | None = None
     cancelled: bool = False
 

@@ -10,6 +10,7 @@ keep the calls in flight, the outlier counts and the metrics.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
@@ -24,7 +25,10 @@ from hybrid.router.metrics import RouterMetrics
 from hybrid.router.policy.policy import Decision, RoutingPolicy
 from hybrid.router.policy.replica import ReplicaState
 from hybrid.router.replica_call import CALLER_CODES, ReplicaFailed, stream_call
+from hybrid.router.request_log import RequestLog
+from hybrid.router.tracing import RequestTrace
 from hybrid.router.view import ReplicaView
+from hybrid.telemetry import tracing
 from hybrid.v1 import inference_pb2 as pb
 
 log = logging.getLogger("hybrid.router")
@@ -38,7 +42,9 @@ class RouterDataPlane:
         metrics: RouterMetrics | None = None,
         max_attempts: int = defaults.ROUTER_MAX_ATTEMPTS,
         stall_s: float = defaults.ROUTER_STALL_S,
+        request_log: RequestLog | None = None,
     ):
+        """``request_log``: where a line per request goes; None writes none."""
         self.view = view
         self.policy = policy or RoutingPolicy()
         self.metrics = metrics or RouterMetrics()
@@ -48,7 +54,9 @@ class RouterDataPlane:
         outliers.peers = view.tier_peers
         outliers.on_ejected = self._ejected
         self.liveness = LivenessWatch(self.ledger, outliers, view.replicas, stall_s)
-        self.hooks = HookChain([self.ledger, outliers, self.metrics, self.liveness])
+        self.request_log = request_log
+        hooks = [self.ledger, outliers, self.metrics, self.liveness]
+        self.hooks = HookChain(hooks if request_log is None else [*hooks, request_log])
         # A replica that cannot answer its load poll is unreachable; one that answers lives.
         view.on_poll_failure = lambda state, error: outliers.record_failure(state, view.tier_peers(state), True)
         view.on_poll_success = self.liveness.heard
@@ -70,19 +78,43 @@ class RouterDataPlane:
 
     def observe_discovery(self) -> None:
         source = self.view.source
-        self.metrics.observe_discovery(source.healthy, source.staleness_s(), self.view.replicas())
+        self.metrics.observe_discovery(
+            source.healthy, source.staleness_s(), self.view.replicas(), self.policy.outliers.ejected, self.ledger
+        )
 
-    async def relay(self, request: GenerationRequest, raw_request: bytes) -> AsyncIterator[bytes]:
+    def relay(self, request: GenerationRequest, raw_request: bytes) -> AsyncIterator[bytes]:
         """Streams the answer from the replica the policy picks, each chunk as the replica's bytes; ``raw_request``
         is ``request`` as it came on the wire, sent on as is. Raises HybridError subclasses."""
+        tracer = tracing.tracer()
+        if tracer is None:
+            return self._relay(request, raw_request, None)
+        return self._traced(request, raw_request, RequestTrace(tracer, request))
+
+    async def _traced(self, request: GenerationRequest, raw_request: bytes, trace: RequestTrace):
+        try:
+            async with aclosing(self._relay(request, raw_request, trace)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        except BaseException as error:
+            trace.end(error)
+            raise
+        trace.end(None)
+
+    async def _relay(
+        self, request: GenerationRequest, raw_request: bytes, trace: RequestTrace | None
+    ) -> AsyncIterator[bytes]:
         self._check_model(request)
         self.policy.observe(request)
         failures: dict[str, ReplicaFailed] = {}
         for attempt in range(self.max_attempts):
             decision = self.policy.choose(request, self.view.replicas(), exclude=frozenset(failures), explain=False)
+            if trace is not None:
+                trace.decided(decision, attempt)
             state = decision.chosen
             if state is None:
                 self.metrics.refused(decision)
+                if self.request_log is not None:
+                    self.request_log.refused(request, decision, time.monotonic())
                 if decision.impossible_ms is not None:
                     raise _impossible(request, decision.impossible_ms)
                 raise _refusal(failures, decision.retry_after_ms)
@@ -90,7 +122,18 @@ class RouterDataPlane:
             streamed = False
             try:
                 client = self.view.replica_clients.get(state.replica_id)
-                call = stream_call(client, state, request, raw_request, decision.request_class.value, self.hooks)
+                call = stream_call(
+                    client,
+                    state,
+                    request,
+                    raw_request,
+                    decision.request_class.value,
+                    self.hooks,
+                    attempt=attempt,
+                    attempts_left=self.max_attempts - attempt - 1,
+                    decision=decision,
+                    trace=trace,
+                )
                 async with aclosing(call) as chunks:
                     async for chunk in chunks:
                         streamed = True

@@ -16,6 +16,7 @@ from hybrid.engine.window import OrderedRecentWindow
 from hybrid.router import defaults
 
 if TYPE_CHECKING:
+    from hybrid.router.policy.policy import Decision
     from hybrid.router.policy.replica import ReplicaState
 
 
@@ -39,6 +40,16 @@ class Call:
     abandoned: str = ""
     # Set by whoever streams the call: stops its stream (the gRPC call's cancel).
     stop_stream: Callable[[], object] | None = None
+    request_id: str = ""
+    # Its place among the request's tries (0 for the first), and how many more the router would make.
+    attempt: int = 0
+    attempts_left: int = 0
+    # The routing decision that sent it here; None where the caller chose the replica itself.
+    decision: Decision | None = None
+    # The name of the API key the request came with, where keys are in use.
+    key_name: str = ""
+    # The request's trace (hybrid.router.tracing.RequestTrace) while the router traces, else None.
+    trace: object = None
 
     def abandon(self, reason: str) -> None:
         """Ends the call from outside its stream: the stream then fails with UNAVAILABLE and this reason."""
@@ -46,6 +57,14 @@ class Call:
             self.abandoned = reason
             if self.stop_stream is not None:
                 self.stop_stream()
+
+    def routing_reason(self) -> str:
+        return "" if self.decision is None else routing_reason(self.decision, self.replica.record.tier, self.attempt)
+
+    def retried(self, outcome: Outcome) -> bool:
+        """Whether the router sends the request on to another replica after this call ends so: it failed before
+        any chunk, with a status another replica need not repeat, and the router has tries left."""
+        return outcome.retryable and self.chunks == 0 and self.attempts_left > 0
 
     def tokens_left(self) -> int:
         return max(1, self.max_new_tokens - self.tokens)
@@ -59,6 +78,22 @@ class Call:
         self.last_chunk_at = now
 
 
+def routing_reason(decision: Decision, tier: str, attempt: int) -> str:
+    """Why a request went to ``tier``, in a few words: its class's first choice, or a spillover, and which try."""
+    first = decision.tier_order[0].name.lower() if decision.tier_order else tier
+    why = "first choice" if tier == first else f"spillover from {first}"
+    return f"{why}, retry {attempt}" if attempt else why
+
+
+def refusal(decision: Decision) -> tuple[str, str]:
+    """How a request the policy chose no replica for ends: its outcome's label, and why."""
+    if decision.impossible_ms is not None:
+        return "impossible_deadline", (
+            f"no replica could finish within the deadline even idle (the soonest in {decision.impossible_ms:.0f} ms)"
+        )
+    return "refused", f"no tier has room; retry after {decision.retry_after_ms} ms"
+
+
 @dataclass(frozen=True)
 class Outcome:
     """How a call ended. ``label`` names it in the metrics: ok, cancelled, cut_short or a status code."""
@@ -70,6 +105,8 @@ class Outcome:
     replica_failed: bool = False
     # The fault was reaching it (refused, cut off, silent) rather than an error it answered with.
     unreachable: bool = False
+    # Another replica may answer where this one did not: not the caller's own mistake, nor the caller gone.
+    retryable: bool = False
 
 
 OK = Outcome("ok", answered=True)

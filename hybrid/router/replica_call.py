@@ -21,9 +21,11 @@ from hybrid.errors import HybridError
 from hybrid.protocol import GenerationRequest
 from hybrid.router.ledger import CANCELLED, OK, Call, HookChain, Outcome
 from hybrid.router.policy.replica import ReplicaState
+from hybrid.router.tracing import RequestTrace
 from hybrid.v1 import inference_pb2 as pb
 
 if TYPE_CHECKING:
+    from hybrid.router.policy.policy import Decision
     from hybrid.router.view import ReplicaClient
 
 # Answers that say the request itself is wrong or over: another replica would answer the same.
@@ -36,9 +38,9 @@ CALLER_CODES = frozenset(
         grpc.StatusCode.OUT_OF_RANGE,
     }
 )
-CUT_SHORT = Outcome("cut_short", replica_failed=True, unreachable=True)
+CUT_SHORT = Outcome("cut_short", replica_failed=True, unreachable=True, retryable=True)
 # The router closed the replica's channel (it left discovery): nothing to hold against the replica.
-CHANNEL_CLOSED = Outcome("cut_short")
+CHANNEL_CLOSED = Outcome("cut_short", retryable=True)
 
 
 class ReplicaFailed(HybridError):
@@ -66,7 +68,12 @@ def passed_on(error: grpc.aio.AioRpcError) -> grpc.StatusCode:
 def outcome_of(code: grpc.StatusCode) -> Outcome:
     # A full replica is not a failing one: the policy steers around it through its load.
     blameless = code == grpc.StatusCode.RESOURCE_EXHAUSTED or code in CALLER_CODES
-    return Outcome(code.name.lower(), replica_failed=not blameless, unreachable=code == grpc.StatusCode.UNAVAILABLE)
+    return Outcome(
+        code.name.lower(),
+        replica_failed=not blameless,
+        unreachable=code == grpc.StatusCode.UNAVAILABLE,
+        retryable=code not in CALLER_CODES,
+    )
 
 
 def caller_cancelled() -> bool:
@@ -84,9 +91,17 @@ async def stream_call(
     raw_request: bytes,
     request_class: str,
     hooks: HookChain,
+    *,
+    attempt: int = 0,
+    attempts_left: int = 0,
+    decision: Decision | None = None,
+    trace: RequestTrace | None = None,
 ) -> AsyncIterator[bytes]:
     """Streams the replica's answer, each chunk as the bytes it came as; ``raw_request`` is ``request`` as sent
-    to the router. Raises ReplicaFailed with the status the caller should get."""
+    to the router. ``attempt`` counts the replicas tried before for the request (``attempts_left`` the ones the
+    router would still try), ``decision`` is the routing decision that sent it here, and ``trace`` (while tracing)
+    the request's span, whose context goes to the replica. Raises ReplicaFailed with the status the caller should
+    get."""
     remaining = request.remaining_s()
     if remaining is not None and remaining <= 0:
         raise ReplicaFailed(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the request was sent")
@@ -94,8 +109,22 @@ async def stream_call(
         raise ReplicaFailed(grpc.StatusCode.UNAVAILABLE, f"{state.replica_id} left discovery before the call")
     began = time.monotonic()
     deadline = None if remaining is None else began + remaining
-    call = Call(state, began, deadline, request.max_new_tokens, request_class, request.arrived_at)
+    call = Call(
+        state,
+        began,
+        deadline,
+        request.max_new_tokens,
+        request_class,
+        request.arrived_at,
+        request_id=request.request_id,
+        attempt=attempt,
+        attempts_left=attempts_left,
+        decision=decision,
+        trace=trace,
+    )
     metadata = wire.call_metadata(state.record.application, remaining)
+    if trace is not None:
+        metadata += trace.metadata()
     rpc = client.generate_bytes(raw_request, timeout=remaining, metadata=metadata)
     call.stop_stream = rpc.cancel
     hooks.sent(call)
@@ -133,5 +162,7 @@ async def stream_call(
         raise ReplicaFailed(grpc.StatusCode.UNAVAILABLE, message) from None
     finally:
         hooks.ended(call, outcome, time.monotonic())
+        if trace is not None:
+            trace.call_ended(call, outcome)
         if not outcome.answered:
             rpc.cancel()  # a cancelled caller or a failed stream releases the replica's slot now

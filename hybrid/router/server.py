@@ -20,11 +20,20 @@ from hybrid.router import defaults
 from hybrid.router.dataplane import RouterDataPlane
 from hybrid.router.policy.policy import RoutingPolicy
 from hybrid.router.policy.replica import ReplicaState
+from hybrid.router.request_log import RequestLog, open_log
 from hybrid.router.sources import DiscoverySource, source_from_spec
 from hybrid.router.view import ReplicaView
 from hybrid.serving.background import BackgroundLoop, serve_until_signalled
-from hybrid.serving.grpc_shell import INFERENCE_SERVICE, ServerShell, abort_with, parse_generate_request
+from hybrid.serving.grpc_shell import (
+    INFERENCE_SERVICE,
+    ServerShell,
+    abort_with,
+    parse_generate_request,
+    request_of,
+)
 from hybrid.serving.memory import release_free_memory
+from hybrid.telemetry import tracing
+from hybrid.telemetry.tracing import TracingSettings
 from hybrid.v1 import inference_pb2 as pb
 from hybrid.v1 import router_admin_pb2 as admin_pb
 from hybrid.v1 import router_admin_pb2_grpc as admin_grpc
@@ -68,6 +77,18 @@ class RouterConfig(BaseModel):
         gt=0,
         description="First-token target of REALTIME requests: they go to the nearest tier expected to meet it "
         "(with ROUTING_TTFT_HEADROOM to spare), and to the soonest expected first token of any tier where none is.",
+    )
+    request_log: str | None = Field(
+        default=None,
+        description="Where the request log goes, one JSON line per request: a file path, or '-' for stderr; "
+        "None writes none.",
+    )
+    request_log_sample: float = Field(
+        default=1.0, ge=0.0, le=1.0, description="Share of the requests, chosen at random, that the request log keeps."
+    )
+    tracing: TracingSettings = Field(
+        default_factory=TracingSettings,
+        description="OpenTelemetry traces: off unless an OTLP endpoint is given here or in the OTEL_* environment.",
     )
 
 
@@ -113,7 +134,7 @@ class RouterServicer(admin_grpc.RouterAdminServicer):
         """The request is read once, for the policy, and relayed as it came; the chunks come back as the replica's
         bytes: the router never writes a message it passes on."""
         try:
-            request = request_from_proto(parse_generate_request(raw), wire.deadline_of(context))
+            request = request_of(parse_generate_request(raw), context)
             async with aclosing(self.dataplane.relay(request, raw)) as chunks:
                 async for chunk in chunks:
                     yield chunk
@@ -161,7 +182,11 @@ class Router:
             source or source_from_spec(config.discovery), config.poll_interval_s, drain_grace_s=config.drain_grace_s
         )
         policy = RoutingPolicy(realtime_ttft_ms=config.realtime_ttft_ms)
-        self.dataplane = RouterDataPlane(self.view, policy, stall_s=config.stall_s)
+        tracing.configure(config.tracing, "hybrid-router")
+        request_log = None
+        if config.request_log is not None:
+            request_log = RequestLog(open_log(config.request_log), config.request_log_sample)
+        self.dataplane = RouterDataPlane(self.view, policy, stall_s=config.stall_s, request_log=request_log)
         self.shell = ServerShell(
             config.host, config.port, [INFERENCE_SERVICE, ROUTER_ADMIN_SERVICE], reuse_port=self.shares_ports
         )
@@ -229,6 +254,8 @@ class Router:
         await self.view.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
+        if self.dataplane.request_log is not None:
+            self.dataplane.request_log.close()
         log.info("router stopped")
 
 

@@ -13,6 +13,8 @@ from grpc_reflection.v1alpha import reflection
 
 from hybrid import constants, wire
 from hybrid.errors import HybridError, InvalidRequestError, OverloadedError
+from hybrid.protocol import GenerationRequest, request_from_proto
+from hybrid.telemetry import tracing
 from hybrid.v1 import inference_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,15 @@ def parse_generate_request(raw: bytes) -> pb.GenerateRequest:
         raise InvalidRequestError(
             f"the request body is not a valid hybrid.v1.GenerateRequest ({exc}); use the generated stubs"
         ) from exc
+
+
+def request_of(message: pb.GenerateRequest, context) -> GenerationRequest:
+    """The validated request a gRPC call carries, with its deadline and, while this process traces, the caller's
+    trace headers. ``context`` is grpc's servicer context, or Ray Serve's gRPC context; None for neither."""
+    request = request_from_proto(message, wire.deadline_of(context))
+    if context is not None and tracing.tracer() is not None:
+        request.trace_carrier = tracing.carrier_of(context.invocation_metadata())
+    return request
 
 
 def inference_handler(

@@ -17,6 +17,7 @@ from hybrid.errors import InvalidRequestError
 from hybrid.protocol import GenerationRequest, request_from_proto
 from hybrid.router.openai.errors import InvalidFieldError
 from hybrid.router.openai.schemas import MAX_USER_CHARS, ChatCompletionRequest, ChatMessage, CompletionRequest
+from hybrid.telemetry import tracing
 from hybrid.v1 import inference_pb2 as pb
 
 # The time budget of a request without an x-hybrid-timeout-ms header.
@@ -33,7 +34,10 @@ def routed_request(
     """The wire request for the data plane and its validated form, with the deadline the headers ask for."""
     deadline = time.monotonic() + timeout_s(headers)
     message = generate_request(body, headers)
-    return message, request_from_proto(message, deadline)
+    request = request_from_proto(message, deadline)
+    if tracing.tracer() is not None:
+        request.trace_carrier = tracing.carrier_of(headers.items())
+    return message, request
 
 
 def generate_request(body: ChatCompletionRequest | CompletionRequest, headers: Mapping[str, str]) -> pb.GenerateRequest:
