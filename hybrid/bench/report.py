@@ -35,12 +35,12 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hybrid.bench.loadgen import Record, RunResult
 from hybrid.bench.workload import PRIORITIES, WorkloadConfig
+from hybrid.pricing import TierCost, provisioned_cost
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -52,18 +52,6 @@ QUANTILES = (50, 95, 99)
 GOAL_ROUTER_SUCCESS = 0.999
 GOAL_BASELINE_SUCCESS = 0.95
 GOAL_REALTIME_TTFT_P99_MS = 250.0
-
-
-@dataclass(frozen=True)
-class TierCost:
-    """What one tier costs: replicas of it that were up during the run, and the price of one per hour."""
-
-    replicas: int
-    cost_per_hour: float
-
-    @property
-    def dollars_per_hour(self) -> float:
-        return self.replicas * self.cost_per_hour
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -104,29 +92,11 @@ def summarize_records(records: list[Record], duration_s: float) -> dict:
 
 def cost_summary(records: list[Record], duration_s: float, tiers: dict[str, TierCost]) -> dict:
     """Provisioned cost of the run and cost per million completion tokens (see the module's docstring)."""
-    hours = duration_s / 3600.0
-    ok = [r for r in records if r.ok]
-    tokens = sum(r.completion_tokens for r in ok)
-    per_tier = {}
-    for name, tier in tiers.items():
-        served = sum(r.completion_tokens for r in ok if r.tier == name)
-        dollars = tier.dollars_per_hour * hours
-        per_tier[name] = {
-            "replicas": tier.replicas,
-            "cost_per_hour": tier.cost_per_hour,
-            "dollars": dollars,
-            "completion_tokens": served,
-            "cost_per_million_tokens": dollars / served * 1e6 if served else None,
-        }
-    dollars = sum(t["dollars"] for t in per_tier.values())
-    return {
-        "convention": "provisioned: sum of cost_per_hour x replicas x run duration, over tokens of succeeded requests",
-        "duration_s": duration_s,
-        "dollars": dollars,
-        "completion_tokens": tokens,
-        "cost_per_million_tokens": dollars / tokens * 1e6 if tokens else None,
-        "tiers": per_tier,
-    }
+    tokens_by_tier: Counter[str] = Counter()
+    for record in records:
+        if record.ok:
+            tokens_by_tier[record.tier or "unknown"] += record.completion_tokens
+    return provisioned_cost(tokens_by_tier, duration_s, tiers)
 
 
 def class_costs(records: list[Record], cost: dict) -> dict[str, dict]:

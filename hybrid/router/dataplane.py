@@ -24,6 +24,8 @@ from hybrid.router.metrics import RouterMetrics
 from hybrid.router.policy.policy import Decision, RoutingPolicy
 from hybrid.router.policy.replica import ReplicaState
 from hybrid.router.replica_call import CALLER_CODES, ReplicaFailed, stream_call
+from hybrid.router.scaling import ScalingSignal
+from hybrid.router.status.books import StatusBooks
 from hybrid.router.view import ReplicaView
 from hybrid.v1 import inference_pb2 as pb
 
@@ -48,7 +50,10 @@ class RouterDataPlane:
         outliers.peers = view.tier_peers
         outliers.on_ejected = self._ejected
         self.liveness = LivenessWatch(self.ledger, outliers, view.replicas, stall_s)
-        self.hooks = HookChain([self.ledger, outliers, self.metrics, self.liveness])
+        # What the status page shows (``hybrid.router.status``) and the scaling signal: books of their own.
+        self.status = StatusBooks(outliers, view.replicas)
+        self.scaling = ScalingSignal(outliers, view.replicas, self.metrics.registry)
+        self.hooks = HookChain([self.ledger, outliers, self.metrics, self.liveness, self.status, self.scaling])
         # A replica that cannot answer its load poll is unreachable; one that answers lives.
         view.on_poll_failure = lambda state, error: outliers.record_failure(state, view.tier_peers(state), True)
         view.on_poll_success = self.liveness.heard
@@ -63,6 +68,16 @@ class RouterDataPlane:
     def explain(self, request: GenerationRequest) -> Decision:
         """The decision the next identical request would get; nothing is sent or counted."""
         return self.policy.choose(request, self.view.replicas())
+
+    def _routed(self, decision: Decision, attempt: int) -> None:
+        self.metrics.routed(decision, attempt)
+        self.status.routed(decision, attempt)
+        self.scaling.routed(decision, attempt)
+
+    def _refused(self, decision: Decision, attempt: int, refusal: HybridError) -> None:
+        self.metrics.refused(decision)
+        self.status.refused(decision, attempt, refusal)
+        self.scaling.refused(decision, attempt)
 
     def _ejected(self, state: ReplicaState) -> None:
         self.metrics.ejected(state)
@@ -82,9 +97,10 @@ class RouterDataPlane:
             decision = self.policy.choose(request, self.view.replicas(), exclude=frozenset(failures), explain=False)
             state = decision.chosen
             if state is None:
-                self.metrics.refused(decision)
-                raise _refusal(failures, decision.retry_after_ms)
-            self.metrics.routed(decision, attempt)
+                refusal = _refusal(failures, decision.retry_after_ms)
+                self._refused(decision, attempt, refusal)
+                raise refusal
+            self._routed(decision, attempt)
             streamed = False
             try:
                 client = self.view.replica_clients.get(state.replica_id)

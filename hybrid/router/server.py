@@ -162,6 +162,7 @@ class Router:
         )
         policy = RoutingPolicy(realtime_ttft_ms=config.realtime_ttft_ms)
         self.dataplane = RouterDataPlane(self.view, policy, stall_s=config.stall_s)
+        self.dataplane.scaling.workers = config.workers
         self.shell = ServerShell(
             config.host, config.port, [INFERENCE_SERVICE, ROUTER_ADMIN_SERVICE], reuse_port=self.shares_ports
         )
@@ -198,7 +199,11 @@ class Router:
             from hybrid.router.openai import OpenAIFront
 
             self._http = OpenAIFront(
-                self.dataplane, self.config.host, self.config.http_port, reuse_port=self.shares_ports
+                self.dataplane,
+                self.config.host,
+                self.config.http_port,
+                reuse_port=self.shares_ports,
+                workers=self.config.workers,
             )
             await self._http.start()
             self.http_address = self._http.address
@@ -216,6 +221,7 @@ class Router:
     async def _observe(self) -> None:
         while True:
             self.dataplane.observe_discovery()
+            self.dataplane.scaling.tick()
             release_free_memory()  # what a burst of large requests left behind goes back to the system
             await asyncio.sleep(1.0)
 
