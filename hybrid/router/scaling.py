@@ -54,6 +54,9 @@ TREND_BETA = 0.2
 HORIZON_S = 15.0
 TARGET_UTILIZATION = 0.8
 PRESSURE_WINDOW_S = 10.0
+# Below this many requests a second a tier's forecast is idle: smoothing only ever approaches zero, and a
+# tier that saw no request for minutes may scale to zero where its autoscaler allows it.
+IDLE_PER_S = 0.01
 
 
 class HoltForecast:
@@ -194,12 +197,13 @@ class ScalingSignal(CallHooks):
         per_replica = capacity * self.target_utilization
         reported_ms = [r.mean_request_ms for r in serving if r.mean_request_ms > 0]
         request_s = (sum(reported_ms) / len(reported_ms) if reported_ms else defaults.ROUTING_DEFAULT_REQUEST_MS) / 1000
-        by_forecast = math.ceil(signal.forecast_per_s * request_s / per_replica - 1e-9)
+        forecast_per_s = signal.forecast_per_s if signal.forecast_per_s >= IDLE_PER_S else 0.0
+        by_forecast = math.ceil(forecast_per_s * request_s / per_replica - 1e-9)
         by_load = math.ceil(sum(r.queue_depth + r.active for r in serving) / per_replica - 1e-9)
         pressure = self._pressure.get(tier, ())
         pressed = bool(pressure) and now - pressure[-1] <= PRESSURE_WINDOW_S
         by_pressure = len(serving) + 1 if pressed else 0
-        signal.desired, signal.driver = max(
-            (by_pressure, "pressure"), (by_load, "load"), (by_forecast, "forecast"), (0, "idle")
-        )
+        drivers = {"forecast": by_forecast, "load": by_load, "pressure": by_pressure}
+        signal.desired = max(drivers.values())
+        signal.driver = next((name for name, count in drivers.items() if count == signal.desired > 0), "idle")
         return signal

@@ -49,5 +49,7 @@ def add_status_routes(app: FastAPI, dataplane: RouterDataPlane, workers: int = 1
     async def status_asset(name: str) -> Response:
         media_type = _STATIC.get(name)
         if media_type is None:
-            raise HTTPException(404, f"/status/{name} is not part of the status page ({', '.join(sorted(_STATIC))} are)")
+            raise HTTPException(
+                404, f"/status/{name} is not part of the status page ({', '.join(sorted(_STATIC))} are)"
+            )
         return Response(static_file(name), media_type=media_type)
