@@ -118,14 +118,19 @@ function drawMix(doc) {
   });
   fill("mix", rows, "no request yet", tiers.length + 2);
 
-  const minutes = doc.mix.per_minute;
-  const peak = Math.max(1, ...minutes.map((m) => Object.values(m.by_tier).reduce((a, b) => a + b, 0)));
+  // One column per minute of the window, the quiet ones empty, so the chart's time axis never stretches.
+  const byMinute = new Map(doc.mix.per_minute.map((m) => [m.minute_start, m.by_tier]));
+  const lastMinute = Math.floor(doc.generated_at / 60) * 60;
+  const slots = [];
+  for (let i = doc.window.minutes - 1; i >= 0; i--) slots.push(lastMinute - i * 60);
+  const totalOf = (byTier) => Object.values(byTier || {}).reduce((a, b) => a + b, 0);
+  const peak = Math.max(1, ...slots.map((start) => totalOf(byMinute.get(start))));
   const chart = document.getElementById("mix-chart");
-  chart.replaceChildren(...minutes.map((m) => {
-    const total = Object.values(m.by_tier).reduce((a, b) => a + b, 0);
-    const column = el("div", { class: "col", title: `${new Date(m.minute_start * 1000).toLocaleTimeString()}: ${total} calls` });
+  chart.replaceChildren(...slots.map((start) => {
+    const byTier = byMinute.get(start) || {};
+    const column = el("div", { class: "col", title: `${new Date(start * 1000).toLocaleTimeString()}: ${totalOf(byTier)} calls` });
     for (const tier of tiers) {
-      const count = m.by_tier[tier] || 0;
+      const count = byTier[tier] || 0;
       if (count) column.append(el("div", { style: `height:${(count / peak * 100).toFixed(1)}%;background:${TIER_COLORS[tier]}` }));
     }
     return column;
