@@ -16,7 +16,7 @@ burst is still rising, not after it peaked. The desired count is the most of:
 It reads, in ``hybrid_router_tier_desired_replicas{tier}``:
 
 * KEDA's Prometheus scaler, as ``max(hybrid_router_tier_desired_replicas{tier="private"})`` with
-  ``metricType: Value`` and ``threshold: "1"`` (one replica per unit): ``docs/autoscaling.md``;
+  ``metricType: AverageValue`` and ``threshold: "1"`` (one replica per unit): ``docs/autoscaling.md``;
 * Ray Serve's custom autoscaling policy: ``cloud.autoscaling.RouterSignalPolicy``, which the Serve config
   the cloud tier writes names when it is given the Prometheus that scrapes the router.
 
