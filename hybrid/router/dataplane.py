@@ -69,9 +69,10 @@ class RouterDataPlane:
         """The decision the next identical request would get; nothing is sent or counted."""
         return self.policy.choose(request, self.view.replicas())
 
-    def _routed(self, decision: Decision, attempt: int) -> None:
+    def _routed(self, decision: Decision, attempt: int, failures: dict[str, ReplicaFailed]) -> None:
         self.metrics.routed(decision, attempt)
-        self.status.routed(decision, attempt)
+        last_failure = next(reversed(failures.values())).code.name.lower() if failures else ""
+        self.status.routed(decision, attempt, last_failure)
         self.scaling.routed(decision, attempt)
 
     def _refused(self, decision: Decision, attempt: int, refusal: HybridError) -> None:
@@ -100,7 +101,7 @@ class RouterDataPlane:
                 refusal = _refusal(failures, decision.retry_after_ms)
                 self._refused(decision, attempt, refusal)
                 raise refusal
-            self._routed(decision, attempt)
+            self._routed(decision, attempt, failures)
             streamed = False
             try:
                 client = self.view.replica_clients.get(state.replica_id)
@@ -115,7 +116,10 @@ class RouterDataPlane:
                     raise
                 failures[state.replica_id] = error
                 log.info("retrying %s elsewhere: %s: %s", request.request_id, state.replica_id, error.message)
-        raise _refusal(failures, defaults.ROUTING_NO_REPLICA_RETRY_AFTER_MS, gave_up=True)
+        refusal = _refusal(failures, defaults.ROUTING_NO_REPLICA_RETRY_AFTER_MS, gave_up=True)
+        self.status.gave_up(decision, refusal)
+        self.scaling.gave_up(decision)
+        raise refusal
 
     async def generate(
         self, request: GenerationRequest, message: pb.GenerateRequest

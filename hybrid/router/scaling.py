@@ -162,6 +162,11 @@ class ScalingSignal(CallHooks):
                 self._arrivals[first] += 1
             self._pressure[first].append(self._clock())
 
+    def gave_up(self, decision: Decision) -> None:
+        """Every replica tried for a request failed or was full: pressure on the tier it wanted."""
+        if decision.tier_order:
+            self._pressure[decision.tier_order[0].name.lower()].append(self._clock())
+
     def ended(self, call: Call, outcome: Outcome, now: float) -> None:
         if outcome.label == "deadline_exceeded":
             self._pressure.setdefault(call.replica.record.tier, deque(maxlen=256)).append(self._clock())
@@ -173,11 +178,13 @@ class ScalingSignal(CallHooks):
         second = math.floor(now)
         elapsed = second - self._second
         if elapsed > 0:
-            # A second with no request is a zero; a long idle gap folds in as a few of them, not thousands.
-            for step in range(min(elapsed, 60)):
-                for tier, forecast in self._forecasts.items():
-                    count = self._arrivals.get(tier, 0) if step == 0 else 0
-                    forecast.observe(count * self.workers)
+            # A tick held up by a busy loop spreads what it counted over the seconds it covers; a long idle gap
+            # folds in as a minute of zeros, not thousands.
+            steps = min(elapsed, 60)
+            for tier, forecast in self._forecasts.items():
+                per_second = self._arrivals.get(tier, 0) * self.workers / elapsed
+                for _ in range(steps):
+                    forecast.observe(per_second)
             self._arrivals.clear()
             self._second = second
         replicas = self.replicas()
@@ -191,7 +198,7 @@ class ScalingSignal(CallHooks):
         forecast = self._forecasts[tier]
         serving = [r for r in members if not r.draining and not self.outliers.ejected(r)]
         signal = TierSignal(
-            arrivals_per_s=forecast.level or 0.0, forecast_per_s=forecast.forecast(self.horizon_s), serving=len(serving)
+            arrivals_per_s=max(0.0, forecast.level or 0.0), forecast_per_s=forecast.forecast(self.horizon_s), serving=len(serving)
         )
         capacity = sum(r.capacity for r in serving) / len(serving) if serving else 1.0
         per_replica = capacity * self.target_utilization

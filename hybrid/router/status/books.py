@@ -32,12 +32,15 @@ STATUS_MINUTES = 15
 LAST_FAILURES = 20
 TTFT_BIN_RATIO = 1.05
 _LOG_RATIO = math.log(TTFT_BIN_RATIO)
+# A replica's answer when it has no slot free: a spillover, not a failure of the request.
+FULL = "resource_exhausted"
 # Tier of a request no replica took.
 NO_TIER = "none"
 ALL = "all"
 
 # Why a request went past the first tier of its class.
 SPILL_RETRIED = "its replica there failed before the first token"
+SPILL_FULL = "its replica there was full (RESOURCE_EXHAUSTED)"
 SPILL_NO_REPLICA = "no replica of its model there"
 SPILL_UNUSABLE = "every replica there ejected, draining or already tried"
 SPILL_NO_ROOM = "no replica there expected to meet its target (full or slow)"
@@ -121,7 +124,9 @@ class StatusBooks(CallHooks):
         return max(1e-3, now - max(window_start, self.started_at))
 
     # --- notes from the data plane, once per choice ---
-    def routed(self, decision: Decision, attempt: int) -> None:
+    def routed(self, decision: Decision, attempt: int, last_failure: str = "") -> None:
+        """A replica was chosen, the ``attempt``-th for the request; ``last_failure`` names the status the
+        replica before it failed with (lower case), where there was one."""
         bucket = self._bucket()
         if attempt:
             bucket.retried += 1
@@ -130,12 +135,12 @@ class StatusBooks(CallHooks):
             return
         first = decision.tier_order[0].name.lower()
         if chosen.record.tier != first:
-            reason = self._spill_reason(decision, chosen, attempt)
+            reason = self._spill_reason(decision, chosen, attempt, last_failure)
             bucket.spillovers[(first, chosen.record.tier, reason)] += 1
 
-    def _spill_reason(self, decision: Decision, chosen: ReplicaState, attempt: int) -> str:
+    def _spill_reason(self, decision: Decision, chosen: ReplicaState, attempt: int, last_failure: str) -> str:
         if attempt:
-            return SPILL_RETRIED
+            return SPILL_FULL if last_failure == FULL else SPILL_RETRIED
         first = decision.tier_order[0]
         members = [r for r in self.replicas() if r.tier == first and r.record.model == chosen.record.model]
         if not members:
@@ -153,6 +158,10 @@ class StatusBooks(CallHooks):
         bucket.sent[(request_class, NO_TIER)] += 1
         bucket.outcomes[(request_class, NO_TIER, "refused")] += 1
         self._note_failure("", NO_TIER, request_class, error.code.name.lower(), error.message)
+
+    def gave_up(self, decision: Decision, error: HybridError) -> None:
+        """Every replica tried failed before answering: the request's end (its calls are counted already)."""
+        self._note_failure("", NO_TIER, decision.request_class.value, error.code.name.lower(), error.message)
 
     def _note_failure(self, replica_id: str, tier: str, request_class: str, outcome: str, detail: str) -> None:
         self.last_failures.appendleft(
@@ -191,8 +200,9 @@ class StatusBooks(CallHooks):
             bucket.cancelled += 1
         else:
             bucket.failed_calls += 1
-            detail = call.abandoned or f"{outcome.label} after {call.tokens} tokens"
-            self._note_failure(call.replica.replica_id, tier, call.request_class, outcome.label, detail)
+            if outcome.label != FULL:  # a full replica's request goes elsewhere: a refusal is noted if none took it
+                detail = call.abandoned or f"{outcome.label} after {call.tokens} tokens"
+                self._note_failure(call.replica.replica_id, tier, call.request_class, outcome.label, detail)
 
 
 def merged_ttft(buckets: Iterable[MinuteBucket]) -> dict[str, LogHistogram]:

@@ -155,3 +155,17 @@ def test_a_long_idle_gap_folds_in_as_a_bounded_number_of_zeros():
     clock.now += 86_400
     signal.tick()
     assert signal.tiers["private"].arrivals_per_s < 0.01
+
+
+def test_a_late_tick_spreads_its_count_over_the_seconds_it_covers():
+    clock, state = FakeClock(), replica("p-1")
+    on_time, _ = signal_of([state], clock)
+    late, _ = signal_of([state], clock)
+    for _ in range(3):
+        for _ in range(10):
+            on_time.routed(interactive(state), 0)
+            late.routed(interactive(state), 0)
+        clock.now += 1
+        on_time.tick()
+    late.tick()  # three seconds of arrivals at once, as a loop busy for three seconds would
+    assert late._forecasts["private"].level == pytest.approx(on_time._forecasts["private"].level)

@@ -13,6 +13,7 @@ from hybrid.router.policy.policy import Decision
 from hybrid.router.policy.replica import ReplicaState
 from hybrid.router.policy.tiers import RequestClass
 from hybrid.router.status.books import (
+    SPILL_FULL,
     SPILL_NO_REPLICA,
     SPILL_NO_ROOM,
     SPILL_RETRIED,
@@ -76,7 +77,7 @@ def test_a_retried_call_is_no_failed_request_and_a_refusal_is_one():
     failed = Call(private, 0.0, None, 3, "cold INTERACTIVE")
     books.sent(failed)
     books.ended(failed, Outcome("unavailable", replica_failed=True), 0.0)
-    books.routed(interactive(public), 1)  # resent: the same request
+    books.routed(interactive(public), 1, "unavailable")  # resent: the same request
     answered_call(books, public)
     books.refused(interactive(None), 0, OverloadedError("no tier has room for this request within its deadline", 10))
     success, _ = outcomes(books.recent(), 250.0)
@@ -96,22 +97,25 @@ def test_a_caller_hanging_up_counts_neither_for_nor_against():
 
 
 @pytest.mark.parametrize(
-    "attempt, private_replicas, ejected, expected",
+    "attempt, last_failure, private_replicas, ejected, expected",
     [
-        (1, 1, False, SPILL_RETRIED),
-        (0, 0, False, SPILL_NO_REPLICA),
-        (0, 1, True, SPILL_UNUSABLE),
-        (0, 1, False, SPILL_NO_ROOM),
+        (1, "unavailable", 1, False, SPILL_RETRIED),
+        (1, "resource_exhausted", 1, False, SPILL_FULL),
+        (0, "", 0, False, SPILL_NO_REPLICA),
+        (0, "", 1, True, SPILL_UNUSABLE),
+        (0, "", 1, False, SPILL_NO_ROOM),
     ],
 )
-def test_each_spillover_says_why_the_first_tier_did_not_take_it(attempt, private_replicas, ejected, expected):
+def test_each_spillover_says_why_the_first_tier_did_not_take_it(
+    attempt, last_failure, private_replicas, ejected, expected
+):
     clock, public = FakeClock(), replica("q-1", "public")
     privates = [replica(f"p-{i}", "private") for i in range(private_replicas)]
     books, outliers = books_of([*privates, public], clock)
     for state in privates:
         if ejected:
             outliers.eject(state)
-    books.routed(interactive(public), attempt)
+    books.routed(interactive(public), attempt, last_failure)
     assert dict(books.recent()[-1].spillovers) == {("private", "public", expected): 1}
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from hybrid.client import build_request
 from hybrid.router.server import Router, RouterConfig
-from hybrid.router.status.books import SPILL_RETRIED
+from hybrid.router.status.books import SPILL_FULL, SPILL_RETRIED
 from hybrid.v1 import inference_pb2_grpc as pb_grpc
 from tests.hybrid.router import fake_replicas as scripts
 from tests.hybrid.router.fake_replicas import FakeReplica, MemorySource
@@ -106,6 +106,16 @@ async def test_a_spillover_and_a_failure_show_with_their_reasons():
         assert (failure["replica"], failure["tier"], failure["outcome"]) == ("priv-1", "private", "unavailable")
 
 
+async def test_a_full_replica_is_a_spillover_not_a_failure():
+    full = FakeReplica("priv-1", "private", scripts.is_full)
+    spare = FakeReplica("pub-1", "public", scripts.answers)
+    async with served(full, spare) as (router, stub):
+        [r async for r in stub.Generate(build_request("hello", priority="interactive"), timeout=5)]
+        document = await status(router)
+        assert [s["reason"] for s in document["spillovers"]] == [SPILL_FULL]
+        assert document["success"]["rate"] == 1.0 and document["last_failures"] == []
+
+
 async def test_a_refused_request_counts_against_the_success_rate():
     full = FakeReplica("priv-1", "private", scripts.is_full)
     async with served(full) as (router, stub):
@@ -136,3 +146,15 @@ async def test_a_window_outside_the_books_is_refused_with_what_to_ask_instead():
         code, _, body = await fetch(router, "/status.json?minutes=600")
         assert code == 422 and b"minutes" in body
         assert (await status(router, "?minutes=1"))["window"]["minutes"] == 1
+
+
+async def test_a_request_every_replica_refused_as_full_ends_in_the_last_failures():
+    full = [FakeReplica(f"priv-{i}", "private", scripts.is_full) for i in range(3)]
+    async with served(*full) as (router, stub):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            [r async for r in stub.Generate(build_request("hello", priority="interactive"), timeout=5)]
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        document = await status(router)
+        assert document["success"]["failed"] == 1 and document["success"]["rate"] == 0.0
+        [failure] = document["last_failures"]  # the request's end, not each full replica's answer
+        assert failure["outcome"] == "resource_exhausted" and failure["tier"] == "none"
