@@ -13,6 +13,7 @@ cores cannot keep up.
 At the burst's top it screenshots ``/status`` in headless Chromium (Debian's package, through Playwright).
 
     python benchmarks/status_burst.py --out bench-status --screenshot docs/status-page.png
+    python benchmarks/status_burst.py --out bench-status-now --horizon-s 0     # the same without the forecast
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import grpc
 from hybrid.bench.synthetic import SyntheticReplica, SyntheticReplicaConfig
 from hybrid.client import build_request
 from hybrid.discovery.static import StaticFileRegistry
-from hybrid.router.scaling import TARGET_UTILIZATION, TIERS
+from hybrid.router.scaling import HORIZON_S, TARGET_UTILIZATION
 from hybrid.router.server import Router, RouterConfig
 from hybrid.v1 import inference_pb2_grpc as pb_grpc
 
@@ -127,6 +128,7 @@ async def run(args: argparse.Namespace) -> dict:
         host="127.0.0.1", port=0, http_port=0, discovery=f"static:{workdir / 'discovery.yaml'}", poll_interval_s=0.5
     )
     router = Router(config)
+    router.dataplane.scaling.horizon_s = args.horizon_s
     await router.start()
     channel = grpc.aio.insecure_channel(router.address)
     stub = pb_grpc.InferenceStub(channel)
@@ -178,18 +180,26 @@ async def run(args: argparse.Namespace) -> dict:
 
 
 def summarize(samples: list[dict], outcomes: dict, sent: int, peak_at: float, args: argparse.Namespace) -> dict:
+    """Per tier: what the peak needs (Little's law at the mean rate sent while the peak held), when the desired
+    count first reached it, and how long before the scheduled peak that was (the lead; negative: after)."""
+    request_s = (args.first_token_ms + args.token_ms * (args.max_new_tokens - 1)) / 1000
+    held = [s for s in samples if peak_at <= s["t"] < peak_at + args.hold_s]
     leads = {}
-    for tier in TIERS:
-        peak_need = max(s[tier]["need_now"] for s in samples)
-        reached = next((s["t"] for s in samples if s[tier]["desired"] >= peak_need), None)
+    for tier, capacity in (("edge", 4), ("private", 8), ("public", 16)):
+        held_rate = sum(s[tier]["sent_per_s"] for s in held) / max(1, len(held))
+        peak_need = need_now(held_rate, capacity, request_s)
+        reached = next((s["t"] for s in samples if s["t"] >= args.steady_s and s[tier]["desired"] >= peak_need), None)
         leads[tier] = {
+            "held_rate_per_s": round(held_rate, 2),
             "peak_need": peak_need,
             "desired_reached_peak_need_at_s": reached,
             "lead_s": None if reached is None else round(peak_at - reached, 2),
             "most_desired": max(s[tier]["desired"] for s in samples),
         }
     return {
-        "profile": {k: getattr(args, k) for k in ("base_rps", "peak_rps", "steady_s", "ramp_s", "hold_s", "tail_s")},
+        "profile": {
+            k: getattr(args, k) for k in ("base_rps", "peak_rps", "steady_s", "ramp_s", "hold_s", "tail_s", "horizon_s")
+        },
         "replica": {"token_ms": args.token_ms, "first_token_ms": args.first_token_ms, "tokens": args.max_new_tokens},
         "offered_peak_at_s": peak_at,
         "sent": sent,
@@ -244,6 +254,9 @@ def main() -> None:
     parser.add_argument("--first-token-ms", type=float, default=30.0)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--tick-s", type=float, default=0.05)
+    parser.add_argument(
+        "--horizon-s", type=float, default=HORIZON_S, help="how far ahead the router forecasts; 0: the rate now"
+    )
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     out = Path(args.out)
