@@ -149,9 +149,18 @@ function drawSpillsAndTtft(doc) {
 }
 
 function drawFailures(doc) {
-  fill("failures", doc.last_failures.map((f) => el("tr", {},
-    td(ago(f.at)), td(f.request_class), tierCell(f.tier), td(f.replica || "–"), td(f.outcome), td(f.detail, "detail"))),
-  "no failure in memory", 6);
+  // Under a burst the same failure repeats: one row each, with how many times and the newest time.
+  const groups = [];
+  for (const f of doc.last_failures) {
+    const key = [f.request_class, f.tier, f.replica, f.outcome, f.detail.replace(/\d+ ms/g, "")].join("|");
+    const last = groups[groups.length - 1];
+    if (last && last.key === key) last.count += 1;
+    else groups.push({ key, count: 1, failure: f });
+  }
+  fill("failures", groups.map(({ count, failure: f }) => el("tr", {},
+    td(ago(f.at)), td(f.request_class), tierCell(f.tier), td(f.replica || "–"), td(f.outcome),
+    td(f.detail, "detail"), td(count > 1 ? `× ${count}` : "", "num"))),
+  "no failure in memory", 7);
 }
 
 function draw(doc) {

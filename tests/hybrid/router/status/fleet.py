@@ -47,6 +47,28 @@ class StatusFleet(BackgroundLoop):
 
         self.call(ask_all())
 
+    def fail_everywhere(self, priority: str = "interactive") -> None:
+        """One request that every replica fails before its first token (UNAVAILABLE); the replicas answer again
+        afterwards."""
+
+        async def ask_once() -> None:
+            import grpc.aio
+
+            for replica in self.replicas:
+                replica.script = scripts.fails_at_once
+            try:
+                async with grpc.aio.insecure_channel(self.router.address) as channel:
+                    request = build_request(f"{priority} doomed", priority=priority)
+                    try:
+                        [chunk async for chunk in pb_grpc.InferenceStub(channel).Generate(request, timeout=5)]
+                    except grpc.aio.AioRpcError as error:
+                        assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+            finally:
+                for replica in self.replicas:
+                    replica.script = scripts.answers
+
+        self.call(ask_once())
+
     def stop(self) -> None:
         async def stop_all() -> None:
             await self.router.stop()

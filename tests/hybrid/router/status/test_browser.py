@@ -83,6 +83,11 @@ def test_the_page_lists_the_replicas_and_its_mix_and_cost_follow_the_requests(br
     assert page.locator("#mix-chart .col").count() == 15  # one column a minute of the window
     assert page.locator("#mix-chart .col > div").count() >= 2  # private and public, in this minute (or two)
 
+    fleet.fail_everywhere()
+    page.wait_for_function("!document.querySelector('#failures tbody tr.empty')", timeout=10_000)
+    failures = page.locator("#failures tbody").inner_text()
+    assert "unavailable" in failures and "cold INTERACTIVE" in failures
+
     assert hosts == {fleet.http_address}, f"the page reached beyond the router: {hosts}"
     assert not errors, errors
     screenshot = tmp_path / "status.png"
