@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -48,3 +49,28 @@ def test_a_router_not_serving_there_is_said_plainly():
 def test_a_window_beyond_the_books_is_refused_before_anything_is_read():
     result = hybrid("status", "--router", "127.0.0.1:1", "--minutes", "60", timeout=60)
     assert result.returncode == 2 and "--minutes" in result.stderr
+
+
+def test_the_live_table_refreshes_until_interrupted_and_exits_cleanly(fleet):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    live = subprocess.Popen(
+        [sys.executable, "-m", "hybrid.cli", "status", "--router", fleet.http_address, "--interval", "0.2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(3)
+        fleet.send(2, "realtime")  # the frames after this one show it
+        time.sleep(1.5)
+        live.send_signal(signal.SIGINT)
+        out, err = live.communicate(timeout=20)
+    finally:
+        live.kill()
+    assert live.returncode == 0, err
+    assert "private-1" in out
+    assert re.search(r"│ REALTIME\s+│", out), "the mix table's REALTIME row, from a frame after the requests"
