@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hybrid.bench.loadgen import Record, RunResult
+from hybrid.bench.scaling_signal import signal_figure, signal_markdown, summarize_signal
 from hybrid.bench.workload import PRIORITIES, WorkloadConfig
 from hybrid.pricing import TierCost, provisioned_cost
 
@@ -204,8 +205,15 @@ def build_report(
     bin_s: float = 1.0,
 ) -> dict:
     configurations = {run.name: summarize_run(run, tiers, bin_s) for run in runs}
+    signal = (meta or {}).get("scaling_signal")
+    burst = list(workload.burst_window()) if workload is not None else None
     return {
         "meta": meta or {},
+        **(
+            {"scaling_signal": summarize_signal(signal, configurations["router"]["timeline"], burst)}
+            if signal and "router" in configurations
+            else {}
+        ),
         "workload": workload.model_dump(mode="json") if workload is not None else None,
         "burst_window_s": list(workload.burst_window()) if workload is not None else None,
         "tiers": {name: {"replicas": t.replicas, "cost_per_hour": t.cost_per_hour} for name, t in tiers.items()},
@@ -261,6 +269,8 @@ def markdown(report: dict) -> str:
             f"{GOAL_BASELINE_SUCCESS:.0%} success or missing that latency: {'yes' if goal['baseline_falls_short'] else 'no'}; "
             f"router cost per million tokens no higher: {'yes' if goal['cost_no_higher'] else 'no'}.",
         ]
+    if "scaling_signal" in report:
+        lines += ["", signal_markdown(report["scaling_signal"])]
     return "\n".join(lines) + "\n"
 
 
@@ -370,14 +380,19 @@ def _tier_mix_figure(report: dict) -> Figure:
 
 
 def plot(report: dict, runs: list[RunResult], out: Path) -> list[Path]:
-    """latency_cdf.png, timeline.png and tier_mix.png in ``out``; returns their paths."""
+    """latency_cdf.png, timeline.png, tier_mix.png (and scaling_signal.png where the router's signal was sampled)
+    in ``out``; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
     colors = {name: f"C{i}" for i, name in enumerate(report["configurations"])}
     latency_cdf, timeline, tier_mix = out / "latency_cdf.png", out / "timeline.png", out / "tier_mix.png"
     _latency_cdf_figure(runs, colors).savefig(latency_cdf, dpi=110)
     _timeline_figure(report, colors).savefig(timeline, dpi=110)
     _tier_mix_figure(report).savefig(tier_mix, dpi=110)
-    return [latency_cdf, timeline, tier_mix]
+    plots = [latency_cdf, timeline, tier_mix]
+    if "scaling_signal" in report:
+        signal_figure(report, report["meta"]["scaling_signal"]).savefig(out / "scaling_signal.png", dpi=110)
+        plots.append(out / "scaling_signal.png")
+    return plots
 
 
 def write_report(
