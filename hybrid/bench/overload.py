@@ -320,7 +320,7 @@ def run_overload(config: OverloadConfig, say=None, command: str = "") -> dict:
                 time.sleep(config.cooldown_s)
             say(f"running the schedule against the {name} at {stack.target(name)}")
             run = (stack.target(name), arrivals, name, config.chat, config.progress, config.loadgen_processes)
-            sampler = SignalSampler(stack.router_status_url) if name == "router" else None
+            sampler = SignalSampler(stack.router_status_url) if name == "router" and stack.router_status_url else None
             with sampler or contextlib.nullcontext():
                 # One generator gets a process of its own; a pool's generators have theirs, and this one only merges.
                 runs.append(

@@ -1,14 +1,15 @@
 """The status page's books: what the router's calls did over the last minutes, in a ring of minute buckets.
 
-``StatusBooks`` is a call hook (``hybrid.router.ledger.CallHooks``) plus two notes the data plane gives it
-per request (``routed``, ``refused``). Memory is bounded whatever the traffic: ``minutes`` buckets, each
+``StatusBooks`` is a call hook (``hybrid.router.ledger.CallHooks``) plus the notes the data plane gives it on
+each choice (``routed``, ``refused``) and when it gives a request up (``gave_up``). Memory is bounded whatever the traffic: ``minutes`` buckets, each
 holding counters keyed by class, tier and outcome, and first-token times as a log-binned histogram (bins
 ``TTFT_BIN_RATIO`` apart, so a percentile read from it is within that ratio of the one measured); the last
 failures are a short ring.
 
 Requests, not calls, count toward the success rate: a call that failed before its first token and was
 resent elsewhere (``routed`` with ``attempt`` above 0) is a retry, not a failure; a caller that hung up
-counts neither way.
+counts neither way. For the same reason a full replica's RESOURCE_EXHAUSTED is a spillover, not one of the
+last failures: the request's own end is, where no replica took it.
 """
 
 from __future__ import annotations
