@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hybrid import constants
-from hybrid.cli.common import add_discovery_argument, positive_float
+from hybrid.cli.common import add_discovery_argument, non_negative_float, positive_float, share
 from hybrid.router import defaults as router_defaults
 
 
@@ -22,6 +22,8 @@ def cmd_router_serve(args: argparse.Namespace) -> int:
         stall_s=args.stall_s,
         drain_grace_s=args.drain_grace_s,
         workers=args.workers,
+        scaling_horizon_s=args.scaling_horizon_s,
+        scaling_target_utilization=args.scaling_target_utilization,
     )
     if config.workers > 1:
         from hybrid.router.workers import serve_workers
@@ -68,5 +70,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         type=float,
         default=constants.DRAIN_GRACE_S,
         help="time the answers in flight get to finish when the router stops or their replica leaves discovery",
+    )
+    serve.add_argument(
+        "--scaling-horizon-s",
+        type=non_negative_float,
+        default=router_defaults.SCALING_HORIZON_S,
+        help="how far ahead the scaling signal (hybrid_router_tier_desired_replicas) forecasts arrivals: about the "
+        "time a new replica takes to start; 0 sizes the tiers for the rate now",
+    )
+    serve.add_argument(
+        "--scaling-target-utilization",
+        type=share,
+        default=router_defaults.SCALING_TARGET_UTILIZATION,
+        help="share of a replica's slots the scaling signal plans to fill, in (0, 1]",
     )
     serve.set_defaults(func=cmd_router_serve)

@@ -46,17 +46,12 @@ if TYPE_CHECKING:
     from hybrid.router.policy.replica import ReplicaState
 
 TIERS = tuple(tier.name.lower() for tier in Tier)
-# Holt's smoothing of the per-second counts: the level follows a burst within a few seconds, the slope
-# within several, and one noisy second moves neither much.
-LEVEL_ALPHA = 0.3
-TREND_BETA = 0.2
-# About the time a new replica takes to start serving: how far ahead the arrival rate is forecast.
-HORIZON_S = 15.0
-TARGET_UTILIZATION = 0.8
-PRESSURE_WINDOW_S = 10.0
-# Below this many requests a second a tier's forecast is idle: smoothing only ever approaches zero, and a
-# tier that saw no request for minutes may scale to zero where its autoscaler allows it.
-IDLE_PER_S = 0.01
+LEVEL_ALPHA = defaults.SCALING_LEVEL_ALPHA
+TREND_BETA = defaults.SCALING_TREND_BETA
+HORIZON_S = defaults.SCALING_HORIZON_S
+TARGET_UTILIZATION = defaults.SCALING_TARGET_UTILIZATION
+PRESSURE_WINDOW_S = defaults.SCALING_PRESSURE_WINDOW_S
+IDLE_PER_S = defaults.SCALING_IDLE_PER_S
 
 
 class HoltForecast:
@@ -198,7 +193,9 @@ class ScalingSignal(CallHooks):
         forecast = self._forecasts[tier]
         serving = [r for r in members if not r.draining and not self.outliers.ejected(r)]
         signal = TierSignal(
-            arrivals_per_s=max(0.0, forecast.level or 0.0), forecast_per_s=forecast.forecast(self.horizon_s), serving=len(serving)
+            arrivals_per_s=max(0.0, forecast.level or 0.0),
+            forecast_per_s=forecast.forecast(self.horizon_s),
+            serving=len(serving),
         )
         capacity = sum(r.capacity for r in serving) / len(serving) if serving else 1.0
         per_replica = capacity * self.target_utilization

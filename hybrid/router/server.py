@@ -69,6 +69,19 @@ class RouterConfig(BaseModel):
         description="First-token target of REALTIME requests: they go to the nearest tier expected to meet it "
         "(with ROUTING_TTFT_HEADROOM to spare), and to the soonest expected first token of any tier where none is.",
     )
+    scaling_horizon_s: float = Field(
+        default=defaults.SCALING_HORIZON_S,
+        ge=0,
+        description="How far ahead the scaling signal forecasts each tier's arrival rate: about the time a new "
+        "replica takes to start serving. 0 sizes the tiers for the rate now.",
+    )
+    scaling_target_utilization: float = Field(
+        default=defaults.SCALING_TARGET_UTILIZATION,
+        gt=0,
+        le=1,
+        description="Share of a replica's slots the scaling signal plans to fill; the rest absorbs what the "
+        "forecast misses.",
+    )
 
 
 def relaying_handler(servicer: RouterServicer) -> grpc.GenericRpcHandler:
@@ -163,6 +176,8 @@ class Router:
         policy = RoutingPolicy(realtime_ttft_ms=config.realtime_ttft_ms)
         self.dataplane = RouterDataPlane(self.view, policy, stall_s=config.stall_s)
         self.dataplane.scaling.workers = config.workers
+        self.dataplane.scaling.horizon_s = config.scaling_horizon_s
+        self.dataplane.scaling.target_utilization = config.scaling_target_utilization
         self.shell = ServerShell(
             config.host, config.port, [INFERENCE_SERVICE, ROUTER_ADMIN_SERVICE], reuse_port=self.shares_ports
         )

@@ -169,3 +169,23 @@ def test_a_late_tick_spreads_its_count_over_the_seconds_it_covers():
         on_time.tick()
     late.tick()  # three seconds of arrivals at once, as a loop busy for three seconds would
     assert late._forecasts["private"].level == pytest.approx(on_time._forecasts["private"].level)
+
+
+async def test_the_router_serve_flags_reach_the_signal():
+    from hybrid.cli import build_parser
+    from hybrid.router.server import Router, RouterConfig
+    from tests.hybrid.router.fake_replicas import MemorySource
+
+    args = build_parser().parse_args(
+        ["router", "serve", "--scaling-horizon-s", "30", "--scaling-target-utilization", "0.5"]
+    )
+    config = RouterConfig(
+        port=0,
+        discovery="memory",
+        scaling_horizon_s=args.scaling_horizon_s,
+        scaling_target_utilization=args.scaling_target_utilization,
+    )
+    signal = Router(config, source=MemorySource([])).dataplane.scaling
+    assert (signal.horizon_s, signal.target_utilization) == (30.0, 0.5)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["router", "serve", "--scaling-target-utilization", "0"])
