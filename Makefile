@@ -30,7 +30,8 @@ unit: lint
 	$(PY) -m pytest -m "not slow"
 
 test: lint
-	$(PY) -m pytest
+	# -rs: every skipped test says why (the browser test, where Chromium cannot be had).
+	$(PY) -m pytest -rs
 
 protos: install
 	$(PY) scripts/generate_protos.py

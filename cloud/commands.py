@@ -69,7 +69,10 @@ def cmd_cloud_config(args: argparse.Namespace) -> int:
     )
     if deployment.num_gpus is None:
         raise ValueError("say how many GPUs each replica gets: --num-gpus 1 for a GPU tier, 0 for CPU")
-    text = dump_serve_config(serve_config(settings, deployment, args.app_name or settings.tier, args.port))
+    document = serve_config(
+        settings, deployment, args.app_name or settings.tier, args.port, router_prometheus=args.router_prometheus
+    )
+    text = dump_serve_config(document)
     if args.out:
         Path(args.out).write_text(text)
         print(args.out)
@@ -106,6 +109,13 @@ def add_commands(commands: argparse._SubParsersAction, plugin: tiers.TierPlugin)
     )
     config.add_argument("--cost-per-hour", type=float, default=0.0, help="per replica, registered with it")
     config.add_argument("--out", default="", help="file to write; stdout when empty")
+    config.add_argument(
+        "--router-prometheus",
+        default="",
+        metavar="URL",
+        help="the Prometheus that scrapes the router: Serve then scales the tier on the router's scaling signal "
+        "(hybrid_router_tier_desired_replicas) as well as on its own ongoing requests",
+    )
     config.set_defaults(func=cmd_cloud_config)
 
 

@@ -52,11 +52,14 @@ def serve_config(
     deployment: DeploymentSettings,
     app_name: str,
     grpc_port: int = constants.DEFAULT_CLOUD_GRPC_PORT,
+    router_prometheus: str = "",
 ) -> dict:
     """The Serve config document (``serve deploy`` schema) of one tier, one application per cluster.
 
     The replica settings travel as ``HYBRID_*`` variables, the way the tier-spec module hands
     them over, so both kinds of config read back through the same ``ReplicaSettings.from_env``.
+    With ``router_prometheus`` (the URL of the Prometheus that scrapes the router), Serve scales the
+    tier on the router's scaling signal too (``cloud.autoscaling``).
     """
     if not _APP_NAME.match(app_name):
         raise CloudConfigError(
@@ -86,7 +89,7 @@ def serve_config(
                 "deployments": [
                     {
                         "name": defaults.CLOUD_DEPLOYMENT_NAME,
-                        "autoscaling_config": deployment.autoscaling_config(),
+                        "autoscaling_config": _autoscaling(deployment, settings.tier, router_prometheus),
                         "max_ongoing_requests": deployment.max_ongoing_requests,
                         "max_queued_requests": deployment.max_queued_requests,
                         "ray_actor_options": deployment.ray_actor_options(),
@@ -95,6 +98,16 @@ def serve_config(
             }
         ],
     }
+
+
+def _autoscaling(deployment: DeploymentSettings, tier: str, router_prometheus: str) -> dict:
+    config = deployment.autoscaling_config()
+    if router_prometheus:
+        from cloud.autoscaling import POLICY_IMPORT_PATH
+
+        kwargs = {"tier": tier, "prometheus_address": router_prometheus}
+        config["policy"] = {"policy_function": POLICY_IMPORT_PATH, "policy_kwargs": kwargs}
+    return config
 
 
 def dump_serve_config(document: dict) -> str:

@@ -24,10 +24,12 @@ between them, and writes the report (``hybrid.bench.report``) into ``out``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import platform
 import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -41,6 +43,7 @@ from hybrid.bench.loadgen import RunResult
 from hybrid.bench.loadgen_pool import PoolProgress, run_pool
 from hybrid.bench.processes import ServerProcess, call_in_process
 from hybrid.bench.report import TierCost, write_report
+from hybrid.bench.scaling_signal import SignalSampler
 from hybrid.bench.workload import Arrival, WorkloadConfig, schedule
 from hybrid.discovery import ReplicaRecord
 from hybrid.discovery.records import prefer_direct_replicas
@@ -145,6 +148,7 @@ class BenchStack:
         self.records: list[ReplicaRecord] = []  # as the router and the baseline see them: at the WAN proxies
         self.tier_costs: dict[str, TierCost] = {}
         self.router_address = ""
+        self.router_status_url = ""  # the router's /status.json, once it serves
         self.baseline_address = ""
         self._stoppers: list = []
         self._folder = Path(tempfile.mkdtemp(prefix="hybrid-bench-"))
@@ -214,8 +218,14 @@ class BenchStack:
         registry = StaticFileRegistry(discovery)
         for record in self.records:
             registry.register(record)
-        router_config = RouterConfig(port=0, discovery=f"static:{discovery}")
+        # A port fixed here, as the router runs in a child that hands back only its gRPC address: the scaling
+        # signal is sampled from its status page during its run.
+        with socket.socket() as probe:
+            probe.bind((constants.DEFAULT_HOST, 0))
+            http_port = probe.getsockname()[1]
+        router_config = RouterConfig(port=0, discovery=f"static:{discovery}", http_port=http_port)
         self.router_address = self.in_process(Router, router_config, "router").address
+        self.router_status_url = f"http://{constants.DEFAULT_HOST}:{http_port}/status.json"
         time.sleep(3 * router_config.poll_interval_s)  # a few load polls: RTTs measured through the proxies
 
     def _warm_up(self) -> None:
@@ -309,6 +319,7 @@ def run_overload(config: OverloadConfig, say=None, command: str = "") -> dict:
         f"({config.workload.steady_rps:g}/s steady, x{config.workload.burst_multiplier:g} burst)"
     )
     runs: list[RunResult] = []
+    signal: dict | None = None
     started = time.time()
     with BenchStack(config, say) as stack:
         for index, name in enumerate(config.configurations):
@@ -317,10 +328,16 @@ def run_overload(config: OverloadConfig, say=None, command: str = "") -> dict:
                 time.sleep(config.cooldown_s)
             say(f"running the schedule against the {name} at {stack.target(name)}")
             run = (stack.target(name), arrivals, name, config.chat, config.progress, config.loadgen_processes)
-            # One generator gets a process of its own; a pool's generators have theirs, and this one only merges.
-            runs.append(
-                call_in_process(run_with_progress, *run) if config.loadgen_processes == 1 else run_with_progress(*run)
-            )
+            sampler = SignalSampler(stack.router_status_url) if name == "router" and stack.router_status_url else None
+            with sampler or contextlib.nullcontext():
+                # One generator gets a process of its own; a pool's generators have theirs, and this one only merges.
+                runs.append(
+                    call_in_process(run_with_progress, *run)
+                    if config.loadgen_processes == 1
+                    else run_with_progress(*run)
+                )
+            if sampler is not None:
+                signal = sampler.record(runs[-1].started_at)
         tiers = dict(stack.tier_costs)
         replicas = [r.model_dump() for r in stack.records]
     meta = {
@@ -331,6 +348,7 @@ def run_overload(config: OverloadConfig, say=None, command: str = "") -> dict:
         "replicas": replicas,
         "rtt_ms": config.rtt_ms,
         "arrivals": len(arrivals),
+        **({"scaling_signal": signal} if signal else {}),
     }
     report = write_report(runs, tiers, config.out, config.workload, meta, plots=config.plots)
     say(f"report written to {config.out}/report.json, report.md and the plots")

@@ -35,12 +35,13 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hybrid.bench.loadgen import Record, RunResult
+from hybrid.bench.scaling_signal import signal_figure, signal_markdown, summarize_signal
 from hybrid.bench.workload import PRIORITIES, WorkloadConfig
+from hybrid.pricing import TierCost, provisioned_cost
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -52,18 +53,6 @@ QUANTILES = (50, 95, 99)
 GOAL_ROUTER_SUCCESS = 0.999
 GOAL_BASELINE_SUCCESS = 0.95
 GOAL_REALTIME_TTFT_P99_MS = 250.0
-
-
-@dataclass(frozen=True)
-class TierCost:
-    """What one tier costs: replicas of it that were up during the run, and the price of one per hour."""
-
-    replicas: int
-    cost_per_hour: float
-
-    @property
-    def dollars_per_hour(self) -> float:
-        return self.replicas * self.cost_per_hour
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -104,29 +93,11 @@ def summarize_records(records: list[Record], duration_s: float) -> dict:
 
 def cost_summary(records: list[Record], duration_s: float, tiers: dict[str, TierCost]) -> dict:
     """Provisioned cost of the run and cost per million completion tokens (see the module's docstring)."""
-    hours = duration_s / 3600.0
-    ok = [r for r in records if r.ok]
-    tokens = sum(r.completion_tokens for r in ok)
-    per_tier = {}
-    for name, tier in tiers.items():
-        served = sum(r.completion_tokens for r in ok if r.tier == name)
-        dollars = tier.dollars_per_hour * hours
-        per_tier[name] = {
-            "replicas": tier.replicas,
-            "cost_per_hour": tier.cost_per_hour,
-            "dollars": dollars,
-            "completion_tokens": served,
-            "cost_per_million_tokens": dollars / served * 1e6 if served else None,
-        }
-    dollars = sum(t["dollars"] for t in per_tier.values())
-    return {
-        "convention": "provisioned: sum of cost_per_hour x replicas x run duration, over tokens of succeeded requests",
-        "duration_s": duration_s,
-        "dollars": dollars,
-        "completion_tokens": tokens,
-        "cost_per_million_tokens": dollars / tokens * 1e6 if tokens else None,
-        "tiers": per_tier,
-    }
+    tokens_by_tier: Counter[str] = Counter()
+    for record in records:
+        if record.ok:
+            tokens_by_tier[record.tier or "unknown"] += record.completion_tokens
+    return provisioned_cost(tokens_by_tier, duration_s, tiers)
 
 
 def class_costs(records: list[Record], cost: dict) -> dict[str, dict]:
@@ -234,8 +205,15 @@ def build_report(
     bin_s: float = 1.0,
 ) -> dict:
     configurations = {run.name: summarize_run(run, tiers, bin_s) for run in runs}
+    signal = (meta or {}).get("scaling_signal")
+    burst = list(workload.burst_window()) if workload is not None else None
     return {
         "meta": meta or {},
+        **(
+            {"scaling_signal": summarize_signal(signal, configurations["router"]["timeline"], burst)}
+            if signal and "router" in configurations
+            else {}
+        ),
         "workload": workload.model_dump(mode="json") if workload is not None else None,
         "burst_window_s": list(workload.burst_window()) if workload is not None else None,
         "tiers": {name: {"replicas": t.replicas, "cost_per_hour": t.cost_per_hour} for name, t in tiers.items()},
@@ -291,6 +269,8 @@ def markdown(report: dict) -> str:
             f"{GOAL_BASELINE_SUCCESS:.0%} success or missing that latency: {'yes' if goal['baseline_falls_short'] else 'no'}; "
             f"router cost per million tokens no higher: {'yes' if goal['cost_no_higher'] else 'no'}.",
         ]
+    if "scaling_signal" in report:
+        lines += ["", signal_markdown(report["scaling_signal"])]
     return "\n".join(lines) + "\n"
 
 
@@ -400,14 +380,19 @@ def _tier_mix_figure(report: dict) -> Figure:
 
 
 def plot(report: dict, runs: list[RunResult], out: Path) -> list[Path]:
-    """latency_cdf.png, timeline.png and tier_mix.png in ``out``; returns their paths."""
+    """latency_cdf.png, timeline.png, tier_mix.png (and scaling_signal.png where the router's signal was sampled)
+    in ``out``; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
     colors = {name: f"C{i}" for i, name in enumerate(report["configurations"])}
     latency_cdf, timeline, tier_mix = out / "latency_cdf.png", out / "timeline.png", out / "tier_mix.png"
     _latency_cdf_figure(runs, colors).savefig(latency_cdf, dpi=110)
     _timeline_figure(report, colors).savefig(timeline, dpi=110)
     _tier_mix_figure(report).savefig(tier_mix, dpi=110)
-    return [latency_cdf, timeline, tier_mix]
+    plots = [latency_cdf, timeline, tier_mix]
+    if "scaling_signal" in report:
+        signal_figure(report, report["meta"]["scaling_signal"]).savefig(out / "scaling_signal.png", dpi=110)
+        plots.append(out / "scaling_signal.png")
+    return plots
 
 
 def write_report(

@@ -27,6 +27,29 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """An argparse type: a number of zero or more."""
+    value = _number(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
+    return value
+
+
+def positive_share(text: str) -> float:
+    """An argparse type: a share above 0 and at most 1."""
+    value = _number(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} must be above 0 and at most 1 (e.g. 0.8)")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
 def add_discovery_argument(parser: argparse.ArgumentParser, also: str = "") -> None:
     """``--discovery SPEC``, the static file by default; ``also`` is said after the accepted forms."""
     parser.add_argument(
@@ -65,10 +88,7 @@ def print_chunks(chunks, as_json: bool) -> None:
 
 def share(text: str) -> float:
     """An argparse type: a share between 0 and 1 (a sampling rate), refused at parse time otherwise."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = _number(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"{text} must be between 0 and 1")
     return value

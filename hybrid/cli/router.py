@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 
 from hybrid import constants
-from hybrid.cli.common import add_discovery_argument, add_tracing_arguments, positive_float, share, tracing_settings
+from hybrid.cli.common import (
+    add_discovery_argument,
+    add_tracing_arguments,
+    non_negative_float,
+    positive_float,
+    positive_share,
+    share,
+    tracing_settings,
+)
 from hybrid.router import defaults as router_defaults
 
 
@@ -25,6 +33,8 @@ def cmd_router_serve(args: argparse.Namespace) -> int:
         request_log=args.request_log,
         request_log_sample=args.request_log_sample,
         tracing=tracing_settings(args),
+        scaling_horizon_s=args.scaling_horizon_s,
+        scaling_target_utilization=args.scaling_target_utilization,
     )
     if config.workers > 1:
         from hybrid.router.workers import serve_workers
@@ -86,4 +96,17 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="share (0..1) of the requests, chosen at random, that the request log keeps (default 1: all)",
     )
     add_tracing_arguments(serve)
+    serve.add_argument(
+        "--scaling-horizon-s",
+        type=non_negative_float,
+        default=router_defaults.SCALING_HORIZON_S,
+        help="how far ahead the scaling signal (hybrid_router_tier_desired_replicas) forecasts arrivals: about the "
+        "time a new replica takes to start; 0 sizes the tiers for the rate now",
+    )
+    serve.add_argument(
+        "--scaling-target-utilization",
+        type=positive_share,
+        default=router_defaults.SCALING_TARGET_UTILIZATION,
+        help="share of a replica's slots the scaling signal plans to fill, in (0, 1]",
+    )
     serve.set_defaults(func=cmd_router_serve)

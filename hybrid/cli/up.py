@@ -76,6 +76,8 @@ def _start_router(args: argparse.Namespace, discovery: str, console, stoppers: l
         )
     stoppers.append(router.stop)
     console.print(f"[bold green]router[/]        {router.address}  (OpenAI front http://{router.http_address}/v1)")
+    status_page = f"http://{router.http_address}/status"
+    console.print(f"[bold green]status[/]        {status_page}  (hybrid status --router {router.http_address})")
     console.print(f"[bold green]discovery[/]     {discovery}")
     console.print(f'try: hybrid generate "Hello" --target {router.address} --priority realtime')
     print(f"stack ready on {router.address}", flush=True)

@@ -26,6 +26,8 @@ from hybrid.router.policy.policy import Decision, RoutingPolicy
 from hybrid.router.policy.replica import ReplicaState
 from hybrid.router.replica_call import CALLER_CODES, ReplicaFailed, stream_call
 from hybrid.router.request_log import RequestLog
+from hybrid.router.scaling import ScalingSignal
+from hybrid.router.status.books import StatusBooks
 from hybrid.router.tracing import RequestTrace
 from hybrid.router.view import ReplicaView
 from hybrid.telemetry import tracing
@@ -55,7 +57,10 @@ class RouterDataPlane:
         outliers.on_ejected = self._ejected
         self.liveness = LivenessWatch(self.ledger, outliers, view.replicas, stall_s)
         self.request_log = request_log
-        hooks = [self.ledger, outliers, self.metrics, self.liveness]
+        # What the status page shows (``hybrid.router.status``) and the scaling signal: books of their own.
+        self.status = StatusBooks(outliers, view.replicas)
+        self.scaling = ScalingSignal(outliers, view.replicas, self.metrics.registry)
+        hooks = [self.ledger, outliers, self.metrics, self.liveness, self.status, self.scaling]
         self.hooks = HookChain(hooks if request_log is None else [*hooks, request_log])
         # A replica that cannot answer its load poll is unreachable; one that answers lives.
         view.on_poll_failure = lambda state, error: outliers.record_failure(state, view.tier_peers(state), True)
@@ -63,6 +68,19 @@ class RouterDataPlane:
         view.open_calls = self.ledger.outstanding
         view.abandon_calls = self._abandon_calls
         view.watchers.append(self.liveness.check)
+
+    def _routed(self, decision: Decision, attempt: int, failures: dict[str, ReplicaFailed]) -> None:
+        self.metrics.routed(decision, attempt)
+        last_failure = next(reversed(failures.values())).code.name.lower() if failures else ""
+        self.status.routed(decision, attempt, last_failure)
+        self.scaling.routed(decision, attempt)
+
+    def _refused(self, request: GenerationRequest, decision: Decision, attempt: int, refusal: HybridError) -> None:
+        self.metrics.refused(decision)
+        self.status.refused(decision, attempt, refusal)
+        self.scaling.refused(decision, attempt)
+        if self.request_log is not None:
+            self.request_log.refused(request, decision, time.monotonic())
 
     def _abandon_calls(self, replica_id: str, reason: str) -> None:
         for call in self.ledger.in_flight(replica_id):
@@ -112,13 +130,14 @@ class RouterDataPlane:
                 trace.decided(decision, attempt)
             state = decision.chosen
             if state is None:
-                self.metrics.refused(decision)
-                if self.request_log is not None:
-                    self.request_log.refused(request, decision, time.monotonic())
-                if decision.impossible_ms is not None:
-                    raise _impossible(request, decision.impossible_ms)
-                raise _refusal(failures, decision.retry_after_ms)
-            self.metrics.routed(decision, attempt)
+                refusal = (
+                    _refusal(failures, decision.retry_after_ms)
+                    if decision.impossible_ms is None
+                    else _impossible(request, decision.impossible_ms)
+                )
+                self._refused(request, decision, attempt, refusal)
+                raise refusal
+            self._routed(decision, attempt, failures)
             streamed = False
             try:
                 client = self.view.replica_clients.get(state.replica_id)
@@ -144,7 +163,10 @@ class RouterDataPlane:
                     raise
                 failures[state.replica_id] = error
                 log.info("retrying %s elsewhere: %s: %s", request.request_id, state.replica_id, error.message)
-        raise _refusal(failures, defaults.ROUTING_NO_REPLICA_RETRY_AFTER_MS, gave_up=True)
+        refusal = _refusal(failures, defaults.ROUTING_NO_REPLICA_RETRY_AFTER_MS, gave_up=True)
+        self.status.gave_up(decision, refusal)
+        self.scaling.gave_up(decision)
+        raise refusal
 
     async def generate(
         self, request: GenerationRequest, message: pb.GenerateRequest

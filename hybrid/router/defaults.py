@@ -1,4 +1,5 @@
-"""The router's defaults: its server, its routing policy, hotness and outlier ejection. Change them here."""
+"""The router's defaults: its server, its routing policy, hotness, outlier ejection and the scaling signal.
+Change them here."""
 
 from __future__ import annotations
 
@@ -54,3 +55,18 @@ OUTLIER_MAX_EJECTION_S = 300.0
 OUTLIER_MAX_EJECTED_FRACTION = 0.5
 # A replica neither ejected nor failing for max(this, the base ejection) starts its back-off afresh.
 OUTLIER_HEALTHY_RESET_S = 30.0
+
+# --- Scaling signal (hybrid.router.scaling) ---
+# Holt's smoothing of each tier's arrivals a second: the level follows a burst within a few seconds, the
+# slope within several, and one noisy second moves neither much.
+SCALING_LEVEL_ALPHA = 0.3
+SCALING_TREND_BETA = 0.2
+# About the time a new replica takes to start serving: how far ahead the arrival rate is forecast.
+SCALING_HORIZON_S = 15.0
+# Share of a replica's slots the desired count plans to fill.
+SCALING_TARGET_UTILIZATION = 0.8
+# Spillovers for want of room, refusals and deadline misses this recent ask for one more replica.
+SCALING_PRESSURE_WINDOW_S = 10.0
+# Below this many requests a second a tier's forecast is idle: smoothing only ever approaches zero, and a
+# tier that saw no request for minutes may scale to zero where its autoscaler allows it.
+SCALING_IDLE_PER_S = 0.01

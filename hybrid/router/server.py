@@ -90,6 +90,19 @@ class RouterConfig(BaseModel):
         default_factory=TracingSettings,
         description="OpenTelemetry traces: off unless an OTLP endpoint is given here or in the OTEL_* environment.",
     )
+    scaling_horizon_s: float = Field(
+        default=defaults.SCALING_HORIZON_S,
+        ge=0,
+        description="How far ahead the scaling signal forecasts each tier's arrival rate: about the time a new "
+        "replica takes to start serving. 0 sizes the tiers for the rate now.",
+    )
+    scaling_target_utilization: float = Field(
+        default=defaults.SCALING_TARGET_UTILIZATION,
+        gt=0,
+        le=1,
+        description="Share of a replica's slots the scaling signal plans to fill; the rest absorbs what the "
+        "forecast misses.",
+    )
 
 
 def relaying_handler(servicer: RouterServicer) -> grpc.GenericRpcHandler:
@@ -187,6 +200,9 @@ class Router:
         if config.request_log is not None:
             request_log = RequestLog(open_log(config.request_log), config.request_log_sample)
         self.dataplane = RouterDataPlane(self.view, policy, stall_s=config.stall_s, request_log=request_log)
+        self.dataplane.scaling.workers = config.workers
+        self.dataplane.scaling.horizon_s = config.scaling_horizon_s
+        self.dataplane.scaling.target_utilization = config.scaling_target_utilization
         self.shell = ServerShell(
             config.host, config.port, [INFERENCE_SERVICE, ROUTER_ADMIN_SERVICE], reuse_port=self.shares_ports
         )
@@ -223,7 +239,11 @@ class Router:
             from hybrid.router.openai import OpenAIFront
 
             self._http = OpenAIFront(
-                self.dataplane, self.config.host, self.config.http_port, reuse_port=self.shares_ports
+                self.dataplane,
+                self.config.host,
+                self.config.http_port,
+                reuse_port=self.shares_ports,
+                workers=self.config.workers,
             )
             await self._http.start()
             self.http_address = self._http.address
@@ -241,6 +261,7 @@ class Router:
     async def _observe(self) -> None:
         while True:
             self.dataplane.observe_discovery()
+            self.dataplane.scaling.tick()
             release_free_memory()  # what a burst of large requests left behind goes back to the system
             await asyncio.sleep(1.0)
 

@@ -122,6 +122,10 @@ class ReplicaView:
         """The replicas that may take new requests: those discovery lists."""
         return list(self.states.values())
 
+    def leaving(self) -> list[ReplicaState]:
+        """The replicas gone from discovery whose answers in flight are still streaming."""
+        return [leaving.state for leaving in self._leaving.values()]
+
     def tier_peers(self, state: ReplicaState) -> list[ReplicaState]:
         """The replicas of its tier, itself included."""
         return [r for r in self.states.values() if r.record.tier == state.record.tier]

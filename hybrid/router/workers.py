@@ -22,6 +22,9 @@ beyond its room. Meanwhile the pace each worker predicts is that of a smaller ba
 the other workers' calls they count as load, which slows the pace predicted for everyone's calls, but their
 own deadlines are never weighed by another worker. A replica that is full answers RESOURCE_EXHAUSTED, and
 the worker sends the request elsewhere before its first token.
+
+The status page (``/status``, ``/status.json``) is served by whichever worker a connection reaches: the
+replicas' states read the same from any, the figures of calls are that worker's share (``hybrid.router.status``).
 """
 
 from __future__ import annotations

@@ -18,11 +18,15 @@ from hybrid.errors import ModelNotFoundError
 from hybrid.router.openai import completions
 from hybrid.router.openai.errors import error_response, plain_error
 from hybrid.router.openai.limits import BoundedBody, HeadTimedH11, HTTPLimits
+from hybrid.router.status.http import add_status_routes
 
 if TYPE_CHECKING:
     from hybrid.router.dataplane import RouterDataPlane
 
-_ROUTES = "this server serves POST /v1/chat/completions, POST /v1/completions and GET /v1/models"
+_ROUTES = (
+    "this server serves POST /v1/chat/completions, POST /v1/completions, GET /v1/models, "
+    "GET /status and GET /status.json"
+)
 
 
 class _Server(uvicorn.Server):
@@ -43,8 +47,10 @@ class OpenAIFront:
         drain_grace_s: float = constants.DRAIN_GRACE_S,
         limits: HTTPLimits | None = None,
         reuse_port: bool = False,
+        workers: int = 1,
     ):
-        """``reuse_port``: several router processes serve the same port, the kernel spreading connections."""
+        """``reuse_port``: several router processes serve the same port, the kernel spreading connections;
+        ``workers`` of them (the status page says whose calls it shows)."""
         self.dataplane = dataplane
         self.reuse_port = reuse_port
         self.host = host
@@ -53,6 +59,7 @@ class OpenAIFront:
         self.limits = limits or HTTPLimits()
         self.address = ""
         self.created = int(time.time())
+        self.workers = workers
         self.app = build_app(self)
         self._server: _Server | None = None
         self._task: asyncio.Task | None = None
@@ -134,4 +141,5 @@ def build_app(front: OpenAIFront) -> FastAPI:
             )
         return JSONResponse(front.model_card(name))
 
+    add_status_routes(app, front.dataplane, front.workers)
     return app

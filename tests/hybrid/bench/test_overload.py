@@ -69,6 +69,7 @@ def test_bench_smoke_accounts_for_every_request(serve_cluster, int8_artifact, tm
     for plot in report["files"]["plots"]:
         assert (out / plot).stat().st_size > 0
     assert "| router | all |" in (out / "report.md").read_text()
+    assert report["meta"]["scaling_signal"]["samples"] and "scaling_signal.png" in report["files"]["plots"]
 
 
 class _StackOfOneReplica:
@@ -77,6 +78,7 @@ class _StackOfOneReplica:
     def __init__(self, address: str):
         self.address = address
         self.tier_costs, self.records = {}, []
+        self.router_status_url = ""  # no status page to sample the scaling signal from
 
     def __call__(self, config, say):
         return self

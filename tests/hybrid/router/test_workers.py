@@ -193,6 +193,11 @@ def test_two_workers_share_the_ports_and_both_serve(router):
     for _ in range(4):  # the HTTP front too, on the one port the workers share
         with urllib.request.urlopen(f"http://127.0.0.1:{router.http_port}/v1/models", timeout=5) as answer:
             assert json.loads(answer.read())["data"][0]["id"] == "instant"
+    with urllib.request.urlopen(f"http://127.0.0.1:{router.http_port}/status.json", timeout=5) as answer:
+        status = json.loads(answer.read())  # one worker's page, and it says so
+    assert status["router"]["workers"] == len(router.worker_pids) and status["router"]["pid"] in router.worker_pids
+    assert "share of calls" in status["router"]["scope"]
+    assert 'hybrid_router_tier_desired_replicas{tier="edge"}' in router.metrics()  # the signal, through the parent
 
 
 def test_sigterm_to_the_parent_stops_every_worker(router):
