@@ -6,7 +6,13 @@
             print(chunk.text, end="")
         answer = client.complete(prompt="The capital of France is", max_new_tokens=8)
 
-The same client talks to the router, an edge agent or a cloud ingress.
+The same client talks to the router, an edge agent or a cloud ingress. A server with mutual TLS needs a
+client certificate of its CA:
+
+    HybridClient("router.example:50051", tls=TlsSettings(cert="client.pem", key="client.key", ca="ca.pem"))
+
+Without ``tls`` the client reads ``HYBRID_TLS_CERT``, ``HYBRID_TLS_KEY`` and ``HYBRID_TLS_CA``, and speaks
+plaintext when none is set.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import grpc
 
 from hybrid import wire
 from hybrid.protocol import Priority
+from hybrid.security.tls import TlsSettings, secure_channel
 from hybrid.v1 import inference_pb2 as pb
 from hybrid.v1 import inference_pb2_grpc as pb_grpc
 
@@ -154,11 +161,22 @@ def _cut_short() -> RequestFailed:
     )
 
 
-class HybridClient:
-    """``application`` names the Serve application when the target is a Ray cluster running several."""
+def _tls(settings: TlsSettings | None) -> TlsSettings:
+    return TlsSettings.resolve() if settings is None else settings
 
-    def __init__(self, target: str, timeout_s: float | None = 120.0, application: str | None = None):
-        self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+
+class HybridClient:
+    """``application`` names the Serve application when the target is a Ray cluster running several; ``tls`` the
+    client certificate, key and CA of a server with mutual TLS (the environment's when None)."""
+
+    def __init__(
+        self,
+        target: str,
+        timeout_s: float | None = 120.0,
+        application: str | None = None,
+        tls: TlsSettings | None = None,
+    ):
+        self.channel = secure_channel(target, _tls(tls), options=CHANNEL_OPTIONS, aio=False)
         self.stub = pb_grpc.InferenceStub(self.channel)
         self.timeout_s = timeout_s
         self.application = application
@@ -219,8 +237,9 @@ class AsyncHybridClient:
         timeout_s: float | None = 120.0,
         application: str | None = None,
         channel_options: tuple[tuple[str, object], ...] = (),
+        tls: TlsSettings | None = None,
     ):
-        self.channel = grpc.aio.insecure_channel(target, options=[*CHANNEL_OPTIONS, *channel_options])
+        self.channel = secure_channel(target, _tls(tls), options=[*CHANNEL_OPTIONS, *channel_options])
         self.stub = pb_grpc.InferenceStub(self.channel)
         self.timeout_s = timeout_s
         self.application = application

@@ -1,0 +1,231 @@
+"""Real mutual TLS on loopback: who is served, who is refused, and rotation without dropping a stream."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import ssl
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from hybrid.client import HybridClient, RequestFailed
+from hybrid.security import certs
+from hybrid.security.tls import ClientCredentials, TlsConfigError, TlsSettings
+from hybrid.serving.background import BackgroundLoop
+from hybrid.serving.grpc_shell import INFERENCE_SERVICE, ServerShell, inference_handler
+from hybrid.v1 import inference_pb2 as pb
+
+
+class CountingReplica:
+    """Answers ``max_new_tokens`` chunks, one every 20 ms, over mutual TLS."""
+
+    def __init__(self, tls: TlsSettings):
+        self.shell = ServerShell("127.0.0.1", 0, [INFERENCE_SERVICE], tls=tls)
+        self.shell.server.add_generic_rpc_handlers((inference_handler(self.generate, self.get_load),))
+        self.address = self.shell.address
+
+    async def start(self) -> None:
+        await self.shell.start()
+
+    async def stop(self) -> None:
+        await self.shell.stop(0)
+
+    async def generate(self, message, context):
+        import asyncio
+
+        count = message.max_new_tokens or 1
+        for index in range(count):
+            await asyncio.sleep(0.02)
+            last = index == count - 1
+            yield pb.GenerateResponse(text=str(index % 10), finish_reason=pb.LENGTH if last else 0)
+
+    async def get_load(self, message, context):
+        return pb.LoadReport(replica_id="tls")
+
+
+@pytest.fixture
+def serve():
+    loops: list[tuple[BackgroundLoop, CountingReplica]] = []
+
+    def start(tls: TlsSettings) -> CountingReplica:
+        loop = BackgroundLoop("tls-replica")
+        replica = loop.start_server(CountingReplica, tls)
+        loops.append((loop, replica))
+        return replica
+
+    yield start
+    for loop, replica in loops:
+        loop.call(replica.stop())
+        loop.close()
+
+
+def presented_certificate(address: str, client: TlsSettings) -> bytes:
+    """The DER certificate the server presents to a new connection now."""
+    host, port = address.rsplit(":", 1)
+    context = ssl.create_default_context(cafile=str(client.ca))
+    context.load_cert_chain(str(client.cert), str(client.key))
+    context.set_alpn_protocols(["h2"])
+    with socket.create_connection((host, int(port)), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname=host) as connection:
+            return connection.getpeercert(binary_form=True)
+
+
+def der(path) -> bytes:
+    return x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(serialization.Encoding.DER)
+
+
+def refused(address: str, tls: TlsSettings) -> RequestFailed:
+    with HybridClient(address, timeout_s=1.0, tls=tls) as client, pytest.raises(RequestFailed) as failure:
+        client.complete(prompt="hi", max_new_tokens=1)
+    return failure.value
+
+
+def test_a_client_with_a_certificate_of_the_ca_is_served(serve, pki):
+    replica = serve(pki.server)
+    with HybridClient(replica.address, timeout_s=5, tls=pki.client) as client:
+        assert client.complete(prompt="hi", max_new_tokens=3).text == "012"
+
+
+def test_a_plaintext_client_is_refused(serve, pki):
+    replica = serve(pki.server)
+    assert refused(replica.address, TlsSettings()).code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_client_without_a_certificate_is_refused(serve, pki):
+    replica = serve(pki.server)
+    assert refused(replica.address, TlsSettings(ca=pki.ca)).code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_client_certificate_of_another_ca_is_refused(serve, pki, stranger_pki):
+    replica = serve(pki.server)
+    # It trusts the server (so only the server's check of the client can refuse), but its certificate is a stranger's.
+    stranger = TlsSettings(cert=stranger_pki.client.cert, key=stranger_pki.client.key, ca=pki.ca)
+    assert refused(replica.address, stranger).code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_server_of_another_ca_is_refused_by_the_client(serve, pki, stranger_pki):
+    replica = serve(stranger_pki.server)
+    assert refused(replica.address, pki.client).code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_an_expired_client_certificate_is_refused(serve, pki, tmp_path):
+    replica = serve(pki.server)
+    authority = certs.load_authority(pki.folder)
+    long_ago = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=60)
+    cert, key = certs.make_leaf(authority, "old-client", server=False, valid_days=30, not_before=long_ago)
+    certs._write_cert(tmp_path / "old.pem", cert)
+    certs._write_key(tmp_path / "old.key", key)
+    expired = TlsSettings(cert=tmp_path / "old.pem", key=tmp_path / "old.key", ca=pki.ca)
+    assert refused(replica.address, expired).code == grpc.StatusCode.UNAVAILABLE
+    # The same CA's valid certificate is served, so it was the date that refused it.
+    with HybridClient(replica.address, timeout_s=5, tls=pki.client) as client:
+        assert client.complete(prompt="hi", max_new_tokens=1).text == "0"
+
+
+def rotate(pki, name: str = "server") -> None:
+    """Replaces the server's pair with a new one of the same CA, each file atomically (cert first)."""
+    fresh = certs.issue(pki.folder, f"{name}-next", certs.LOOPBACK_SANS)
+    os.replace(fresh.cert, pki.folder / f"{name}.pem")
+    os.replace(fresh.key, pki.folder / f"{name}.key")
+
+
+def test_a_rotated_server_certificate_reaches_new_calls_and_the_running_stream_goes_on(serve, pki):
+    replica = serve(pki.server)
+    before = der(pki.folder / "server.pem")
+    assert presented_certificate(replica.address, pki.client) == before
+    with HybridClient(replica.address, timeout_s=30, tls=pki.client) as running:
+        stream = running.stream(prompt="long", max_new_tokens=60)
+        text = next(stream).text
+        rotate(pki)
+        after = der(pki.folder / "server.pem")
+        assert after != before
+        assert presented_certificate(replica.address, pki.client) == after
+        with HybridClient(replica.address, timeout_s=5, tls=pki.client) as fresh:
+            assert fresh.complete(prompt="hi", max_new_tokens=2).text == "01"
+        chunks = [text, *(chunk.text for chunk in stream)]
+    assert len(chunks) == 60 and chunks[-1] == "9"
+    assert replica.shell.credentials.rotations == 1
+
+
+def test_a_half_written_rotation_keeps_the_previous_pair_until_the_key_arrives(serve, pki):
+    replica = serve(pki.server)
+    before = der(pki.folder / "server.pem")
+    fresh = certs.issue(pki.folder, "server-next", certs.LOOPBACK_SANS)
+    os.replace(fresh.cert, pki.folder / "server.pem")  # the key is not there yet
+    assert presented_certificate(replica.address, pki.client) == before
+    os.replace(fresh.key, pki.folder / "server.key")
+    assert presented_certificate(replica.address, pki.client) == der(pki.folder / "server.pem") != before
+
+
+def test_client_credentials_say_once_that_their_files_changed(pki):
+    credentials = ClientCredentials(pki.client)
+    assert not credentials.changed()
+    first = credentials.credentials
+    fresh = certs.issue(pki.folder, "client-next", server=False)
+    os.replace(fresh.key, pki.folder / "client.key")  # a key without its certificate is not taken
+    assert not credentials.changed() and credentials.credentials is first
+    os.replace(fresh.cert, pki.folder / "client.pem")
+    assert credentials.changed() and credentials.credentials is not first
+    assert not credentials.changed()
+
+
+# --- which addresses a server may bind ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "", "10.1.2.3", "router.example"])
+def test_a_server_without_tls_refuses_to_bind_beyond_loopback(host):
+    with pytest.raises(TlsConfigError, match="--plaintext") as refusal:
+        ServerShell(host, 0, [INFERENCE_SERVICE])
+    assert "--tls-cert" in str(refusal.value) and "127.0.0.1" in str(refusal.value)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2"])
+def test_a_server_without_tls_binds_loopback(host):
+    TlsSettings().check_bind(host)
+
+
+def test_plaintext_asked_for_binds_every_interface():
+    shell = ServerShell("0.0.0.0", 0, [INFERENCE_SERVICE], tls=TlsSettings(plaintext=True))
+    assert shell.port > 0
+
+
+def test_a_tls_server_binds_every_interface(pki):
+    shell = ServerShell("0.0.0.0", 0, [INFERENCE_SERVICE], tls=pki.server)
+    assert shell.port > 0 and shell.credentials is not None
+
+
+# --- settings ----------------------------------------------------------------------------------------------
+
+
+def test_flags_win_over_the_environment_and_fill_from_it(tmp_path):
+    env = {"HYBRID_TLS_CERT": "/env/c.pem", "HYBRID_TLS_KEY": "/env/c.key", "HYBRID_TLS_CA": "/env/ca.pem"}
+    settings = TlsSettings.resolve(cert="/flag/c.pem", key="/flag/c.key", env=env)
+    assert (str(settings.cert), str(settings.key), str(settings.ca)) == ("/flag/c.pem", "/flag/c.key", "/env/ca.pem")
+    assert TlsSettings.resolve(env={}) == TlsSettings()
+    assert TlsSettings.resolve(env={"HYBRID_PLAINTEXT": "1"}).plaintext
+    assert TlsSettings.resolve(plaintext=True, env=env) == TlsSettings(plaintext=True)
+
+
+@pytest.mark.parametrize(
+    "fields, says",
+    [
+        ({"cert": "c.pem"}, "without --tls-key"),
+        ({"key": "c.key"}, "without --tls-cert"),
+        ({"cert": "c.pem", "key": "c.key"}, "without --tls-ca"),
+        ({"ca": "ca.pem", "plaintext": True}, "drop --plaintext"),
+    ],
+)
+def test_inconsistent_settings_say_what_to_change(fields, says):
+    with pytest.raises(ValueError, match=says):
+        TlsSettings(**fields)
+
+
+def test_missing_or_mismatched_files_say_which(pki, tmp_path):
+    with pytest.raises(TlsConfigError, match="does not exist"):
+        TlsSettings(cert=tmp_path / "nope.pem", key=pki.server.key, ca=pki.ca).server_credentials()
+    with pytest.raises(TlsConfigError, match="is not the key of"):
+        TlsSettings(cert=pki.server.cert, key=pki.client.key, ca=pki.ca).server_credentials()
