@@ -13,7 +13,7 @@ from pathlib import Path
 
 from edge_agent import defaults
 from hybrid import constants, tiers
-from hybrid.cli.common import add_discovery_argument, console
+from hybrid.cli.common import add_discovery_argument, add_tls_arguments, console, tls_from_args
 
 # Modules the export extra brings (pyproject.toml), found without importing them.
 EXPORT_MODULES = ("torch", "optimum", "onnx")
@@ -93,8 +93,10 @@ def cmd_edge_serve(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms,
         max_queued_requests=args.max_queued,
         metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
         discovery=args.discovery,
         cost_per_hour=args.cost_per_hour,
+        tls=tls_from_args(args),
     )
     asyncio.run(serve_forever(config))
     return 0
@@ -115,8 +117,12 @@ def add_commands(commands: argparse._SubParsersAction, plugin: tiers.TierPlugin)
     serve.add_argument("--max-wait-ms", type=float, default=constants.MAX_BATCH_WAIT_MS)
     serve.add_argument("--max-queued", type=int, default=constants.MAX_QUEUED_REQUESTS)
     serve.add_argument("--metrics-port", type=int, default=None)
+    serve.add_argument(
+        "--metrics-host", default=constants.DEFAULT_HOST, help="address /metrics binds; loopback unless opened"
+    )
     add_discovery_argument(serve)
     serve.add_argument("--cost-per-hour", type=float, default=0.0)
+    add_tls_arguments(serve)
     serve.set_defaults(func=tiers.requiring(plugin, cmd_edge_serve))
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from edge_agent import defaults
 from hybrid import constants
 from hybrid.discovery.spec import DISCOVERY_SPEC_HELP, parse_discovery_spec
+from hybrid.security.tls import TlsSettings
 
 
 class EdgeAgentSettings(BaseModel):
@@ -39,6 +40,15 @@ class EdgeAgentSettings(BaseModel):
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535, description="Prometheus /metrics port; None turns it off."
     )
+    metrics_host: str = Field(
+        default=constants.DEFAULT_HOST,
+        description="Address the /metrics port binds: loopback unless the operator opens it (e.g. 0.0.0.0).",
+    )
+    tls: TlsSettings = Field(
+        default_factory=TlsSettings,
+        description="Mutual TLS of the gRPC server: callers (the router) must present a certificate of tls.ca. "
+        "None means plaintext, which binds loopback only unless tls.plaintext.",
+    )
     discovery: str = Field(
         default=f"static:{constants.DEFAULT_STATIC_DISCOVERY_FILE}",
         description=f"Where to register: {DISCOVERY_SPEC_HELP}.",
@@ -60,6 +70,12 @@ class EdgeAgentSettings(BaseModel):
     def _known_discovery(cls, value: str) -> str:
         parse_discovery_spec(value)
         return value
+
+    @model_validator(mode="after")
+    def _not_open_in_plaintext(self) -> EdgeAgentSettings:
+        # Said when the settings are written (install, flags), not first when the agent starts.
+        self.tls.check_bind(self.host)
+        return self
 
     def resolved_replica_id(self, port: int) -> str:
         return self.replica_id or f"edge-{self.region}-{socket.gethostname()}-{port}"

@@ -127,7 +127,7 @@ class EdgeAgent:
         """``loaded``: the artifact loaded already (`hybrid-edge run` picks the last good one); else config.artifact."""
         self.config = config
         self.metrics = ReplicaMetrics()
-        self.shell = ServerShell(config.host, config.port, [INFERENCE_SERVICE])
+        self.shell = ServerShell(config.host, config.port, [INFERENCE_SERVICE], tls=config.tls)
         self.replica_id = config.resolved_replica_id(self.shell.port)
         self.address = self.shell.address
         if loaded is None:
@@ -140,7 +140,7 @@ class EdgeAgent:
         self.metrics.capacity.set(config.max_batch_size)
         servicer = InferenceServicer(self)
         self.shell.server.add_generic_rpc_handlers((inference_handler(servicer.Generate, servicer.GetLoad),))
-        self.registry = registry_from_spec(config.discovery)
+        self.registry = registry_from_spec(config.discovery, tls=self.shell.credentials is not None)
         self.discovery = DiscoveryStatus(config.discovery)
         self._registration_lock = asyncio.Lock()
         self._registered: ReplicaRecord | None = None
@@ -183,9 +183,9 @@ class EdgeAgent:
         await self.shell.start()
         if self.config.metrics_port is not None:
             self._metrics_server, _ = start_http_server(
-                self.config.metrics_port, self.config.host, registry=self.metrics.registry
+                self.config.metrics_port, self.config.metrics_host, registry=self.metrics.registry
             )
-            self.metrics_address = f"{self.config.host}:{self._metrics_server.server_port}"
+            self.metrics_address = f"{self.config.metrics_host}:{self._metrics_server.server_port}"
         await self.sync_registration()
         if self.registry is not None:
             self._registration_task = asyncio.create_task(self._keep_registered())

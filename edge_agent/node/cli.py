@@ -19,6 +19,7 @@ from pathlib import Path
 from edge_agent import defaults
 from edge_agent.artifacts.store import Progress
 from hybrid import constants
+from hybrid.cli.common import add_tls_arguments, tls_from_args
 from hybrid.discovery import DISCOVERY_SPEC_HELP
 from hybrid.errors import ArtifactError, HybridError
 
@@ -87,6 +88,8 @@ def cmd_install(args: argparse.Namespace) -> int:
         port=args.port,
         advertise_host=args.advertise_host if args.advertise_host is not None else default_advertise_host(args.host),
         metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        tls=tls_from_args(args),
         max_batch_size=args.max_batch_size,
         cost_per_hour=args.cost_per_hour,
         replica_id=args.replica_id,
@@ -213,6 +216,10 @@ def _add_agent_arguments(install: argparse.ArgumentParser) -> None:
     agent.add_argument(
         "--metrics-port", type=_metrics_port, default=defaults.EDGE_NODE_METRICS_PORT, help="Prometheus; none: off"
     )
+    agent.add_argument(
+        "--metrics-host", default=constants.DEFAULT_HOST, help="address /metrics binds; loopback unless opened"
+    )
+    add_tls_arguments(install)
     agent.add_argument("--max-batch-size", type=int, default=constants.MAX_BATCH_SIZE, help="capacity")
     agent.add_argument("--cost-per-hour", type=float, default=0.0)
     agent.add_argument("--replica-id", default="", help="default: edge-REGION-HOSTNAME-PORT")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from hybrid import constants
-from hybrid.cli.common import add_discovery_argument, positive_float
+from hybrid.cli.common import add_discovery_argument, add_tls_arguments, positive_float, tls_from_args
+from hybrid.protocol import Tier
 from hybrid.router import defaults as router_defaults
 
 
@@ -18,11 +19,17 @@ def cmd_router_serve(args: argparse.Namespace) -> int:
         discovery=args.discovery,
         http_port=args.http_port,
         metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        tls=tls_from_args(args),
+        http_tls_cert=args.http_tls_cert,
+        http_tls_key=args.http_tls_key,
+        plaintext_tiers=args.plaintext_tier,
         realtime_ttft_ms=args.realtime_ttft_ms,
         stall_s=args.stall_s,
         drain_grace_s=args.drain_grace_s,
         workers=args.workers,
     )
+    config.check_exposure()  # before any worker starts: each would fail the same way
     if config.workers > 1:
         from hybrid.router.workers import serve_workers
 
@@ -42,6 +49,22 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     serve.add_argument(
         "--metrics-port", type=int, default=None, help="Prometheus /metrics (with --workers > 1: of every worker)"
+    )
+    serve.add_argument(
+        "--metrics-host",
+        default=constants.DEFAULT_HOST,
+        help="address /metrics binds; loopback unless opened on purpose (e.g. 0.0.0.0 for a scraper elsewhere)",
+    )
+    add_tls_arguments(serve)
+    serve.add_argument("--http-tls-cert", metavar="FILE", help="the HTTP front's PEM certificate (default --tls-cert)")
+    serve.add_argument("--http-tls-key", metavar="FILE", help="its PEM key (default --tls-key)")
+    serve.add_argument(
+        "--plaintext-tier",
+        action="append",
+        default=[],
+        choices=[tier.name.lower() for tier in Tier],
+        help="reach this tier's replicas without TLS although the router has it (repeat it): for a tier whose "
+        "servers cannot serve TLS, such as Ray Serve's gRPC (private, public)",
     )
     serve.add_argument(
         "--workers",

@@ -117,9 +117,11 @@ def make_leaf(
     ``not_before`` moves its validity window (an expired certificate, for tests of refusal)."""
     key = ec.generate_private_key(ec.SECP256R1())
     start = not_before or datetime.datetime.now(datetime.timezone.utc) - CLOCK_SKEW
-    usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH] if server else [
-        ExtendedKeyUsageOID.CLIENT_AUTH
-    ]
+    usages = (
+        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+        if server
+        else [ExtendedKeyUsageOID.CLIENT_AUTH]
+    )
     builder = (
         x509.CertificateBuilder()
         .subject_name(_subject(common_name))
@@ -130,9 +132,7 @@ def make_leaf(
         .not_valid_after(start + datetime.timedelta(days=valid_days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(authority.key.public_key()), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(authority.key.public_key()), critical=False)
     )
     names = list(dict.fromkeys(sans or ([common_name] if server else [])))
     if names:
@@ -167,10 +167,13 @@ def issue(
     out: Path | None = None,
 ) -> LeafFiles:
     """Signs a new leaf ``name`` with the CA in ``folder`` and writes ``name.pem`` and ``name.key`` to ``out``
-    (the CA's folder by default). A server leaf answers to its ``sans`` (to ``name`` when none are given)."""
+    (the CA's folder by default). A server leaf answers to loopback (local probes and checks) and to its ``sans``
+    (to ``name`` when none are given)."""
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"{name!r} cannot name a certificate file: use letters, digits, '-' or '_'")
     authority = load_authority(folder)
+    if server:
+        sans = [*LOOPBACK_SANS, *(sans or [name])]
     cert, key = make_leaf(authority, name, sans, server=server, valid_days=valid_days)
     out = out or folder
     out.mkdir(parents=True, exist_ok=True)
@@ -190,5 +193,4 @@ def init_ca_folder(folder: Path, sans: list[str] | tuple[str, ...] = (), force: 
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
     write_authority(folder, make_ca())
-    server_sans = [*LOOPBACK_SANS, *sans]
-    return [issue(folder, "server", server_sans, server=True), issue(folder, "client", server=False)]
+    return [issue(folder, "server", [*LOOPBACK_SANS, *sans], server=True), issue(folder, "client", server=False)]

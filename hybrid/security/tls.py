@@ -26,7 +26,7 @@ from pathlib import Path
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 log = logging.getLogger("hybrid.security")
 
@@ -84,7 +84,7 @@ class TlsSettings(BaseModel):
     def _consistent(self) -> TlsSettings:
         if (self.cert is None) != (self.key is None):
             given, missing = ("--tls-cert", "--tls-key") if self.cert is not None else ("--tls-key", "--tls-cert")
-            raise TlsConfigError(f"{given} was given without {missing}: a certificate needs its key and back")
+            raise TlsConfigError(f"{given} was given without {missing}: a certificate and its key go together")
         if self.cert is not None and self.ca is None:
             raise TlsConfigError(
                 "--tls-cert was given without --tls-ca: mutual TLS checks the other side against a CA; "
@@ -112,14 +112,21 @@ class TlsSettings(BaseModel):
     ) -> TlsSettings:
         """Flags first, the environment where a flag was not given. ``--plaintext`` ignores the TLS variables."""
         env = os.environ if env is None else env
-        if plaintext or (_env_true(env.get(ENV_PLAINTEXT)) and not (cert or key or ca)):
-            return cls(plaintext=True, cert=cert or None, key=key or None, ca=ca or None)
 
         def pick(flag, name):
-            value = flag or env.get(name) or None
-            return Path(value).expanduser() if value else None
+            value = flag or (None if plaintext else env.get(name)) or None
+            return Path(value).expanduser().absolute() if value else None
 
-        return cls(cert=pick(cert, ENV_CERT), key=pick(key, ENV_KEY), ca=pick(ca, ENV_CA))
+        chosen = dict(cert=pick(cert, ENV_CERT), key=pick(key, ENV_KEY), ca=pick(ca, ENV_CA))
+        explicit_files = bool(cert or key or ca)
+        try:
+            if plaintext or (_env_true(env.get(ENV_PLAINTEXT)) and not explicit_files):
+                return cls(plaintext=True, **({} if not explicit_files else chosen))
+            return cls(**chosen)
+        except ValidationError as invalid:
+            # The message that says what to change, without pydantic's frame around it.
+            cause = invalid.errors()[0].get("ctx", {}).get("error")
+            raise TlsConfigError(str(cause or invalid)) from None
 
     def check_bind(self, host: str, what: str = "gRPC") -> None:
         """Refuses a server without TLS on an address other than loopback, unless plaintext was asked for."""
