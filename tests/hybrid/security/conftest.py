@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from hybrid.security import certs
 from hybrid.security.tls import TlsSettings
@@ -44,3 +49,26 @@ def stranger_pki(tmp_path) -> Pki:
     folder = tmp_path / "stranger"
     certs.init_ca_folder(folder)
     return Pki(folder)
+
+
+def presented_certificate(address: str, ca: Path, client: TlsSettings | None = None, alpn: str = "h2") -> bytes:
+    """The DER certificate a TLS server presents to a new connection now."""
+    host, port = address.rsplit(":", 1)
+    context = ssl.create_default_context(cafile=str(ca))
+    if client is not None:
+        context.load_cert_chain(str(client.cert), str(client.key))
+    context.set_alpn_protocols([alpn])
+    with socket.create_connection((host, int(port)), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname=host) as connection:
+            return connection.getpeercert(binary_form=True)
+
+
+def der(path: Path) -> bytes:
+    return x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(serialization.Encoding.DER)
+
+
+def rotate(pki: Pki, name: str = "server", server: bool = True) -> None:
+    """Replaces a leaf's pair with a new one of the same CA, each file atomically (certificate first)."""
+    fresh = certs.issue(pki.folder, f"{name}-next", certs.LOOPBACK_SANS if server else (), server=server)
+    os.replace(fresh.cert, pki.folder / f"{name}.pem")
+    os.replace(fresh.key, pki.folder / f"{name}.key")

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import datetime
 import os
-import socket
-import ssl
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from hybrid.client import HybridClient, RequestFailed
 from hybrid.security import certs
@@ -18,6 +14,7 @@ from hybrid.security.tls import ClientCredentials, TlsConfigError, TlsSettings
 from hybrid.serving.background import BackgroundLoop
 from hybrid.serving.grpc_shell import INFERENCE_SERVICE, ServerShell, inference_handler
 from hybrid.v1 import inference_pb2 as pb
+from tests.hybrid.security.conftest import der, presented_certificate, rotate
 
 
 class CountingReplica:
@@ -61,21 +58,6 @@ def serve():
     for loop, replica in loops:
         loop.call(replica.stop())
         loop.close()
-
-
-def presented_certificate(address: str, client: TlsSettings) -> bytes:
-    """The DER certificate the server presents to a new connection now."""
-    host, port = address.rsplit(":", 1)
-    context = ssl.create_default_context(cafile=str(client.ca))
-    context.load_cert_chain(str(client.cert), str(client.key))
-    context.set_alpn_protocols(["h2"])
-    with socket.create_connection((host, int(port)), timeout=5) as raw:
-        with context.wrap_socket(raw, server_hostname=host) as connection:
-            return connection.getpeercert(binary_form=True)
-
-
-def der(path) -> bytes:
-    return x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(serialization.Encoding.DER)
 
 
 def refused(address: str, tls: TlsSettings) -> RequestFailed:
@@ -126,24 +108,17 @@ def test_an_expired_client_certificate_is_refused(serve, pki, tmp_path):
         assert client.complete(prompt="hi", max_new_tokens=1).text == "0"
 
 
-def rotate(pki, name: str = "server") -> None:
-    """Replaces the server's pair with a new one of the same CA, each file atomically (cert first)."""
-    fresh = certs.issue(pki.folder, f"{name}-next", certs.LOOPBACK_SANS)
-    os.replace(fresh.cert, pki.folder / f"{name}.pem")
-    os.replace(fresh.key, pki.folder / f"{name}.key")
-
-
 def test_a_rotated_server_certificate_reaches_new_calls_and_the_running_stream_goes_on(serve, pki):
     replica = serve(pki.server)
     before = der(pki.folder / "server.pem")
-    assert presented_certificate(replica.address, pki.client) == before
+    assert presented_certificate(replica.address, pki.ca, pki.client) == before
     with HybridClient(replica.address, timeout_s=30, tls=pki.client) as running:
         stream = running.stream(prompt="long", max_new_tokens=60)
         text = next(stream).text
         rotate(pki)
         after = der(pki.folder / "server.pem")
         assert after != before
-        assert presented_certificate(replica.address, pki.client) == after
+        assert presented_certificate(replica.address, pki.ca, pki.client) == after
         with HybridClient(replica.address, timeout_s=5, tls=pki.client) as fresh:
             assert fresh.complete(prompt="hi", max_new_tokens=2).text == "01"
         chunks = [text, *(chunk.text for chunk in stream)]
@@ -156,9 +131,9 @@ def test_a_half_written_rotation_keeps_the_previous_pair_until_the_key_arrives(s
     before = der(pki.folder / "server.pem")
     fresh = certs.issue(pki.folder, "server-next", certs.LOOPBACK_SANS)
     os.replace(fresh.cert, pki.folder / "server.pem")  # the key is not there yet
-    assert presented_certificate(replica.address, pki.client) == before
+    assert presented_certificate(replica.address, pki.ca, pki.client) == before
     os.replace(fresh.key, pki.folder / "server.key")
-    assert presented_certificate(replica.address, pki.client) == der(pki.folder / "server.pem") != before
+    assert presented_certificate(replica.address, pki.ca, pki.client) == der(pki.folder / "server.pem") != before
 
 
 def test_client_credentials_say_once_that_their_files_changed(pki):
@@ -188,12 +163,12 @@ def test_a_server_without_tls_binds_loopback(host):
     TlsSettings().check_bind(host)
 
 
-def test_plaintext_asked_for_binds_every_interface():
+async def test_plaintext_asked_for_binds_every_interface():
     shell = ServerShell("0.0.0.0", 0, [INFERENCE_SERVICE], tls=TlsSettings(plaintext=True))
     assert shell.port > 0
 
 
-def test_a_tls_server_binds_every_interface(pki):
+async def test_a_tls_server_binds_every_interface(pki):
     shell = ServerShell("0.0.0.0", 0, [INFERENCE_SERVICE], tls=pki.server)
     assert shell.port > 0 and shell.credentials is not None
 
@@ -229,3 +204,23 @@ def test_missing_or_mismatched_files_say_which(pki, tmp_path):
         TlsSettings(cert=tmp_path / "nope.pem", key=pki.server.key, ca=pki.ca).server_credentials()
     with pytest.raises(TlsConfigError, match="is not the key of"):
         TlsSettings(cert=pki.server.cert, key=pki.client.key, ca=pki.ca).server_credentials()
+
+
+# --- the command line ----------------------------------------------------------------------------------------
+
+
+def test_hybrid_generate_speaks_mtls_from_flags_or_the_environment(serve, pki, capsys, monkeypatch):
+    from hybrid.cli import main
+
+    replica = serve(pki.server)
+    ask = ["generate", "hi", "--raw", "--target", replica.address, "--max-new-tokens", "3", "--timeout", "5"]
+    flags = ["--tls-cert", str(pki.client.cert), "--tls-key", str(pki.client.key), "--tls-ca", str(pki.ca)]
+    assert main([*ask, *flags]) == 0
+    assert capsys.readouterr().out.strip() == "012"
+    monkeypatch.setenv("HYBRID_TLS_CERT", str(pki.client.cert))
+    monkeypatch.setenv("HYBRID_TLS_KEY", str(pki.client.key))
+    monkeypatch.setenv("HYBRID_TLS_CA", str(pki.ca))
+    assert main(ask) == 0
+    assert capsys.readouterr().out.strip() == "012"
+    assert main([*ask, "--plaintext", "--timeout", "1"]) == 1
+    assert "UNAVAILABLE" in capsys.readouterr().err
