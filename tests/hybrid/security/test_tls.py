@@ -11,53 +11,8 @@ import pytest
 from hybrid.client import HybridClient, RequestFailed
 from hybrid.security import certs
 from hybrid.security.tls import ClientCredentials, TlsConfigError, TlsSettings
-from hybrid.serving.background import BackgroundLoop
-from hybrid.serving.grpc_shell import INFERENCE_SERVICE, ServerShell, inference_handler
-from hybrid.v1 import inference_pb2 as pb
+from hybrid.serving.grpc_shell import INFERENCE_SERVICE, ServerShell
 from tests.hybrid.security.conftest import der, presented_certificate, rotate
-
-
-class CountingReplica:
-    """Answers ``max_new_tokens`` chunks, one every 20 ms, over mutual TLS."""
-
-    def __init__(self, tls: TlsSettings):
-        self.shell = ServerShell("127.0.0.1", 0, [INFERENCE_SERVICE], tls=tls)
-        self.shell.server.add_generic_rpc_handlers((inference_handler(self.generate, self.get_load),))
-        self.address = self.shell.address
-
-    async def start(self) -> None:
-        await self.shell.start()
-
-    async def stop(self) -> None:
-        await self.shell.stop(0)
-
-    async def generate(self, message, context):
-        import asyncio
-
-        count = message.max_new_tokens or 1
-        for index in range(count):
-            await asyncio.sleep(0.02)
-            last = index == count - 1
-            yield pb.GenerateResponse(text=str(index % 10), finish_reason=pb.LENGTH if last else 0)
-
-    async def get_load(self, message, context):
-        return pb.LoadReport(replica_id="tls")
-
-
-@pytest.fixture
-def serve():
-    loops: list[tuple[BackgroundLoop, CountingReplica]] = []
-
-    def start(tls: TlsSettings) -> CountingReplica:
-        loop = BackgroundLoop("tls-replica")
-        replica = loop.start_server(CountingReplica, tls)
-        loops.append((loop, replica))
-        return replica
-
-    yield start
-    for loop, replica in loops:
-        loop.call(replica.stop())
-        loop.close()
 
 
 def refused(address: str, tls: TlsSettings) -> RequestFailed:
