@@ -36,7 +36,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     import grpc
 
-    from hybrid.client import RequestFailed, build_request
+    from hybrid.client import _failure, build_request
     from hybrid.security.tls import secure_channel
     from hybrid.v1 import inference_pb2 as pb
     from hybrid.v1 import router_admin_pb2_grpc as admin_grpc
@@ -45,11 +45,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     request = build_request(
         prompt, messages, priority=args.priority, affinity_key=args.affinity_key, full_precision=args.full_precision
     )
-    with secure_channel(args.target, tls_from_args(args), aio=False) as channel:
+    tls = tls_from_args(args)
+    with secure_channel(args.target, tls, aio=False) as channel:
         try:
             reply = admin_grpc.RouterAdminStub(channel).Explain(request, timeout=args.timeout)
         except grpc.RpcError as error:
-            raise RequestFailed(error.code(), error.details() or "") from None
+            raise _failure(error, (), tls) from None
     if args.json:
         from google.protobuf.json_format import MessageToDict
 

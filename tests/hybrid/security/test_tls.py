@@ -27,9 +27,11 @@ def test_a_client_with_a_certificate_of_the_ca_is_served(serve, pki):
         assert client.complete(prompt="hi", max_new_tokens=3).text == "012"
 
 
-def test_a_plaintext_client_is_refused(serve, pki):
+def test_a_plaintext_client_is_refused_and_told_what_to_give(serve, pki):
     replica = serve(pki.server)
-    assert refused(replica.address, TlsSettings()).code == grpc.StatusCode.UNAVAILABLE
+    failure = refused(replica.address, TlsSettings())
+    assert failure.code == grpc.StatusCode.UNAVAILABLE
+    assert "this client speaks plaintext" in failure.details and "--tls-cert" in failure.details
 
 
 def test_a_client_without_a_certificate_is_refused(serve, pki):
@@ -46,7 +48,8 @@ def test_a_client_certificate_of_another_ca_is_refused(serve, pki, stranger_pki)
 
 def test_a_server_of_another_ca_is_refused_by_the_client(serve, pki, stranger_pki):
     replica = serve(stranger_pki.server)
-    assert refused(replica.address, pki.client).code == grpc.StatusCode.UNAVAILABLE
+    failure = refused(replica.address, pki.client)
+    assert failure.code == grpc.StatusCode.UNAVAILABLE and f"trusts {pki.ca}" in failure.details
 
 
 def test_an_expired_client_certificate_is_refused(serve, pki, tmp_path):
