@@ -15,6 +15,7 @@ import argparse
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 from pathlib import Path
@@ -82,7 +83,8 @@ def _local_tls(args: argparse.Namespace, stoppers: list) -> tuple[TlsSettings, T
         return plain, plain
     folder = Path(tempfile.mkdtemp(prefix="hybrid-up-tls-"))  # mode 0700
     stoppers.append(lambda: shutil.rmtree(folder, ignore_errors=True))
-    extra_names = [] if is_loopback(args.host) or args.host in ("", "0.0.0.0", "::") else [args.host]
+    every_interface = args.host in ("", "0.0.0.0", "::", "[::]")
+    extra_names = [] if is_loopback(args.host) else [socket.gethostname()] if every_interface else [args.host]
     server, client = certs.init_ca_folder(folder, sans=extra_names, force=True)
     (folder / certs.CA_KEY_FILE).unlink()  # nothing more is signed for this stack
     ca = folder / certs.CA_CERT_FILE

@@ -114,7 +114,7 @@ class RouterConfig(BaseModel):
         self.tls.check_bind(self.host)
         if self.http_port is not None and self.http_tls() is None:
             self.tls.check_bind(self.host, "the OpenAI HTTP front")
-        if self.tls.cert is not None:
+        if self.tls.enabled:
             self.tls.server_credentials()
 
 

@@ -86,7 +86,7 @@ class ServerShell:
         tls = tls or TlsSettings()
         tls.check_bind(host)
         self.tls = tls
-        self.credentials: RotatingServerCredentials | None = tls.server_credentials() if tls.cert else None
+        self.credentials: RotatingServerCredentials | None = tls.server_credentials() if tls.enabled else None
         self.server = grpc.aio.server(
             options=[
                 ("grpc.so_reuseport", 1 if reuse_port else 0),

@@ -182,3 +182,8 @@ def test_hybrid_generate_speaks_mtls_from_flags_or_the_environment(serve, pki, c
     assert capsys.readouterr().out.strip() == "012"
     assert main([*ask, "--plaintext", "--timeout", "1"]) == 1
     assert "UNAVAILABLE" in capsys.readouterr().err
+
+
+def test_a_server_given_only_a_ca_says_it_needs_its_own_pair_too(pki):
+    with pytest.raises(TlsConfigError, match="a TLS server needs a certificate"):
+        ServerShell("127.0.0.1", 0, [INFERENCE_SERVICE], tls=TlsSettings(ca=pki.ca))
