@@ -26,7 +26,9 @@ from pathlib import Path
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from hybrid.errors import HybridError
 
 log = logging.getLogger("hybrid.security")
 
@@ -40,8 +42,11 @@ TLS_HINT = (
 )
 
 
-class TlsConfigError(ValueError):
-    """TLS settings or files that cannot be used as given; the message says what to change."""
+class TlsConfigError(HybridError):
+    """TLS settings or files that cannot be used as given; the message says what to change. Not a ValueError, so
+    that pydantic passes it on as it is rather than inside a validation report."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
 
 
 def _env_true(value: str | None) -> bool:
@@ -119,14 +124,9 @@ class TlsSettings(BaseModel):
 
         chosen = dict(cert=pick(cert, ENV_CERT), key=pick(key, ENV_KEY), ca=pick(ca, ENV_CA))
         explicit_files = bool(cert or key or ca)
-        try:
-            if plaintext or (_env_true(env.get(ENV_PLAINTEXT)) and not explicit_files):
-                return cls(plaintext=True, **({} if not explicit_files else chosen))
-            return cls(**chosen)
-        except ValidationError as invalid:
-            # The message that says what to change, without pydantic's frame around it.
-            cause = invalid.errors()[0].get("ctx", {}).get("error")
-            raise TlsConfigError(str(cause or invalid)) from None
+        if plaintext or (_env_true(env.get(ENV_PLAINTEXT)) and not explicit_files):
+            return cls(plaintext=True, **({} if not explicit_files else chosen))
+        return cls(**chosen)
 
     def check_bind(self, host: str, what: str = "gRPC") -> None:
         """Refuses a server without TLS on an address other than loopback, unless plaintext was asked for."""

@@ -25,3 +25,24 @@ async def test_the_router_probe_presents_the_node_certificate(serve, pki, with_t
     probe = RouterProbe(router.address, pki.server if with_tls else None)
     await probe.check()
     assert probe.reachable is reachable
+
+
+def test_edge_settings_on_every_interface_need_tls_or_plaintext_asked_for(pki):
+    from edge_agent.config import EdgeAgentSettings
+    from hybrid.security.tls import TlsConfigError
+
+    with pytest.raises(TlsConfigError, match="--plaintext"):
+        EdgeAgentSettings(host="0.0.0.0")
+    assert EdgeAgentSettings(host="0.0.0.0", tls=TlsSettings(plaintext=True)).tls.plaintext
+    settings = EdgeAgentSettings(host="0.0.0.0", tls=pki.server)
+    # As agent.yaml keeps them, and reads them back.
+    assert EdgeAgentSettings.model_validate(settings.model_dump(mode="json")).tls == pki.server
+
+
+def test_hybrid_edge_install_refuses_every_interface_without_tls_before_touching_anything(tmp_path, capsys):
+    from edge_agent.node.cli import main
+
+    prefix = tmp_path / "prefix"
+    argv = ["install", "--artifact", str(tmp_path), "--sha256", "0" * 64, "--prefix", str(prefix)]
+    assert main([*argv, "--config-dir", str(tmp_path / "etc"), "--no-systemd", "--no-start"]) != 0
+    assert "--tls-cert" in capsys.readouterr().err and not prefix.exists()

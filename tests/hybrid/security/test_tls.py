@@ -153,7 +153,7 @@ def test_flags_win_over_the_environment_and_fill_from_it(tmp_path):
     ],
 )
 def test_inconsistent_settings_say_what_to_change(fields, says):
-    with pytest.raises(ValueError, match=says):
+    with pytest.raises(TlsConfigError, match=says):
         TlsSettings(**fields)
 
 
