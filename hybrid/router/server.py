@@ -115,7 +115,7 @@ class RouterConfig(BaseModel):
         if self.http_port is not None and self.http_tls() is None:
             self.tls.check_bind(self.host, "the OpenAI HTTP front")
         if self.tls.enabled:
-            self.tls.server_credentials()
+            self.tls.check_server_files()
 
 
 def relaying_handler(servicer: RouterServicer) -> grpc.GenericRpcHandler:

@@ -81,8 +81,9 @@ class TlsSettings(BaseModel):
     )
     plaintext: bool = Field(
         default=False,
-        description="Serve without TLS on an address other than loopback, on purpose (behind a trusted network "
-        "only). Without it, a server with no certificate binds loopback alone.",
+        description="No TLS, on purpose: a server may then bind addresses other than loopback unencrypted (behind "
+        "a trusted network only; without it, a server with no certificate binds loopback alone), and a client "
+        "ignores the HYBRID_TLS_* variables.",
     )
 
     @model_validator(mode="after")
@@ -138,9 +139,15 @@ class TlsSettings(BaseModel):
             "unencrypted on purpose"
         )
 
-    def server_credentials(self) -> RotatingServerCredentials:
+    def check_server_files(self) -> None:
+        """Refuses server settings that cannot serve: a missing file, an unreadable one, a key that is not the
+        certificate's, or a CA without the server's own pair."""
         if self.cert is None or self.key is None or self.ca is None:
             raise TlsConfigError(f"a TLS server needs a certificate, its key and the clients' CA: {TLS_HINT}")
+        CredentialFiles(self.cert, self.key, self.ca).read()
+
+    def server_credentials(self) -> RotatingServerCredentials:
+        self.check_server_files()
         return RotatingServerCredentials(self)
 
     def client_credentials(self) -> ClientCredentials:
