@@ -3,8 +3,10 @@
 The tiers start through their plugins (``hybrid.tiers``); discovery is Consul when CONSUL_HTTP_ADDR
 is set, else a static file in the state folder.
 
-Every gRPC hop speaks mutual TLS unless ``--plaintext``: a CA and its certificates are made at start in a
-private temporary folder (its CA key deleted at once, nothing else can be signed with it) and removed at stop.
+Every gRPC hop speaks mutual TLS unless ``--plaintext``: on the certificate given (``--tls-cert``, ``--tls-key``,
+``--tls-ca`` or their environment variables: a server leaf, which serves as the stack's client certificate too), or
+else on a CA and certificates made at start in a private temporary folder (its CA key deleted at once, nothing
+else can be signed with it) and removed at stop.
 A tier that cannot serve TLS (Ray Serve's gRPC) lists its replica tiers in ``plaintext_tiers``; the router
 reaches those without TLS.
 """
@@ -22,8 +24,8 @@ from pathlib import Path
 
 from hybrid import constants, tiers
 from hybrid.cli.client import add_priority_argument
+from hybrid.cli.common import add_tls_arguments, positive_float, print_chunks, tls_from_args
 from hybrid.cli.common import console as make_console
-from hybrid.cli.common import positive_float, print_chunks
 from hybrid.router import defaults as router_defaults
 from hybrid.security import certs
 from hybrid.security.tls import TlsSettings, is_loopback
@@ -42,7 +44,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     stoppers: list = []
     _interrupt_on_signals()  # from the first moment: Ctrl-C while tiers start or the prompt is answered stops cleanly
     try:
-        server_tls, client_tls = _local_tls(args, stoppers)
+        server_tls, client_tls, made_here = _local_tls(args, stoppers)
+        if discovery == "consul" and made_here:
+            console.print(
+                "[yellow]Consul checks each replica over TLS, and its agent holds no certificate of the CA made "
+                "just now: the checks will fail. Give --tls-cert/--tls-key/--tls-ca of a CA the Consul agent has "
+                "a certificate of, or --plaintext.[/]"
+            )
         for plugin in needed:
             stack = tiers.LocalStack(
                 state, args.host, args.region, discovery, ports[plugin.name], console, tls=server_tls
@@ -75,12 +83,17 @@ def _interrupt_on_signals() -> None:
         signal.signal(sig, interrupt)
 
 
-def _local_tls(args: argparse.Namespace, stoppers: list) -> tuple[TlsSettings, TlsSettings]:
-    """The servers' and the callers' TLS settings: certificates made now in a private temporary folder, removed
-    at stop; with --plaintext none (and plaintext allowed beyond loopback, since it was asked for)."""
-    if args.plaintext:
+def _local_tls(args: argparse.Namespace, stoppers: list) -> tuple[TlsSettings, TlsSettings, bool]:
+    """The servers' and the callers' TLS settings, and whether they were made here: those given, else certificates
+    made now in a private temporary folder, removed at stop; with --plaintext none (and plaintext allowed beyond
+    loopback, since it was asked for)."""
+    given = tls_from_args(args)
+    if given.plaintext:
         plain = TlsSettings(plaintext=not is_loopback(args.host))
-        return plain, plain
+        return plain, plain, False
+    if given.enabled:
+        given.check_server_files()
+        return given, given, False
     folder = Path(tempfile.mkdtemp(prefix="hybrid-up-tls-"))  # mode 0700
     stoppers.append(lambda: shutil.rmtree(folder, ignore_errors=True))
     every_interface = args.host in ("", "0.0.0.0", "::", "[::]")
@@ -88,7 +101,8 @@ def _local_tls(args: argparse.Namespace, stoppers: list) -> tuple[TlsSettings, T
     server, client = certs.init_ca_folder(folder, sans=extra_names, force=True)
     (folder / certs.CA_KEY_FILE).unlink()  # nothing more is signed for this stack
     ca = folder / certs.CA_CERT_FILE
-    return TlsSettings(cert=server.cert, key=server.key, ca=ca), TlsSettings(cert=client.cert, key=client.key, ca=ca)
+    made = TlsSettings(cert=server.cert, key=server.key, ca=ca), TlsSettings(cert=client.cert, key=client.key, ca=ca)
+    return *made, True
 
 
 def _start_router(
@@ -157,9 +171,5 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     up.add_argument("--prompt", default="", help="once the stack is up, answer this through it")
     up.add_argument("--max-new-tokens", type=int, default=64)
     up.add_argument("--once", action="store_true", help="stop after answering --prompt")
-    up.add_argument(
-        "--plaintext",
-        action="store_true",
-        help="no TLS: by default every gRPC hop speaks mutual TLS with certificates made at start",
-    )
+    add_tls_arguments(up)  # without them every hop speaks mutual TLS on certificates made at start
     up.set_defaults(func=cmd_up)

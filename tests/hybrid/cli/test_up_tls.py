@@ -60,3 +60,16 @@ def test_up_gives_every_tier_certificates_made_at_start_and_removes_them_at_stop
 def test_up_plaintext_gives_no_tls(recording_tiers, tmp_path):
     assert main([*UP, "--state-dir", str(tmp_path), "--plaintext"]) == 0
     assert recording_tiers["edge"].tls == TlsSettings()
+
+
+def test_up_serves_with_the_certificates_given_and_keeps_them(recording_tiers, tmp_path, monkeypatch):
+    from hybrid.security import certs
+
+    pki = tmp_path / "pki"
+    certs.init_ca_folder(pki)
+    monkeypatch.setenv("HYBRID_TLS_CERT", str(pki / "server.pem"))
+    monkeypatch.setenv("HYBRID_TLS_KEY", str(pki / "server.key"))
+    monkeypatch.setenv("HYBRID_TLS_CA", str(pki / "ca.pem"))
+    assert main([*UP, "--state-dir", str(tmp_path / "state")]) == 0
+    assert recording_tiers["edge"].tls == TlsSettings(cert=pki / "server.pem", key=pki / "server.key", ca=pki / "ca.pem")
+    assert (pki / "server.key").exists() and (pki / "ca.key").exists(), "hybrid up removed files it did not make"
