@@ -21,9 +21,13 @@ sees which of them bounded the run.
     python benchmarks/router_overhead.py --rates 1000,2500,5000 --seconds 10 --loadgen-processes 6 \\
         --replica-processes 4 --router-workers 4 --out router_overhead.json
 
-``--tracing [SAMPLE]`` runs the router with tracing on, every request sampled (or that share), its spans exported over OTLP/gRPC to
-a collector stand-in here that takes and drops them; compare its router CPU per request with a run
+``--tracing [SAMPLE]`` runs the router with tracing on, every request sampled (or that share), its spans
+exported over OTLP/gRPC to a collector stand-in here that takes and drops them; compare its router CPU per request with a run
 without. ``--request-log`` has the router write its request log (to /dev/null) for the same comparison.
+
+With ``--tls`` it runs two stacks side by side in the same run, one plaintext and one with mutual TLS on every
+hop (certificates made at start with `hybrid certs`' code), measures each rate on both in turn, and reports
+what TLS adds to the router's CPU per request.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import platform
@@ -53,11 +58,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-async def serve_instant_replica(port: int) -> None:
-    """One process of the instant replica; several of them share the port through SO_REUSEPORT."""
+async def serve_instant_replica(port: int, tls_dir: str | None = None) -> None:
+    """One process of the instant replica; several of them share the port through SO_REUSEPORT. With
+    ``tls_dir`` it serves mutual TLS with the server certificate there."""
     import grpc
 
     from hybrid.protocol import Chunk, FinishReason, ServedBy, Tier
+    from hybrid.security.tls import RotatingServerCredentials
     from hybrid.serving.grpc_shell import inference_handler
     from hybrid.v1 import inference_pb2 as pb
 
@@ -71,7 +78,13 @@ async def serve_instant_replica(port: int) -> None:
 
     server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
     server.add_generic_rpc_handlers((inference_handler(generate, get_load),))
-    if server.add_insecure_port(f"127.0.0.1:{port}") != port:
+    if tls_dir:
+        bound = server.add_secure_port(
+            f"127.0.0.1:{port}", RotatingServerCredentials(leaf_tls(Path(tls_dir), "server")).credentials
+        )
+    else:
+        bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    if bound != port:
         raise OSError(f"could not bind 127.0.0.1:{port}")
     await server.start()
     print(f"instant replica ready on 127.0.0.1:{port}", flush=True)
@@ -95,6 +108,31 @@ async def serve_span_sink(port: int) -> None:
     await server.start()
     print("span sink ready on", port, flush=True)
     await server.wait_for_termination()
+
+
+def leaf_tls(folder: Path, name: str):
+    from hybrid.security.tls import TlsSettings
+
+    return TlsSettings(cert=folder / f"{name}.pem", key=folder / f"{name}.key", ca=folder / "ca.pem")
+
+
+@contextlib.contextmanager
+def client_tls_env(folder: Path | None):
+    """The load generator's processes present the client certificate of ``folder`` (through the environment the
+    client reads); none when ``folder`` is None."""
+    from hybrid.security.tls import ENV_CA, ENV_CERT, ENV_KEY
+
+    names = (ENV_CERT, ENV_KEY, ENV_CA)
+    if folder is None:
+        yield
+        return
+    tls = leaf_tls(folder, "client")
+    os.environ.update(zip(names, (str(tls.cert), str(tls.key), str(tls.ca))))
+    try:
+        yield
+    finally:
+        for name in names:
+            os.environ.pop(name, None)
 
 
 def register_instant_replica(port: int, discovery: str) -> None:
@@ -246,20 +284,28 @@ def wait_ready(process: subprocess.Popen, marker: str) -> None:
     raise RuntimeError(f"no '{marker}' from {process.args}")
 
 
-def start_stack(args: argparse.Namespace, folder: Path) -> tuple[list[subprocess.Popen], subprocess.Popen, dict]:
-    """The replica processes (and the span sink, with ``--tracing``, last) and the router, serving; returns them
-    and the two targets."""
+def start_stack(
+    args: argparse.Namespace, folder: Path, tls_dir: Path | None = None
+) -> tuple[list[subprocess.Popen], subprocess.Popen, dict]:
+    """The replica processes (and the span sink, with ``--tracing``, last) and the router, serving (with mutual
+    TLS on the certificates of ``tls_dir``); returns them and the two targets."""
     discovery = f"static:{folder / 'discovery.yaml'}"
     replica_port, router_port = free_port(), free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     common = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    replica_tls = ["--replica-tls-dir", str(tls_dir)] if tls_dir else []
     replicas = [
-        subprocess.Popen([sys.executable, __file__, "--instant-replica", str(replica_port)], **common)
+        subprocess.Popen([sys.executable, __file__, "--instant-replica", str(replica_port), *replica_tls], **common)
         for _ in range(args.replica_processes)
     ]
     for replica in replicas:
         wait_ready(replica, "ready on")
     register_instant_replica(replica_port, discovery)
+    workers = ["--workers", str(args.router_workers)] if args.router_workers > 1 else []
+    router_tls = []
+    if tls_dir:
+        server = leaf_tls(tls_dir, "server")
+        router_tls = ["--tls-cert", str(server.cert), "--tls-key", str(server.key), "--tls-ca", str(server.ca)]
     observed = []
     if args.tracing is not None:
         sink_port = free_port()
@@ -269,10 +315,10 @@ def start_stack(args: argparse.Namespace, folder: Path) -> tuple[list[subprocess
         observed += ["--otlp-endpoint", f"http://127.0.0.1:{sink_port}", "--trace-sample", str(args.tracing)]
     if args.request_log:
         observed += ["--request-log", os.devnull]
-    workers = ["--workers", str(args.router_workers)] if args.router_workers > 1 else []
     router = subprocess.Popen(
         [sys.executable, "-m", "hybrid.cli", "router", "serve", "--port", str(router_port), "--discovery", discovery]
         + workers
+        + router_tls
         + observed,
         **common,
     )
@@ -280,26 +326,47 @@ def start_stack(args: argparse.Namespace, folder: Path) -> tuple[list[subprocess
     return replicas, router, targets
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace) -> dict[str, dict]:
+    """Every rate on each stack (the plaintext one; with --tls the mTLS one too, measured in turn with it):
+    {stack: {rate: figures}}."""
     from hybrid.bench.loadgen_pool import run_pool
+    from hybrid.security import certs
 
-    replicas, router, targets = start_stack(args, Path(tempfile.mkdtemp(prefix="router-bench-")))
-    results = {}
+    folder = Path(tempfile.mkdtemp(prefix="router-bench-"))
+    tls_dirs: dict[str, Path | None] = {"plaintext": None}
+    if args.tls:
+        tls_dirs["mtls"] = folder / "tls"
+        certs.init_ca_folder(tls_dirs["mtls"])
+    stacks = {name: start_stack(args, folder / name, tls_dir) for name, tls_dir in tls_dirs.items()}
+    results: dict[str, dict] = {name: {} for name in stacks}
     try:
-        wait_ready(router, "ready on")
-        for target in targets.values():  # warm both paths
-            run_pool(target, arrivals_at(100, 2, seed=99), 1, chat=False)
+        for name, (_, router, targets) in stacks.items():
+            wait_ready(router, "ready on")
+            with client_tls_env(tls_dirs[name]):
+                for target in targets.values():  # warm both paths
+                    run_pool(target, arrivals_at(100, 2, seed=99), 1, chat=False)
         for rate in [float(r) for r in args.rates.split(",")]:
-            serving = replicas[: args.replica_processes]  # not the span sink
-            pids = {"router": [router.pid], "replica": [r.pid for r in serving]}
-            results[f"{rate:g}"] = measure_rate(rate, targets, pids, args)
-            print(f"{rate:g}/s", json.dumps(results[f"{rate:g}"]), flush=True)
+            for name, (replicas, router, targets) in stacks.items():
+                serving = replicas[: args.replica_processes]  # not the span sink
+                pids = {"router": [router.pid], "replica": [r.pid for r in serving]}
+                with client_tls_env(tls_dirs[name]):
+                    results[name][f"{rate:g}"] = measure_rate(rate, targets, pids, args)
+                print(f"{name} {rate:g}/s", json.dumps(results[name][f"{rate:g}"]), flush=True)
     finally:
-        for process in [router, *replicas]:
+        processes = [p for replicas, router, _ in stacks.values() for p in (router, *replicas)]
+        for process in processes:
             process.terminate()
-        for process in [router, *replicas]:
+        for process in processes:
             process.wait(timeout=30)
     return results
+
+
+def tls_cost(results: dict[str, dict]) -> dict[str, float]:
+    """Per rate, what mutual TLS adds to the router's CPU per routed request (ms)."""
+    return {
+        rate: figures["router_cpu_ms_per_request"] - results["plaintext"][rate]["router_cpu_ms_per_request"]
+        for rate, figures in results.get("mtls", {}).items()
+    }
 
 
 def table(results: dict) -> str:
@@ -338,7 +405,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--loadgen-channels", type=int, default=1, help="gRPC channels (connections) per process")
     parser.add_argument("--router-workers", type=int, default=1, help="passed as `router serve --workers` when > 1")
     parser.add_argument("--replica-processes", type=int, default=1, help="instant replica processes on one port")
+    parser.add_argument(
+        "--tls", action="store_true", help="also measure a stack with mutual TLS on every hop, in the same run"
+    )
     parser.add_argument("--out", default="router_overhead.json", help="JSON of every figure")
+    parser.add_argument("--instant-replica", metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument(
         "--tracing",
         type=float,
@@ -351,13 +422,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--request-log", action="store_true", help="the router writes its request log (to /dev/null)")
     parser.add_argument("--instant-replica", metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--span-sink", metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--replica-tls-dir", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
 def main() -> int:
     args = parse_args()
     if args.instant_replica:
-        asyncio.run(serve_instant_replica(int(args.instant_replica)))
+        asyncio.run(serve_instant_replica(int(args.instant_replica), args.replica_tls_dir))
         return 0
     if args.span_sink:
         asyncio.run(serve_span_sink(int(args.span_sink)))
@@ -379,12 +451,20 @@ def main() -> int:
         "replica_processes": args.replica_processes,
         "tracing": args.tracing,
         "request_log": args.request_log,
-        "results": results,
-        "table": table(results),
+        "results": results["plaintext"],
+        "table": table(results["plaintext"]),
     }
+    if args.tls:
+        report |= {
+            "results_mtls": results["mtls"],
+            "table_mtls": table(results["mtls"]),
+            "tls_added_router_cpu_ms_per_request": tls_cost(results),
+        }
     Path(args.out).write_text(json.dumps(report, indent=2))
-    print()
-    print(table(results))
+    for name, figures in results.items():
+        print(f"\n{name}\n{table(figures)}")
+    for rate, added in tls_cost(results).items():
+        print(f"mutual TLS adds {added:.3f} ms of router CPU per request at {rate}/s")
     return 0
 
 

@@ -28,6 +28,9 @@ KINDS = ("private", "public")
 class CloudTierPlugin:
     name = "cloud"
     extra = "cloud"
+    # Ray Serve's gRPC proxy and its direct-ingress replica servers bind with add_insecure_port and take no
+    # credentials (ray/serve/_private/grpc_util.py, start_grpc_server), so the router reaches them without TLS.
+    plaintext_tiers = KINDS
 
     def available(self) -> bool:
         return tiers.modules_installed(*CLOUD_MODULES)

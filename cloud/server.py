@@ -66,6 +66,11 @@ def start_serve(grpc_port: int, http_port: int | None = None) -> None:
     """Starts Serve with the gRPC proxy on grpc_port (all interfaces: Ray's proxy cannot pick one)."""
     from ray import serve
 
+    log.warning(
+        "Ray Serve's gRPC proxy (port %d) and its replicas' own ports (40000 and up) listen on every interface "
+        "without TLS: Serve cannot serve gRPC with TLS. Firewall them to the router's hosts.",
+        grpc_port,
+    )
     serve.start(
         http_options={"host": constants.DEFAULT_HOST, "port": http_port or free_port()},
         grpc_options={"port": grpc_port, "grpc_servicer_functions": list(defaults.CLOUD_GRPC_SERVICER_FUNCTIONS)},

@@ -14,7 +14,14 @@ from pathlib import Path
 
 from edge_agent import defaults
 from hybrid import constants, tiers
-from hybrid.cli.common import add_discovery_argument, add_tracing_arguments, console, tracing_settings
+from hybrid.cli.common import (
+    add_discovery_argument,
+    add_tls_arguments,
+    add_tracing_arguments,
+    console,
+    tls_from_args,
+    tracing_settings,
+)
 from hybrid.telemetry import tracing
 
 # Modules the export extra brings (pyproject.toml), found without importing them.
@@ -132,6 +139,7 @@ def cmd_edge_serve(args: argparse.Namespace) -> int:
         discovery=args.discovery,
         cost_per_hour=args.cost_per_hour,
         trust_key=Path(args.trust) if args.trust else None,
+        tls=tls_from_args(args),
     )
     tracing.configure(tracing_settings(args), "hybrid-edge")
     asyncio.run(serve_forever(config))
@@ -160,6 +168,7 @@ def add_commands(commands: argparse._SubParsersAction, plugin: tiers.TierPlugin)
     serve.add_argument("--cost-per-hour", type=float, default=0.0)
     serve.add_argument("--trust", metavar="PUBKEY", help="serve only an artifact this key signed (its .pub)")
     add_tracing_arguments(serve)
+    add_tls_arguments(serve)
     serve.set_defaults(func=tiers.requiring(plugin, cmd_edge_serve))
 
 

@@ -12,6 +12,7 @@ from edge_agent import defaults
 from edge_agent.artifacts.signing import TrustedKey
 from hybrid import constants
 from hybrid.discovery.spec import DISCOVERY_SPEC_HELP, parse_discovery_spec
+from hybrid.security.tls import TlsSettings
 
 
 def is_loopback(host: str) -> bool:
@@ -62,6 +63,11 @@ class EdgeAgentSettings(BaseModel):
         description="Public key (PEM, from `hybrid artifacts keygen`) that must have signed every artifact this "
         "agent loads; None accepts unsigned artifacts (the sha256 pins still hold).",
     )
+    tls: TlsSettings = Field(
+        default_factory=TlsSettings,
+        description="Mutual TLS of the gRPC server: callers (the router) must present a certificate of tls.ca. "
+        "None means plaintext, which binds loopback only unless tls.plaintext.",
+    )
     discovery: str = Field(
         default=f"static:{constants.DEFAULT_STATIC_DISCOVERY_FILE}",
         description=f"Where to register: {DISCOVERY_SPEC_HELP}.",
@@ -83,6 +89,12 @@ class EdgeAgentSettings(BaseModel):
     def _known_discovery(cls, value: str) -> str:
         parse_discovery_spec(value)
         return value
+
+    @model_validator(mode="after")
+    def _not_open_in_plaintext(self) -> EdgeAgentSettings:
+        # Said when the settings are written (install, flags), not first when the agent starts.
+        self.tls.check_bind(self.host)
+        return self
 
     def resolved_replica_id(self, port: int) -> str:
         return self.replica_id or f"edge-{self.region}-{socket.gethostname()}-{port}"

@@ -21,6 +21,7 @@ EDGE_MODULES = ("onnxruntime", "transformers")
 class EdgeTierPlugin:
     name = "edge"
     extra = "edge"
+    plaintext_tiers = ()  # the agent serves mutual TLS
 
     def available(self) -> bool:
         return tiers.modules_installed(*EDGE_MODULES)
@@ -42,7 +43,12 @@ class EdgeTierPlugin:
             with console.status("building the edge artifact (first run only)") as status:
                 export_artifact(out=artifact, progress=lambda m: (status.update(m), console.log(m)))
         config = EdgeAgentConfig(
-            artifact=artifact, host=stack.host, port=stack.port, region=stack.region, discovery=stack.discovery
+            artifact=artifact,
+            host=stack.host,
+            port=stack.port,
+            region=stack.region,
+            discovery=stack.discovery,
+            tls=stack.tls,
         )
         with console.status("starting the edge agent"):
             edge = BackgroundEdgeAgent(config)

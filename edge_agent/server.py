@@ -126,7 +126,7 @@ class EdgeAgent:
         """``loaded``: the artifact loaded already (`hybrid-edge run` picks the last good one); else config.artifact."""
         self.config = config
         self.metrics = ReplicaMetrics()
-        self.shell = ServerShell(config.host, config.port, [INFERENCE_SERVICE])
+        self.shell = ServerShell(config.host, config.port, [INFERENCE_SERVICE], tls=config.tls)
         self.replica_id = config.resolved_replica_id(self.shell.port)
         self.address = self.shell.address
         if loaded is None:
@@ -139,7 +139,7 @@ class EdgeAgent:
         self.metrics.capacity.set(config.max_batch_size)
         servicer = InferenceServicer(self)
         self.shell.server.add_generic_rpc_handlers((inference_handler(servicer.Generate, servicer.GetLoad),))
-        self.registry = registry_from_spec(config.discovery)
+        self.registry = registry_from_spec(config.discovery, tls=self.shell.credentials is not None)
         self.discovery = DiscoveryStatus(config.discovery)
         self._registration_lock = asyncio.Lock()
         self._registered: ReplicaRecord | None = None

@@ -6,7 +6,13 @@
             print(chunk.text, end="")
         answer = client.complete(prompt="The capital of France is", max_new_tokens=8)
 
-The same client talks to the router, an edge agent or a cloud ingress.
+The same client talks to the router, an edge agent or a cloud ingress. A server with mutual TLS needs a
+client certificate of its CA:
+
+    HybridClient("router.example:50051", tls=TlsSettings(cert="client.pem", key="client.key", ca="ca.pem"))
+
+Without ``tls`` the client reads ``HYBRID_TLS_CERT``, ``HYBRID_TLS_KEY`` and ``HYBRID_TLS_CA``, and speaks
+plaintext when none is set.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import grpc
 
 from hybrid import wire
 from hybrid.protocol import Priority
+from hybrid.security.tls import TlsSettings, secure_channel
 from hybrid.v1 import inference_pb2 as pb
 from hybrid.v1 import inference_pb2_grpc as pb_grpc
 
@@ -135,10 +142,28 @@ class _Resend:
 _REPLICA_DIED = "actor died unexpectedly"
 
 
-def _failure(error: grpc.RpcError, trailing=None) -> RequestFailed:
+def _connection_hint(tls: TlsSettings, details: str) -> str:
+    """What to check when no connection could be made for a reason other than nothing listening: most often one
+    side speaks TLS and the other does not, or their certificates do not share a CA."""
+    if "failed to connect" not in details or "Connection refused" in details:
+        return ""
+    if tls.enabled:
+        return (
+            f" (this client speaks TLS with {tls.cert or 'no certificate'} and trusts {tls.ca}: the server must serve "
+            "TLS with a certificate of that CA for this address, and take this client's)"
+        )
+    return (
+        " (this client speaks plaintext: if the server requires TLS, give --tls-cert, --tls-key and --tls-ca, "
+        "or HYBRID_TLS_CERT, HYBRID_TLS_KEY and HYBRID_TLS_CA)"
+    )
+
+
+def _failure(error: grpc.RpcError, trailing=None, tls: TlsSettings | None = None) -> RequestFailed:
     if trailing is None and hasattr(error, "trailing_metadata"):
         trailing = error.trailing_metadata()
     code, details = error.code(), error.details() or ""
+    if code == grpc.StatusCode.UNAVAILABLE and tls is not None:
+        details += _connection_hint(tls, details)
     if code == grpc.StatusCode.INTERNAL and _REPLICA_DIED in details:
         # Ray Serve's proxy reports a replica that died mid-request as INTERNAL; to a caller it is
         # what UNAVAILABLE means: this replica is gone, another attempt may succeed.
@@ -154,11 +179,23 @@ def _cut_short() -> RequestFailed:
     )
 
 
-class HybridClient:
-    """``application`` names the Serve application when the target is a Ray cluster running several."""
+def _tls(settings: TlsSettings | None) -> TlsSettings:
+    return TlsSettings.resolve() if settings is None else settings
 
-    def __init__(self, target: str, timeout_s: float | None = 120.0, application: str | None = None):
-        self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+
+class HybridClient:
+    """``application`` names the Serve application when the target is a Ray cluster running several; ``tls`` the
+    client certificate, key and CA of a server with mutual TLS (the environment's when None)."""
+
+    def __init__(
+        self,
+        target: str,
+        timeout_s: float | None = 120.0,
+        application: str | None = None,
+        tls: TlsSettings | None = None,
+    ):
+        self.tls = _tls(tls)
+        self.channel = secure_channel(target, self.tls, options=CHANNEL_OPTIONS, aio=False)
         self.stub = pb_grpc.InferenceStub(self.channel)
         self.timeout_s = timeout_s
         self.application = application
@@ -181,7 +218,7 @@ class HybridClient:
             except grpc.RpcError as error:
                 delay = resend.delay_s(error, streamed)
                 if delay is None:
-                    raise _failure(error) from None
+                    raise _failure(error, tls=self.tls) from None
                 time.sleep(delay)
                 continue
             if not finished:
@@ -200,7 +237,7 @@ class HybridClient:
                 pb.GetLoadRequest(), timeout=self.timeout_s, metadata=wire.call_metadata(self.application)
             )
         except grpc.RpcError as error:
-            raise _failure(error) from None
+            raise _failure(error, tls=self.tls) from None
 
     def close(self) -> None:
         self.channel.close()
@@ -219,8 +256,10 @@ class AsyncHybridClient:
         timeout_s: float | None = 120.0,
         application: str | None = None,
         channel_options: tuple[tuple[str, object], ...] = (),
+        tls: TlsSettings | None = None,
     ):
-        self.channel = grpc.aio.insecure_channel(target, options=[*CHANNEL_OPTIONS, *channel_options])
+        self.tls = _tls(tls)
+        self.channel = secure_channel(target, self.tls, options=[*CHANNEL_OPTIONS, *channel_options])
         self.stub = pb_grpc.InferenceStub(self.channel)
         self.timeout_s = timeout_s
         self.application = application
@@ -242,7 +281,7 @@ class AsyncHybridClient:
             except grpc.RpcError as error:
                 delay = resend.delay_s(error, streamed)
                 if delay is None:
-                    raise _failure(error, await call.trailing_metadata()) from None
+                    raise _failure(error, await call.trailing_metadata(), self.tls) from None
                 await asyncio.sleep(delay)
                 continue
             if not finished:
@@ -261,7 +300,7 @@ class AsyncHybridClient:
                 pb.GetLoadRequest(), timeout=self.timeout_s, metadata=wire.call_metadata(self.application)
             )
         except grpc.RpcError as error:
-            raise _failure(error, ()) from None
+            raise _failure(error, (), self.tls) from None
 
     async def close(self) -> None:
         await self.channel.close()

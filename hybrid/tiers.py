@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import grpc
 
 from hybrid.errors import HybridError
+from hybrid.security.tls import TlsSettings
 
 if TYPE_CHECKING:
     from hybrid.bench.overload import OverloadConfig
@@ -66,6 +67,7 @@ class LocalStack:
     discovery: str
     port: int  # the tier's own port; 0 picks a free one
     console: Any  # a rich Console on stderr: progress while starting, one line per server once up
+    tls: TlsSettings = TlsSettings()  # what the tier's servers serve with: mutual TLS unless `hybrid up --plaintext`
 
 
 class BenchHost(Protocol):
@@ -95,6 +97,8 @@ class TierPlugin(Protocol):
 
     name: str  # the entry point's name and the tier's command group: "edge", "cloud"
     extra: str  # the pip extra that installs the tier's dependencies
+    # Replica tiers whose servers cannot speak TLS (Ray Serve's gRPC); `hybrid up` has the router reach them plain.
+    plaintext_tiers: tuple[str, ...]
 
     def available(self) -> bool:
         """Whether the extra's modules are installed (found, not imported)."""

@@ -38,6 +38,7 @@ from edge_agent.node.config import (
     write_runtime,
 )
 from edge_agent.server import EdgeAgent, LoadedArtifact, load_artifact
+from hybrid.security.tls import TlsSettings, secure_channel
 
 log = logging.getLogger("hybrid.edge.node")
 
@@ -45,15 +46,17 @@ log = logging.getLogger("hybrid.edge.node")
 class RouterProbe:
     """Whether the router answers grpc.health.v1 (any answer counts as reachable); logs the changes."""
 
-    def __init__(self, address: str):
+    def __init__(self, address: str, tls: TlsSettings | None = None):
+        """``tls``: the node's certificate, presented to a router with mutual TLS."""
         self.address = address
+        self.tls = tls
         self.reachable: bool | None = None
         self.since: float | None = None
         self.last_error = ""
 
     async def check(self) -> None:
         try:
-            async with grpc.aio.insecure_channel(self.address) as channel:
+            async with secure_channel(self.address, self.tls) as channel:
                 await health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(), timeout=defaults.EDGE_ROUTER_PROBE_TIMEOUT_S
                 )
@@ -91,7 +94,7 @@ class NodeAgent:
         loaded = self._load_last_good()
         self.agent = EdgeAgent(node.agent_config(loaded.folder), loaded=loaded)
         self.address = self.agent.address
-        self.router = RouterProbe(node.router) if node.router else None
+        self.router = RouterProbe(node.router, node.tls) if node.router else None
         self.started_at = time.time()
         self._standby: LoadedArtifact | None = None
         self._switch_lock = asyncio.Lock()

@@ -21,6 +21,7 @@ from pathlib import Path
 from edge_agent import defaults
 from edge_agent.artifacts.store import Progress
 from hybrid import constants
+from hybrid.cli.common import add_tls_arguments, tls_from_args
 from hybrid.discovery import DISCOVERY_SPEC_HELP
 from hybrid.errors import ArtifactError, HybridError
 
@@ -95,6 +96,7 @@ def _install_request(args: argparse.Namespace):
         advertise_host=args.advertise_host if args.advertise_host is not None else default_advertise_host(host),
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
+        tls=tls_from_args(args),
         max_batch_size=args.max_batch_size,
         cost_per_hour=args.cost_per_hour,
         replica_id=args.replica_id,
@@ -257,13 +259,7 @@ def _add_agent_arguments(install: argparse.ArgumentParser) -> None:
     agent.add_argument(
         "--metrics-host", default=constants.DEFAULT_HOST, help="address /metrics binds; loopback unless opened"
     )
-    tls = install.add_argument_group("TLS of the agent's gRPC server (written to agent.env)")
-    tls.add_argument("--tls-cert", metavar="FILE", help="PEM certificate of the agent (HYBRID_TLS_CERT)")
-    tls.add_argument("--tls-key", metavar="FILE", help="PEM private key of the certificate (HYBRID_TLS_KEY)")
-    tls.add_argument("--tls-ca", metavar="FILE", help="CA of the callers' client certificates (HYBRID_TLS_CA)")
-    tls.add_argument(
-        "--plaintext", action="store_true", help="no TLS, yet bind beyond loopback with --host (HYBRID_PLAINTEXT=1)"
-    )
+    add_tls_arguments(install)
     agent.add_argument("--max-batch-size", type=int, default=constants.MAX_BATCH_SIZE, help="capacity")
     agent.add_argument("--cost-per-hour", type=float, default=0.0)
     agent.add_argument("--replica-id", default="", help="default: edge-REGION-HOSTNAME-PORT")

@@ -255,7 +255,7 @@ def _wait_until_serving(layout: NodeLayout, node: NodeConfig, sha256: str) -> st
     while time.monotonic() < deadline:
         runtime = running_agent(layout)
         if runtime is not None and runtime.serving_sha256 == sha256:
-            live = probe_agent(node.local_address(runtime.address))
+            live = probe_agent(node.local_address(runtime.address), node.tls)
             if live["health"] == "SERVING":
                 discovery = runtime.discovery
                 listed = (

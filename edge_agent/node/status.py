@@ -13,6 +13,7 @@ from edge_agent.artifacts.signing import TrustedKey
 from edge_agent.artifacts.store import ArtifactStore
 from edge_agent.node.config import NodeConfig, StateFile, running_agent
 from hybrid.errors import ArtifactError
+from hybrid.security.tls import TlsSettings, secure_channel
 from hybrid.v1 import inference_pb2 as pb
 from hybrid.v1 import inference_pb2_grpc as pb_grpc
 
@@ -39,10 +40,11 @@ def _artifact(store: ArtifactStore, sha: str | None, trusted: TrustedKey | None)
     return found
 
 
-def probe_agent(address: str) -> dict[str, Any]:
-    """Health and load of the agent at ``address``, live over gRPC."""
+def probe_agent(address: str, tls: TlsSettings | None = None) -> dict[str, Any]:
+    """Health and load of the agent at ``address``, live over gRPC (mutual TLS with the node's certificate when
+    it serves TLS: its server certificate is a client one too, and answers to loopback)."""
     try:
-        with grpc.insecure_channel(address) as channel:
+        with secure_channel(address, tls, aio=False) as channel:
             health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=PROBE_TIMEOUT_S)
             load = pb_grpc.InferenceStub(channel).GetLoad(pb.GetLoadRequest(), timeout=PROBE_TIMEOUT_S)
     except grpc.RpcError as error:
@@ -84,7 +86,7 @@ def node_status(node: NodeConfig) -> dict[str, Any]:
     if runtime is not None:
         status["agent"] = {
             **runtime.model_dump(mode="json"),
-            "live": probe_agent(node.local_address(runtime.address)),
+            "live": probe_agent(node.local_address(runtime.address), node.tls),
         }
     return status
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from hybrid import constants, wire
 from hybrid.discovery import ReplicaRecord
+from hybrid.security.tls import TlsSettings, secure_channel
 from hybrid.serving.grpc_shell import INFERENCE_SERVICE, ServerShell, inference_handler
 from hybrid.v1 import inference_pb2 as pb
 from hybrid.v1 import inference_pb2_grpc as pb_grpc
@@ -33,6 +34,10 @@ class BaselineConfig(BaseModel):
     port: int = Field(default=0, ge=0, le=65535, description="gRPC port; 0 picks one.")
     replicas: list[ReplicaRecord] = Field(description="The replicas, in round-robin order.")
     drain_grace_s: float = Field(default=5.0, ge=0, description="Streams' time to finish on stop.")
+    tls: TlsSettings = Field(
+        default_factory=TlsSettings,
+        description="Mutual TLS of its server and of its channels to the replicas, as the router has it.",
+    )
 
     @field_validator("replicas")
     @classmethod
@@ -47,10 +52,10 @@ class RoundRobinProxy:
 
     def __init__(self, config: BaselineConfig):
         self.config = config
-        self.shell = ServerShell(config.host, config.port, [INFERENCE_SERVICE])
+        self.shell = ServerShell(config.host, config.port, [INFERENCE_SERVICE], tls=config.tls)
         self.address = self.shell.address
         self.replicas = list(config.replicas)
-        self._channels = [grpc.aio.insecure_channel(f"{r.address}:{r.port}") for r in self.replicas]
+        self._channels = [secure_channel(f"{r.address}:{r.port}", config.tls) for r in self.replicas]
         self._stubs = [pb_grpc.InferenceStub(channel) for channel in self._channels]
         self._next = itertools.count()
         self.sent = [0] * len(self.replicas)

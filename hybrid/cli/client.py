@@ -6,7 +6,7 @@ import argparse
 import json
 
 from hybrid import constants
-from hybrid.cli.common import print_chunks
+from hybrid.cli.common import add_tls_arguments, print_chunks, tls_from_args
 from hybrid.protocol import Priority
 
 
@@ -26,7 +26,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         model=args.model,
     )
     prompt, messages = _prompt(args)
-    with HybridClient(args.target, timeout_s=args.timeout, application=args.application or None) as client:
+    with HybridClient(
+        args.target, timeout_s=args.timeout, application=args.application or None, tls=tls_from_args(args)
+    ) as client:
         print_chunks(client.stream(prompt, messages, **params), args.json)
     return 0
 
@@ -34,7 +36,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     import grpc
 
-    from hybrid.client import RequestFailed, build_request
+    from hybrid.client import _failure, build_request
+    from hybrid.security.tls import secure_channel
     from hybrid.v1 import inference_pb2 as pb
     from hybrid.v1 import router_admin_pb2_grpc as admin_grpc
 
@@ -42,11 +45,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     request = build_request(
         prompt, messages, priority=args.priority, affinity_key=args.affinity_key, full_precision=args.full_precision
     )
-    with grpc.insecure_channel(args.target) as channel:
+    tls = tls_from_args(args)
+    with secure_channel(args.target, tls, aio=False) as channel:
         try:
             reply = admin_grpc.RouterAdminStub(channel).Explain(request, timeout=args.timeout)
         except grpc.RpcError as error:
-            raise RequestFailed(error.code(), error.details() or "") from None
+            raise _failure(error, (), tls) from None
     if args.json:
         from google.protobuf.json_format import MessageToDict
 
@@ -83,6 +87,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     explain.add_argument("--raw", action="store_true", help="send the text as a raw prompt, not as a chat message")
     explain.add_argument("--json", action="store_true")
     explain.add_argument("--timeout", type=float, default=10.0)
+    add_tls_arguments(explain, serves=False)
     explain.set_defaults(func=cmd_explain)
 
     generate = commands.add_parser("generate", help="stream an answer")
@@ -104,4 +109,5 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     generate.add_argument("--json", action="store_true", help="one JSON object per chunk, served_by included")
     generate.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds")
     generate.add_argument("--application", default="", help="Serve application, when the target runs several")
+    add_tls_arguments(generate, serves=False)
     generate.set_defaults(func=cmd_generate)

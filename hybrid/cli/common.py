@@ -7,6 +7,7 @@ import json
 
 from hybrid import constants
 from hybrid.discovery.spec import DISCOVERY_SPEC_HELP
+from hybrid.security.tls import ENV_CA, ENV_CERT, ENV_KEY, ENV_PLAINTEXT, TlsSettings
 from hybrid.telemetry.tracing import TracingSettings
 
 
@@ -57,6 +58,35 @@ def add_discovery_argument(parser: argparse.ArgumentParser, also: str = "") -> N
         default=f"static:{constants.DEFAULT_STATIC_DISCOVERY_FILE}",
         help=f"{DISCOVERY_SPEC_HELP}{also}",
     )
+
+
+def add_tls_arguments(parser: argparse.ArgumentParser, serves: bool = True) -> None:
+    """``--tls-cert``, ``--tls-key``, ``--tls-ca`` and ``--plaintext``, each defaulting to its environment variable;
+    ``serves`` words the help for a server (which also presents its certificate to whatever it calls)."""
+    group = parser.add_argument_group(
+        "TLS",
+        "mutual TLS; `hybrid certs init DIR` makes a CA and certificates"
+        + (". Without a certificate the server binds loopback only" if serves else ""),
+    )
+    side = "this server's (and, calling replicas, this client's)" if serves else "the client's"
+    group.add_argument("--tls-cert", metavar="FILE", help=f"{side} PEM certificate (env {ENV_CERT})")
+    group.add_argument("--tls-key", metavar="FILE", help=f"its PEM private key (env {ENV_KEY})")
+    group.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        help=f"PEM CA the other side's certificate must chain to (env {ENV_CA})",
+    )
+    group.add_argument(
+        "--plaintext",
+        action="store_true",
+        help=f"no TLS, on purpose ({ENV_PLAINTEXT}=1)"
+        + (": lets a server bind addresses other than loopback unencrypted" if serves else ""),
+    )
+
+
+def tls_from_args(args: argparse.Namespace) -> TlsSettings:
+    """The TLS flags, filled from the environment where not given."""
+    return TlsSettings.resolve(args.tls_cert, args.tls_key, args.tls_ca, args.plaintext)
 
 
 def print_chunks(chunks, as_json: bool) -> None:

@@ -7,13 +7,16 @@ import argparse
 from hybrid import constants
 from hybrid.cli.common import (
     add_discovery_argument,
+    add_tls_arguments,
     add_tracing_arguments,
     non_negative_float,
     positive_float,
     positive_share,
     share,
+    tls_from_args,
     tracing_settings,
 )
+from hybrid.protocol import Tier
 from hybrid.router import defaults as router_defaults
 
 
@@ -26,6 +29,11 @@ def cmd_router_serve(args: argparse.Namespace) -> int:
         discovery=args.discovery,
         http_port=args.http_port,
         metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        tls=tls_from_args(args),
+        http_tls_cert=args.http_tls_cert,
+        http_tls_key=args.http_tls_key,
+        plaintext_tiers=args.plaintext_tier,
         realtime_ttft_ms=args.realtime_ttft_ms,
         stall_s=args.stall_s,
         drain_grace_s=args.drain_grace_s,
@@ -36,6 +44,7 @@ def cmd_router_serve(args: argparse.Namespace) -> int:
         scaling_horizon_s=args.scaling_horizon_s,
         scaling_target_utilization=args.scaling_target_utilization,
     )
+    config.check_exposure()  # before any worker starts: each would fail the same way
     if config.workers > 1:
         from hybrid.router.workers import serve_workers
 
@@ -55,6 +64,22 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     serve.add_argument(
         "--metrics-port", type=int, default=None, help="Prometheus /metrics (with --workers > 1: of every worker)"
+    )
+    serve.add_argument(
+        "--metrics-host",
+        default=constants.DEFAULT_HOST,
+        help="address /metrics binds; loopback unless opened on purpose (e.g. 0.0.0.0 for a scraper elsewhere)",
+    )
+    add_tls_arguments(serve)
+    serve.add_argument("--http-tls-cert", metavar="FILE", help="the HTTP front's PEM certificate (default --tls-cert)")
+    serve.add_argument("--http-tls-key", metavar="FILE", help="its PEM key (default --tls-key)")
+    serve.add_argument(
+        "--plaintext-tier",
+        action="append",
+        default=[],
+        choices=[tier.name.lower() for tier in Tier],
+        help="reach this tier's replicas without TLS although the router has it (repeat it): for a tier whose "
+        "servers cannot serve TLS, such as Ray Serve's gRPC (private, public)",
     )
     serve.add_argument(
         "--workers",

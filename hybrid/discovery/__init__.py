@@ -23,8 +23,9 @@ __all__ = [
 ]
 
 
-def registry_from_spec(spec: str) -> Registry | None:
-    """The registry a discovery spec names; None for 'none'. Raises ValueError naming the accepted forms."""
+def registry_from_spec(spec: str, tls: bool = False) -> Registry | None:
+    """The registry a discovery spec names; None for 'none'. Raises ValueError naming the accepted forms.
+    ``tls``: the replicas it registers serve TLS (Consul's gRPC check must then speak it)."""
     parsed = parse_discovery_spec(spec)
     if parsed.kind == "none":
         return None
@@ -32,7 +33,7 @@ def registry_from_spec(spec: str) -> Registry | None:
         return StaticFileRegistry(parsed.path)
     from hybrid.discovery.consul import ConsulRegistry
 
-    return ConsulRegistry(parsed.address)
+    return ConsulRegistry(parsed.address, grpc_use_tls=tls)
 
 
 def __getattr__(name: str):

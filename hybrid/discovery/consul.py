@@ -139,7 +139,10 @@ class ConsulRegistry:
         deregister_critical_after: str = constants.CONSUL_DEREGISTER_CRITICAL_AFTER,
         near: str | None = constants.CONSUL_WATCH_NEAR,
         client: consul.Consul | None = None,
+        grpc_use_tls: bool = False,
     ):
+        """``grpc_use_tls``: the replicas serve mutual TLS, so Consul's gRPC check speaks TLS and verifies their
+        certificate (the agent presents its own, from its tls configuration, signed by the replicas' CA)."""
         if check not in ("grpc", "ttl"):
             raise ValueError(f"check must be 'grpc' or 'ttl', not {check!r}")
         self.client = client or consul_client(address, token=token, ca_file=ca_file)
@@ -149,6 +152,7 @@ class ConsulRegistry:
         self.check_ttl = check_ttl
         self.deregister_critical_after = deregister_critical_after
         self.near = near
+        self.grpc_use_tls = grpc_use_tls
 
     def health_check(self, record: ReplicaRecord) -> dict:
         """The check definition sent with the registration."""
@@ -159,6 +163,10 @@ class ConsulRegistry:
                 timeout=self.check_timeout,
                 deregister=self.deregister_critical_after,
             )
+            if self.grpc_use_tls:
+                # As Consul's check definition spells them; verification stays on.
+                definition["GRPCUseTLS"] = True
+                definition["TLSSkipVerify"] = False
         else:
             definition = consul.Check.ttl(self.check_ttl)
             definition["DeregisterCriticalServiceAfter"] = self.deregister_critical_after

@@ -6,11 +6,12 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import aclosing
+from pathlib import Path
 from typing import Any
 
 import grpc
 from prometheus_client import start_http_server
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from hybrid import constants, wire
 from hybrid.discovery import DISCOVERY_SPEC_HELP
@@ -23,6 +24,7 @@ from hybrid.router.policy.replica import ReplicaState
 from hybrid.router.request_log import RequestLog, open_log
 from hybrid.router.sources import DiscoverySource, source_from_spec
 from hybrid.router.view import ReplicaView
+from hybrid.security.tls import RotatingSSLContext, TlsSettings
 from hybrid.serving.background import BackgroundLoop, serve_until_signalled
 from hybrid.serving.grpc_shell import (
     INFERENCE_SERVICE,
@@ -44,6 +46,8 @@ ROUTER_ADMIN_SERVICE = "hybrid.v1.RouterAdmin"
 
 
 class RouterConfig(BaseModel):
+    """How one router serves; ``tls`` covers both its gRPC server and its channels to replicas."""
+
     host: str = Field(default=constants.DEFAULT_HOST, description="Address the gRPC server binds.")
     port: int = Field(default=constants.DEFAULT_ROUTER_PORT, ge=0, le=65535, description="gRPC port; 0 picks one.")
     discovery: str = Field(description=f"Where replicas are found: {DISCOVERY_SPEC_HELP} (not none).")
@@ -51,6 +55,26 @@ class RouterConfig(BaseModel):
         default=None, ge=0, le=65535, description="Port of the OpenAI-compatible HTTP front; None turns it off."
     )
     metrics_port: int | None = Field(default=None, ge=0, le=65535, description="Prometheus /metrics port.")
+    metrics_host: str = Field(
+        default=constants.DEFAULT_HOST,
+        description="Address the /metrics port binds: loopback unless the operator opens it (e.g. 0.0.0.0).",
+    )
+    tls: TlsSettings = Field(
+        default_factory=TlsSettings,
+        description="Mutual TLS of the gRPC server, and the certificate the router presents to replicas; none "
+        "means plaintext, on loopback only unless tls.plaintext.",
+    )
+    plaintext_tiers: list[str] = Field(
+        default_factory=list,
+        description="Tiers whose replicas are reached without TLS although the router has it: those whose servers "
+        "cannot serve TLS (Ray Serve's gRPC). Every other replica must present a certificate of tls.ca.",
+    )
+    http_tls_cert: Path | None = Field(
+        default=None, description="PEM certificate of the HTTP front; the gRPC certificate (tls.cert) when unset."
+    )
+    http_tls_key: Path | None = Field(
+        default=None, description="PEM key of http_tls_cert; the gRPC key (tls.key) when unset."
+    )
     poll_interval_s: float = Field(
         default=defaults.ROUTER_LOAD_POLL_S, gt=0, description="How often every replica's load is polled."
     )
@@ -103,6 +127,31 @@ class RouterConfig(BaseModel):
         description="Share of a replica's slots the scaling signal plans to fill; the rest absorbs what the "
         "forecast misses.",
     )
+
+    @model_validator(mode="after")
+    def _http_pair(self) -> RouterConfig:
+        if (self.http_tls_cert is None) != (self.http_tls_key is None):
+            raise ValueError(
+                "--http-tls-cert and --http-tls-key go together: give both, or neither to use the gRPC pair"
+            )
+        return self
+
+    def http_tls(self) -> tuple[Path, Path] | None:
+        """The HTTP front's certificate and key: its own, else the gRPC server's, else none."""
+        if self.http_tls_cert is not None and self.http_tls_key is not None:
+            return self.http_tls_cert, self.http_tls_key
+        if self.tls.cert is not None and self.tls.key is not None:
+            return self.tls.cert, self.tls.key
+        return None
+
+    def check_exposure(self) -> None:
+        """Refuses what would serve unencrypted beyond loopback (gRPC, the HTTP front), and TLS files that
+        cannot be read; the message says what to change."""
+        self.tls.check_bind(self.host)
+        if self.http_port is not None and self.http_tls() is None:
+            self.tls.check_bind(self.host, "the OpenAI HTTP front")
+        if self.tls.enabled:
+            self.tls.check_server_files()
 
 
 def relaying_handler(servicer: RouterServicer) -> grpc.GenericRpcHandler:
@@ -191,8 +240,20 @@ class Router:
     def __init__(self, config: RouterConfig, source: DiscoverySource | None = None):
         """``source`` stands in for ``config.discovery`` where replicas are known another way (tests)."""
         self.config = config
+        config.check_exposure()
+        self.shell = ServerShell(
+            config.host,
+            config.port,
+            [INFERENCE_SERVICE, ROUTER_ADMIN_SERVICE],
+            reuse_port=self.shares_ports,
+            tls=config.tls,
+        )
         self.view = ReplicaView(
-            source or source_from_spec(config.discovery), config.poll_interval_s, drain_grace_s=config.drain_grace_s
+            source or source_from_spec(config.discovery),
+            config.poll_interval_s,
+            drain_grace_s=config.drain_grace_s,
+            tls=config.tls,
+            plaintext_tiers=config.plaintext_tiers,
         )
         policy = RoutingPolicy(realtime_ttft_ms=config.realtime_ttft_ms)
         tracing.configure(config.tracing, "hybrid-router")
@@ -203,9 +264,6 @@ class Router:
         self.dataplane.scaling.workers = config.workers
         self.dataplane.scaling.horizon_s = config.scaling_horizon_s
         self.dataplane.scaling.target_utilization = config.scaling_target_utilization
-        self.shell = ServerShell(
-            config.host, config.port, [INFERENCE_SERVICE, ROUTER_ADMIN_SERVICE], reuse_port=self.shares_ports
-        )
         self.address = self.shell.address
         servicer = RouterServicer(self.dataplane)
         self.shell.server.add_generic_rpc_handlers((relaying_handler(servicer),))
@@ -215,6 +273,13 @@ class Router:
         self._http = None
         self._metrics_server = None
         self._metrics_task: asyncio.Task | None = None
+
+    @property
+    def http_url(self) -> str | None:
+        """The OpenAI front's base URL, https when it serves TLS."""
+        if self.http_address is None:
+            return None
+        return f"{'https' if self.config.http_tls() else 'http'}://{self.http_address}"
 
     @property
     def shares_ports(self) -> bool:
@@ -232,18 +297,20 @@ class Router:
         await self.shell.start()
         if self.config.metrics_port is not None:
             self._metrics_server, _ = start_http_server(
-                self.config.metrics_port, self.config.host, registry=self.dataplane.metrics.registry
+                self.config.metrics_port, self.config.metrics_host, registry=self.dataplane.metrics.registry
             )
-            self.metrics_address = f"{self.config.host}:{self._metrics_server.server_port}"
+            self.metrics_address = f"{self.config.metrics_host}:{self._metrics_server.server_port}"
         if self.config.http_port is not None:
             from hybrid.router.openai import OpenAIFront
 
+            http_tls = self.config.http_tls()
             self._http = OpenAIFront(
                 self.dataplane,
                 self.config.host,
                 self.config.http_port,
                 reuse_port=self.shares_ports,
                 workers=self.config.workers,
+                ssl=RotatingSSLContext(*http_tls) if http_tls else None,
             )
             await self._http.start()
             self.http_address = self._http.address
@@ -255,7 +322,7 @@ class Router:
             len(self.view.states),
             ", ".join(sorted(tiers)) or "none yet",
             self.config.discovery,
-            f"; OpenAI front on http://{self.http_address}" if self.http_address else "",
+            f"; OpenAI front on {self.http_url}" if self.http_address else "",
         )
 
     async def _observe(self) -> None:
@@ -304,6 +371,7 @@ class BackgroundRouter(BackgroundLoop):
         self.router: Router = self.start_server(Router, config)
         self.address = self.router.address
         self.http_address = self.router.http_address
+        self.http_url = self.router.http_url
 
     def stop(self) -> None:
         self.call(self.router.stop())

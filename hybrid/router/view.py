@@ -5,6 +5,10 @@ The ``ReplicaView`` keeps one ``ReplicaState`` and one gRPC channel per replica 
 round trip to it. A replica that leaves discovery is *leaving*: no new request reaches it, but its channel
 stays open until the answers it is streaming end (or a grace passes), so that leaving never cuts them.
 Every ``tick_s`` it runs its watchers (the liveness check) and closes what has finished leaving.
+
+With TLS settings the channels speak mutual TLS: the router presents its certificate, and a replica must present
+one of the deployment's CA to be reached at all. When the files change, every replica gets a new channel for
+new calls; the old one closes once the answers on it end (or ``drain_grace_s`` passes).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from hybrid.engine.pace import Pace
 from hybrid.router import defaults
 from hybrid.router.policy.replica import ReplicaState
 from hybrid.router.sources import DiscoverySource
+from hybrid.security.tls import ClientCredentials, TlsSettings
 from hybrid.serving.grpc_shell import INFERENCE_SERVICE
 from hybrid.v1 import inference_pb2 as pb
 from hybrid.v1 import inference_pb2_grpc as pb_grpc
@@ -57,8 +62,14 @@ class ReplicaView:
         poll_interval_s: float = defaults.ROUTER_LOAD_POLL_S,
         drain_grace_s: float = constants.DRAIN_GRACE_S,
         tick_s: float = defaults.ROUTER_TICK_S,
+        tls: TlsSettings | None = None,
+        plaintext_tiers: list[str] | tuple[str, ...] = (),
     ):
+        """``tls``: the router's certificate, presented to replicas, and the CA theirs must chain to; replicas of
+        ``plaintext_tiers`` are reached without it (tiers whose servers cannot serve TLS)."""
         self.source = source
+        self.credentials: ClientCredentials | None = tls.client_credentials() if tls and tls.enabled else None
+        self.plaintext_tiers = frozenset(plaintext_tiers)
         self.poll_interval_s = poll_interval_s
         self.drain_grace_s = drain_grace_s
         self.tick_s = tick_s
@@ -96,13 +107,28 @@ class ReplicaView:
                     self._connect(record)
                 state.record = record
 
-    def _connect(self, record: ReplicaRecord) -> None:
+    def _connect(self, record: ReplicaRecord, grace_s: float | None = None) -> None:
+        """A new channel to ``record``; the old one closes after ``grace_s`` (at once when None: it moved)."""
         old = self._channels.pop(record.id, None)
         if old is not None:
-            asyncio.ensure_future(old.close())
-        channel = grpc.aio.insecure_channel(f"{record.address}:{record.port}", options=wire.RECONNECT_OPTIONS)
+            asyncio.ensure_future(old.close(grace_s))
+        target = f"{record.address}:{record.port}"
+        if self.credentials is None or record.tier in self.plaintext_tiers:
+            channel = grpc.aio.insecure_channel(target, options=wire.RECONNECT_OPTIONS)
+        else:
+            channel = grpc.aio.secure_channel(target, self.credentials.credentials, options=wire.RECONNECT_OPTIONS)
         self._channels[record.id] = channel
         self.replica_clients[record.id] = ReplicaClient(channel)
+
+    def _follow_rotation(self) -> None:
+        """Reopens every replica's channel when the router's certificate files changed; calls on the old channels
+        finish there."""
+        if self.credentials is None or not self.credentials.changed():
+            return
+        log.info("TLS files changed; new calls to the %d replicas use the new certificate", len(self.states))
+        for state in self.states.values():
+            if state.record.tier not in self.plaintext_tiers:
+                self._connect(state.record, grace_s=self.drain_grace_s)
 
     def _finish_leaving(self, now: float) -> None:
         """Closes the channel of each leaving replica once its answers ended, or its grace ran out."""
@@ -172,6 +198,7 @@ class ReplicaView:
         while True:
             try:
                 self._finish_leaving(time.monotonic())
+                self._follow_rotation()
                 for watch in self.watchers:
                     watch()
             except Exception:

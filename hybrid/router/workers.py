@@ -203,10 +203,10 @@ def serve_workers(config: RouterConfig) -> int:
         if config.metrics_port is not None:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry, path=metrics_dir)
-            metrics_server, _ = start_http_server(config.metrics_port, config.host, registry=registry)
+            metrics_server, _ = start_http_server(config.metrics_port, config.metrics_host, registry=registry)
         supervisor.start()
         if not supervisor.stopping:
-            metrics = f"; metrics on {config.host}:{metrics_server.server_port}" if metrics_server else ""
+            metrics = f"; metrics on {config.metrics_host}:{metrics_server.server_port}" if metrics_server else ""
             log.info(
                 "router ready on %s:%d with %d workers (pids %s)%s",
                 config.host,

@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from hybrid import constants, wire
 from hybrid.errors import HybridError, InvalidRequestError, OverloadedError
 from hybrid.protocol import GenerationRequest, request_from_proto
+from hybrid.security.tls import RotatingServerCredentials, TlsSettings
 from hybrid.telemetry import tracing
 from hybrid.v1 import inference_pb2 as pb
 
@@ -78,11 +79,25 @@ def inference_handler(
 
 
 class ServerShell:
-    """A grpc.aio server with health and reflection, bound to one address, that drains on stop."""
+    """A grpc.aio server with health and reflection, bound to one address, that drains on stop.
 
-    def __init__(self, host: str, port: int, service_names: list[str], reuse_port: bool = False):
+    With ``tls`` naming a certificate it serves mutual TLS only (``hybrid.security.tls``); without, it binds
+    loopback only unless the settings ask for plaintext."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        service_names: list[str],
+        reuse_port: bool = False,
+        tls: TlsSettings | None = None,
+    ):
         """``reuse_port`` lets several processes serve the same port, the kernel spreading connections over them;
         off, a second server on a port in use fails to bind rather than silently taking part of its traffic."""
+        tls = tls or TlsSettings()
+        tls.check_bind(host)
+        self.tls = tls
+        self.credentials: RotatingServerCredentials | None = tls.server_credentials() if tls.enabled else None
         self.server = grpc.aio.server(
             options=[
                 ("grpc.so_reuseport", 1 if reuse_port else 0),
@@ -96,7 +111,10 @@ class ServerShell:
         self.service_names = service_names
         reflection.enable_server_reflection([*service_names, reflection.SERVICE_NAME, health.SERVICE_NAME], self.server)
         try:
-            self.port = self.server.add_insecure_port(f"{host}:{port}")
+            if self.credentials is None:
+                self.port = self.server.add_insecure_port(f"{host}:{port}")
+            else:
+                self.port = self.server.add_secure_port(f"{host}:{port}", self.credentials.credentials)
         except RuntimeError:  # what grpc raises where older versions returned 0
             self.port = 0
         if self.port == 0:

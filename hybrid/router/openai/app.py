@@ -22,6 +22,7 @@ from hybrid.router.status.http import add_status_routes
 
 if TYPE_CHECKING:
     from hybrid.router.dataplane import RouterDataPlane
+    from hybrid.security.tls import RotatingSSLContext
 
 _ROUTES = (
     "this server serves POST /v1/chat/completions, POST /v1/completions, GET /v1/models, "
@@ -48,9 +49,12 @@ class OpenAIFront:
         limits: HTTPLimits | None = None,
         reuse_port: bool = False,
         workers: int = 1,
+        ssl: RotatingSSLContext | None = None,
     ):
         """``reuse_port``: several router processes serve the same port, the kernel spreading connections;
-        ``workers`` of them (the status page says whose calls it shows)."""
+        ``workers`` of them (the status page says whose calls it shows). ``ssl``: serve HTTPS with this
+        certificate, taking rotated files on new connections."""
+        self.ssl = ssl
         self.dataplane = dataplane
         self.reuse_port = reuse_port
         self.host = host
@@ -81,7 +85,11 @@ class OpenAIFront:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=self.drain_grace_s,
+            **({"ssl_certfile": str(self.ssl.cert), "ssl_keyfile": str(self.ssl.key)} if self.ssl else {}),
         )
+        if self.ssl is not None:
+            config.load()
+            config.ssl = self.ssl.context  # uvicorn's own context would never read the files again
         self._server = _Server(config)
         self._task = asyncio.ensure_future(self._server.serve(sockets=[sock]))
         while not self._server.started:

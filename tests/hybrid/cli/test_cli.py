@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 def hybrid(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "hybrid.cli", *args], capture_output=True, text=True, timeout=timeout)
@@ -46,13 +48,21 @@ def test_generate_against_nothing_fails_fast_with_unavailable():
 FREE_PORTS = ("--edge-port", "0", "--router-port", "0", "--cloud-port", "0", "--http-port", "0")
 
 
-def test_up_answers_its_prompt_serves_every_tier_until_interrupted_and_stops_cleanly(int8_artifact, tmp_path):
-    """One whole stack (edge agent, private and public on local Ray, router), started as `make up` starts it."""
+def test_up_answers_its_prompt_serves_every_tier_until_interrupted_and_stops_cleanly(
+    int8_artifact, tmp_path, monkeypatch
+):
+    """One whole stack (edge agent, private and public on local Ray, router), started as `make up` starts it,
+    with mutual TLS on its certificates made at start."""
     import signal
 
-    from hybrid.client import HybridClient
+    from hybrid.client import HybridClient, RequestFailed
+    from hybrid.security.tls import TlsSettings
     from tests.conftest import running_hybrid
 
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(private_tmp))  # where the stack makes its certificates
+    monkeypatch.setenv("RAY_TMPDIR", "/tmp")  # Ray's socket paths must stay short (AF_UNIX: 107 bytes)
     prompt = ("--prompt", "What is 2 + 3?", "--max-new-tokens", "12")
     # On two CPU cores no tier meets the 250 ms REALTIME first-token target for sure, and the router would then
     # take the soonest expected first token of any tier; this test is about the tiers, so the target is loose.
@@ -67,7 +77,11 @@ def test_up_answers_its_prompt_serves_every_tier_until_interrupted_and_stops_cle
         ready_marker="stack ready on ",
         ready_timeout_s=300,
     ) as (process, address):
-        with HybridClient(address) as client:
+        (tls_folder,) = private_tmp.glob("hybrid-up-tls-*")
+        client_tls = TlsSettings(cert=tls_folder / "client.pem", key=tls_folder / "client.key", ca=tls_folder / "ca.pem")
+        with HybridClient(address, timeout_s=2, tls=TlsSettings()) as plaintext, pytest.raises(RequestFailed):
+            plaintext.complete(prompt="Hello", max_new_tokens=1)
+        with HybridClient(address, tls=client_tls) as client:
             # Through the router: REALTIME to the nearest tier, the edge; BATCH to the public cloud.
             assert client.complete(prompt="Hello", max_new_tokens=3, priority="realtime").served_by.tier == 1
             assert client.complete(prompt="Hello", max_new_tokens=3, priority="batch").served_by.tier == 3
@@ -80,6 +94,7 @@ def test_up_answers_its_prompt_serves_every_tier_until_interrupted_and_stops_cle
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0, process.stdout.read()[-3000:]
         assert "services: []" in (tmp_path / "discovery.yaml").read_text(), "everything deregistered on the way out"
+        assert not tls_folder.exists(), "the stack's certificates outlived it"
 
 
 def test_an_impossible_first_token_target_is_refused_before_anything_starts():

@@ -1,0 +1,1 @@
+"""Security: TLS on every hop (``tls``), the certificates it uses (``certs``)."""
