@@ -420,7 +420,6 @@ def parse_args() -> argparse.Namespace:
         help="the router traces this share of the requests (1 without a value), exporting to a collector stand-in",
     )
     parser.add_argument("--request-log", action="store_true", help="the router writes its request log (to /dev/null)")
-    parser.add_argument("--instant-replica", metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--span-sink", metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--replica-tls-dir", help=argparse.SUPPRESS)
     return parser.parse_args()
