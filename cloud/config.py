@@ -14,10 +14,13 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from cloud import defaults
 from hybrid import constants
+from hybrid.security.tls import ENV_CA, ENV_CERT, ENV_KEY, ENV_PLAINTEXT
 
 ENV_PREFIX = "HYBRID_"
+# A node's TLS files (the Terraform modules mount them for every process there, the replicas included).
+TLS_ENV = (ENV_CERT, ENV_KEY, ENV_CA, ENV_PLAINTEXT)
 # HYBRID_ variables that other parts of Hybrid read, so a replica's environment may hold them.
-_OTHER_ENV = {"HYBRID_CACHE_DIR"}
+_OTHER_ENV = {"HYBRID_CACHE_DIR", *TLS_ENV}
 
 
 class CloudConfigError(ValueError):

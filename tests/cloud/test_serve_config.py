@@ -210,6 +210,8 @@ def test_a_misspelled_hybrid_variable_is_refused_not_ignored():
     with pytest.raises(CloudConfigError, match="HYBRID_PRECISON"):
         ReplicaSettings.from_env({"HYBRID_PRECISON": "bf16", "HYBRID_CACHE_DIR": "/tmp/cache"})
     assert ReplicaSettings.from_env({"HYBRID_CACHE_DIR": "/tmp/cache", "HYBRID_TIER": "public"}).tier == "public"
+    node_tls = {"HYBRID_TLS_CERT": "/etc/hybrid/tls/tls.crt", "HYBRID_TLS_KEY": "/etc/hybrid/tls/tls.key"}
+    assert ReplicaSettings.from_env({**node_tls, "HYBRID_TIER": "public"}).tier == "public", "a node's TLS is no typo"
 
 
 def test_replicas_that_register_themselves_carry_discovery_and_their_cost(tmp_path, capsys):

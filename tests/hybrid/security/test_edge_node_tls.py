@@ -43,6 +43,6 @@ def test_hybrid_edge_install_refuses_every_interface_without_tls_before_touching
     from edge_agent.node.cli import main
 
     prefix = tmp_path / "prefix"
-    argv = ["install", "--artifact", str(tmp_path), "--sha256", "0" * 64, "--prefix", str(prefix)]
+    argv = ["install", "--artifact", str(tmp_path), "--sha256", "0" * 64, "--prefix", str(prefix), "--host", "0.0.0.0"]
     assert main([*argv, "--config-dir", str(tmp_path / "etc"), "--no-systemd", "--no-start"]) != 0
     assert "--tls-cert" in capsys.readouterr().err and not prefix.exists()
