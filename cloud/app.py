@@ -28,6 +28,7 @@ from ray.serve import Application
 from cloud import defaults
 from cloud.config import CloudConfigError, DeploymentSettings, ReplicaSettings
 from cloud.directory import ReplicaDirectory, ServeTarget, direct_ingress_enabled
+from cloud.replica_port import ReplicaPort
 from hybrid import constants
 from hybrid.discovery import ReplicaRecord, registry_from_spec
 from hybrid.errors import HybridError
@@ -64,6 +65,11 @@ class InferenceDeployment:
         self.engine.start()
         # Serve sends nothing before the constructor returns: the pace is known from the first load report.
         await self.engine.measure_pace(full_batch=self.engine.model.device.type == "cuda")
+        self.own_port = None
+        if self.settings.replica_port is not None:
+            self.own_port = ReplicaPort(self.engine, self.replica_id, self.settings.replica_port)
+            log.info("replica %s serving on its own port %d (TLS %s)", self.replica_id, self.own_port.port,
+                     "on" if self.own_port.tls else "off, loopback only")  # fmt: skip
         self.directory = self._follow_in_discovery(context.app_name, unique)
         log.info("replica %s serving %s on %s", self.replica_id, self.engine.model_name, self.engine.model.device)
 
@@ -72,13 +78,13 @@ class InferenceDeployment:
         registry = registry_from_spec(self.settings.discovery)
         if registry is None or not direct_ingress_enabled():
             return None
-        settings = self.settings
+        settings, own = self.settings, self.own_port
 
         def record_for(target: ServeTarget) -> ReplicaRecord:
             return ReplicaRecord(
                 id=self.replica_id,
-                address=settings.advertise_host or target.ip,
-                port=target.port,
+                address="127.0.0.1" if own and own.loopback_only else settings.advertise_host or target.ip,
+                port=target.port if own is None else own.port,
                 tier=settings.tier,
                 model=self.engine.model_name,
                 precision=self.engine.served_by.precision,
@@ -145,6 +151,9 @@ class InferenceDeployment:
         directory = getattr(self, "directory", None)
         if directory is not None:
             directory.stop()
+        own_port = getattr(self, "own_port", None)
+        if own_port is not None:
+            own_port.stop(constants.DRAIN_GRACE_S)
         engine = getattr(self, "engine", None)
         if engine is not None:
             engine.stop(constants.DRAIN_GRACE_S)

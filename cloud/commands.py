@@ -28,6 +28,7 @@ def cloud_settings(args: argparse.Namespace):
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,
         max_queued_requests=args.max_queued,
+        replica_port=args.replica_port,
     )
     deployment = DeploymentSettings(
         min_replicas=args.min_replicas,
@@ -143,3 +144,10 @@ def _add_tier_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--num-gpus", type=float, default=None, help="per replica; default: 1 where Ray sees GPUs")
     sub.add_argument("--num-cpus", type=float, default=1, help="per replica")
     sub.add_argument("--app-name", default="", help="Serve application name; default: the tier")
+    sub.add_argument(
+        "--replica-port",
+        type=int,
+        default=None,
+        help="each replica also opens this gRPC port itself (0: any free one), with the node's mutual TLS "
+        "(HYBRID_TLS_*), and registers it in place of Serve's plaintext direct-ingress port",
+    )

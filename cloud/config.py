@@ -77,6 +77,15 @@ class ReplicaSettings(BaseModel):
         "waits for the GPU with the GIL released; getting it back from Serve's busy event loops takes up to "
         "this long, which at a few ms per step is a large share of the step.",
     )
+    replica_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="A gRPC port the replica opens itself (0: any free one), serving hybrid.v1.Inference straight "
+        "from its engine with the node's mutual TLS (HYBRID_TLS_*; loopback only without), and registered in "
+        "discovery in place of Serve's direct-ingress port, which Serve serves in plaintext on every interface. "
+        "None registers Serve's port.",
+    )
     discovery: str = Field(
         default="none",
         description="Where each replica registers itself when Serve reaches it on its own gRPC port (direct "

@@ -71,7 +71,9 @@ def router(direct_app, registry):
 
 
 def test_each_replica_registers_its_own_port_and_answers_there(direct_app, registry):
-    listed = wait_for(lambda: len(replicas(registry)) == 2 and replicas(registry), 120, "both replicas did not register")
+    listed = wait_for(
+        lambda: len(replicas(registry)) == 2 and replicas(registry), 120, "both replicas did not register"
+    )
     assert len({r.port for r in listed}) == 2 and all(r.port >= 40000 for r in listed), listed
     assert {(r.capacity, r.cost_per_hour, r.tier) for r in listed} == {(8, 1.5, "private")}
     for record in listed:
@@ -109,7 +111,9 @@ def actor_of(serve_replica: str):
 def test_a_killed_replica_fails_its_streams_its_waiting_requests_move_and_a_new_one_joins(router, registry):
     before = {r.id: r for r in replicas(registry)}
     with HybridClient(router.address, timeout_s=120) as client:
-        streams = [client.stream(messages=chat("Tell me a long story about the sea."), max_new_tokens=80) for _ in range(4)]
+        streams = [
+            client.stream(messages=chat("Tell me a long story about the sea."), max_new_tokens=80) for _ in range(4)
+        ]
         firsts = [next(s) for s in streams]
         serving = {first.served_by.replica_id for first in firsts}
         victim = before[sorted(serving)[0]]
@@ -140,12 +144,24 @@ def test_a_killed_replica_fails_its_streams_its_waiting_requests_move_and_a_new_
         wait_for(served_by_new, 60, "the replacement replica got no traffic")
 
 
-def test_a_deleted_application_leaves_no_registration(serve_cluster, registry):
+def test_a_replica_on_a_port_of_its_own_registers_it_answers_there_and_leaves_with_its_application(
+    serve_cluster, registry
+):
+    from cloud.directory import serve_grpc_targets
+
     app = serve_cluster.deploy(
         "short-lived",
         deployment=DeploymentSettings(num_gpus=0, num_cpus=0),
         discovery=f"static:{registry.path}",
+        replica_port=0,
     )
-    wait_for(lambda: [r for r in registry.list() if r.application == app], 120, "the replica did not register")
+    [record] = wait_for(
+        lambda: [r for r in registry.list() if r.application == app], 120, "the replica did not register"
+    )
+    [target] = serve_grpc_targets(app).values()
+    assert record.port != target.port and record.address == "127.0.0.1", "the replica's own port, on loopback"
+    with HybridClient(f"{record.address}:{record.port}") as client:
+        answer = client.complete(messages=chat("Say hi."), max_new_tokens=3)
+    assert answer.served_by.replica_id == record.id and answer.finish_reason
     serve_cluster.delete(app)
     assert not [r for r in registry.list() if r.application == app], "a stopped replica stayed in discovery"

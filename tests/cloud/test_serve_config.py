@@ -212,6 +212,7 @@ def test_a_misspelled_hybrid_variable_is_refused_not_ignored():
     assert ReplicaSettings.from_env({"HYBRID_CACHE_DIR": "/tmp/cache", "HYBRID_TIER": "public"}).tier == "public"
     node_tls = {"HYBRID_TLS_CERT": "/etc/hybrid/tls/tls.crt", "HYBRID_TLS_KEY": "/etc/hybrid/tls/tls.key"}
     assert ReplicaSettings.from_env({**node_tls, "HYBRID_TIER": "public"}).tier == "public", "a node's TLS is no typo"
+    assert ReplicaSettings.from_env({"HYBRID_REPLICA_PORT": "50070"}).replica_port == 50070
 
 
 def test_replicas_that_register_themselves_carry_discovery_and_their_cost(tmp_path, capsys):
