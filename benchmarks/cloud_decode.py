@@ -167,7 +167,7 @@ def main() -> int:
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--serve-ways", default="proxy,direct,router", help="how the serve path reaches the replica")
+    parser.add_argument("--serve-ways", default="proxy,direct,router", help="how the serve path reaches the replica: proxy, direct, own, router")
     parser.add_argument("--router-workers", type=int, default=1, help="`hybrid router serve --workers`")
     parser.add_argument(
         "--stagger",

@@ -48,8 +48,10 @@ def serve_path(
     gil_switch_interval_ms: float | None = None,
 ) -> dict:
     """The engine in one Serve replica, reached each way in ``ways``, all in this one run:
-    ``proxy`` (Serve's gRPC proxy), ``direct`` (the replica's own port, Serve's direct ingress) and
-    ``router`` (hybrid's router, which reaches the replica on its own port)."""
+    ``proxy`` (Serve's gRPC proxy), ``direct`` (the replica's port from Serve's direct ingress), ``own``
+    (the port the replica opens itself, ``replica_port``, serving from its engine without Serve's request path)
+    and ``router`` (hybrid's router, which reaches the replica at the port it registered: its own where
+    ``own`` is asked for, else Serve's)."""
     from transformers import LlamaConfig
 
     from cloud.config import DeploymentSettings, ReplicaSettings
@@ -69,6 +71,7 @@ def serve_path(
         max_queued_requests=4096,
         max_context_tokens=prompt_tokens + 2 * new + 8,
         **({} if gil_switch_interval_ms is None else {"gil_switch_interval_ms": gil_switch_interval_ms}),
+        replica_port=0 if "own" in ways else None,
     )
     deployment = DeploymentSettings(
         num_gpus=1 if torch.cuda.is_available() else 0,
@@ -82,7 +85,14 @@ def serve_path(
     tier.start()
     [replica] = tier.records()
     results: dict = {"deploy_seconds": time.perf_counter() - started}
-    addresses = {"proxy": (tier.address, "bench"), "direct": (f"{replica.address}:{replica.port}", None)}
+    from cloud.directory import serve_grpc_targets
+
+    [target] = serve_grpc_targets("bench").values()
+    addresses = {
+        "proxy": (tier.address, "bench"),
+        "direct": (f"{replica.address}:{target.port}", None),
+        "own": (f"{replica.address}:{replica.port}", None),
+    }
     router = None
     if "router" in ways:
         router, address = start_router(discovery, router_workers)
