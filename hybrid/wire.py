@@ -22,6 +22,8 @@ TIMEOUT_KEY = "hybrid-timeout-ms"
 RETRY_AFTER_KEY = "retry-after-ms"
 # Ray Serve's proxy picks the Serve application by this key when a cluster runs several.
 APPLICATION_KEY = "application"
+# The caller's API key, as "Bearer <key>" (hybrid.security.keys), the same header HTTP uses.
+AUTHORIZATION_KEY = "authorization"
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -52,6 +54,14 @@ def budget_s(metadata: Iterable[tuple[str, str]] | None) -> float | None:
                 return max(0.0, int(value) / 1000)
             except ValueError:
                 return None
+    return None
+
+
+def authorization_of(context: grpc.aio.ServicerContext | grpc.ServicerContext) -> str | None:
+    """The ``authorization`` value a call carries; None when it carries none."""
+    for key, value in context.invocation_metadata() or ():
+        if key == AUTHORIZATION_KEY:
+            return value if isinstance(value, str) else None
     return None
 
 

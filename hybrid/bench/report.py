@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 
 from hybrid.bench.loadgen import Record, RunResult
 from hybrid.bench.workload import PRIORITIES, WorkloadConfig
+from hybrid.pricing import provisioned_dollars, split_by_tokens
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -104,13 +105,12 @@ def summarize_records(records: list[Record], duration_s: float) -> dict:
 
 def cost_summary(records: list[Record], duration_s: float, tiers: dict[str, TierCost]) -> dict:
     """Provisioned cost of the run and cost per million completion tokens (see the module's docstring)."""
-    hours = duration_s / 3600.0
     ok = [r for r in records if r.ok]
     tokens = sum(r.completion_tokens for r in ok)
     per_tier = {}
     for name, tier in tiers.items():
         served = sum(r.completion_tokens for r in ok if r.tier == name)
-        dollars = tier.dollars_per_hour * hours
+        dollars = provisioned_dollars(tier.cost_per_hour, duration_s, tier.replicas)
         per_tier[name] = {
             "replicas": tier.replicas,
             "cost_per_hour": tier.cost_per_hour,
@@ -138,14 +138,11 @@ def class_costs(records: list[Record], cost: dict) -> dict[str, dict]:
     for priority in PRIORITIES:
         mine = [r for r in ok if r.priority == priority]
         tokens = sum(r.completion_tokens for r in mine)
-        dollars = idle * tokens / total_tokens if total_tokens else 0.0
+        dollars = split_by_tokens(idle, {priority: tokens, "others": total_tokens - tokens}).get(priority, 0.0)
         for name, tier in cost["tiers"].items():
-            if tier["completion_tokens"]:
-                dollars += (
-                    tier["dollars"]
-                    * sum(r.completion_tokens for r in mine if r.tier == name)
-                    / tier["completion_tokens"]
-                )
+            served = sum(r.completion_tokens for r in mine if r.tier == name)
+            shares = {priority: served, "others": tier["completion_tokens"] - served}
+            dollars += split_by_tokens(tier["dollars"], shares).get(priority, 0.0)
         result[priority] = {
             "dollars": dollars,
             "completion_tokens": tokens,

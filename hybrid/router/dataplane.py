@@ -10,7 +10,7 @@ keep the calls in flight, the outlier counts and the metrics.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 
 import grpc
@@ -18,13 +18,16 @@ import grpc
 from hybrid.errors import HybridError, ModelNotFoundError, OverloadedError, UnavailableError
 from hybrid.protocol import GenerationRequest
 from hybrid.router import defaults
+from hybrid.router.keyguard import Grant, KeyGuard
 from hybrid.router.ledger import HookChain
 from hybrid.router.liveness import LivenessWatch
 from hybrid.router.metrics import RouterMetrics
 from hybrid.router.policy.policy import Decision, RoutingPolicy
 from hybrid.router.policy.replica import ReplicaState
 from hybrid.router.replica_call import CALLER_CODES, ReplicaFailed, stream_call
+from hybrid.router.usage import UsageMeter
 from hybrid.router.view import ReplicaView
+from hybrid.security.keys import KeyEntry, KeyStore
 from hybrid.v1 import inference_pb2 as pb
 
 log = logging.getLogger("hybrid.router")
@@ -38,7 +41,11 @@ class RouterDataPlane:
         metrics: RouterMetrics | None = None,
         max_attempts: int = defaults.ROUTER_MAX_ATTEMPTS,
         stall_s: float = defaults.ROUTER_STALL_S,
+        keys: KeyStore | None = None,
+        replica_share: float = 1.0,
     ):
+        """``keys``: the API keys callers must present (None serves anyone); ``replica_share``: the part of each
+        replica's cost this process charges its keys (1 / the router's worker processes)."""
         self.view = view
         self.policy = policy or RoutingPolicy()
         self.metrics = metrics or RouterMetrics()
@@ -48,7 +55,13 @@ class RouterDataPlane:
         outliers.peers = view.tier_peers
         outliers.on_ejected = self._ejected
         self.liveness = LivenessWatch(self.ledger, outliers, view.replicas, stall_s)
-        self.hooks = HookChain([self.ledger, outliers, self.metrics, self.liveness])
+        self.guard = KeyGuard(keys) if keys is not None else None
+        self.usage = UsageMeter(self.metrics.registry, replica_share) if keys is not None else None
+        hooks = [self.ledger, outliers, self.metrics, self.liveness]
+        if self.guard is not None and self.usage is not None:
+            self.guard.on_refused = self.usage.refused
+            hooks += [self.guard, self.usage]
+        self.hooks = HookChain(hooks)
         # A replica that cannot answer its load poll is unreachable; one that answers lives.
         view.on_poll_failure = lambda state, error: outliers.record_failure(state, view.tier_peers(state), True)
         view.on_poll_success = self.liveness.heard
@@ -72,9 +85,40 @@ class RouterDataPlane:
         source = self.view.source
         self.metrics.observe_discovery(source.healthy, source.staleness_s(), self.view.replicas())
 
-    async def relay(self, request: GenerationRequest, raw_request: bytes) -> AsyncIterator[bytes]:
+    def caller(self, authorization: str | None) -> KeyEntry | None:
+        """The key of a caller's ``authorization`` value (None where keys are off). Raises UnauthenticatedError."""
+        return self.guard.identify(authorization) if self.guard is not None else None
+
+    def require_admin(self, authorization: str | None) -> None:
+        """Raises UnauthenticatedError or PermissionDeniedError unless the caller holds an admin key (or keys
+        are off)."""
+        if self.guard is not None:
+            self.guard.require_admin(authorization)
+
+    def relay(
+        self, request: GenerationRequest, raw_request: bytes, caller: KeyEntry | None = None
+    ) -> AsyncGenerator[bytes, None]:
         """Streams the answer from the replica the policy picks, each chunk as the replica's bytes; ``raw_request``
-        is ``request`` as it came on the wire, sent on as is. Raises HybridError subclasses."""
+        is ``request`` as it came on the wire, sent on as is. ``caller`` is the key ``caller()`` found; where keys
+        are on, the request must be admitted for it. Raises HybridError subclasses."""
+        if self.guard is None:
+            return self._route(request, raw_request, None)
+        return self._admitted(self.guard, request, raw_request, caller)
+
+    async def _admitted(
+        self, guard: KeyGuard, request: GenerationRequest, raw_request: bytes, caller: KeyEntry | None
+    ) -> AsyncGenerator[bytes, None]:
+        grant = guard.admit(caller or guard.identify(None), request)
+        try:
+            async with aclosing(self._route(request, raw_request, grant)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        finally:
+            grant.release()  # however the request ended: answered, failed, cancelled or timed out
+
+    async def _route(
+        self, request: GenerationRequest, raw_request: bytes, grant: Grant | None
+    ) -> AsyncGenerator[bytes, None]:
         self._check_model(request)
         self.policy.observe(request)
         failures: dict[str, ReplicaFailed] = {}
@@ -88,7 +132,9 @@ class RouterDataPlane:
             streamed = False
             try:
                 client = self.view.replica_clients.get(state.replica_id)
-                call = stream_call(client, state, request, raw_request, decision.request_class.value, self.hooks)
+                call = stream_call(
+                    client, state, request, raw_request, decision.request_class.value, self.hooks, grant
+                )
                 async with aclosing(call) as chunks:
                     async for chunk in chunks:
                         streamed = True
@@ -102,10 +148,10 @@ class RouterDataPlane:
         raise _refusal(failures, defaults.ROUTING_NO_REPLICA_RETRY_AFTER_MS, gave_up=True)
 
     async def generate(
-        self, request: GenerationRequest, message: pb.GenerateRequest
+        self, request: GenerationRequest, message: pb.GenerateRequest, caller: KeyEntry | None = None
     ) -> AsyncIterator[pb.GenerateResponse]:
         """``relay`` for callers that read the chunks (the OpenAI front). Raises HybridError subclasses."""
-        async with aclosing(self.relay(request, message.SerializeToString())) as chunks:
+        async with aclosing(self.relay(request, message.SerializeToString(), caller)) as chunks:
             async for chunk in chunks:
                 yield pb.GenerateResponse.FromString(chunk)
 

@@ -16,6 +16,7 @@ from hybrid.engine.window import OrderedRecentWindow
 from hybrid.router import defaults
 
 if TYPE_CHECKING:
+    from hybrid.router.keyguard import Grant
     from hybrid.router.policy.replica import ReplicaState
 
 
@@ -39,6 +40,10 @@ class Call:
     abandoned: str = ""
     # Set by whoever streams the call: stops its stream (the gRPC call's cancel).
     stop_stream: Callable[[], object] | None = None
+    # The API key's admission of the request, where the router checks keys.
+    grant: Grant | None = None
+    # (prompt, completion) tokens as the final chunk's usage reported them; None until it came.
+    reported_usage: tuple[int, int] | None = None
 
     def abandon(self, reason: str) -> None:
         """Ends the call from outside its stream: the stream then fails with UNAVAILABLE and this reason."""

@@ -24,6 +24,7 @@ from hybrid.router.policy.replica import ReplicaState
 from hybrid.v1 import inference_pb2 as pb
 
 if TYPE_CHECKING:
+    from hybrid.router.keyguard import Grant
     from hybrid.router.view import ReplicaClient
 
 # Answers that say the request itself is wrong or over: another replica would answer the same.
@@ -84,6 +85,7 @@ async def stream_call(
     raw_request: bytes,
     request_class: str,
     hooks: HookChain,
+    grant: Grant | None = None,
 ) -> AsyncIterator[bytes]:
     """Streams the replica's answer, each chunk as the bytes it came as; ``raw_request`` is ``request`` as sent
     to the router. Raises ReplicaFailed with the status the caller should get."""
@@ -94,7 +96,7 @@ async def stream_call(
         raise ReplicaFailed(grpc.StatusCode.UNAVAILABLE, f"{state.replica_id} left discovery before the call")
     began = time.monotonic()
     deadline = None if remaining is None else began + remaining
-    call = Call(state, began, deadline, request.max_new_tokens, request_class, request.arrived_at)
+    call = Call(state, began, deadline, request.max_new_tokens, request_class, request.arrived_at, grant=grant)
     metadata = wire.call_metadata(state.record.application, remaining)
     rpc = client.generate_bytes(raw_request, timeout=remaining, metadata=metadata)
     call.stop_stream = rpc.cancel
@@ -105,7 +107,9 @@ async def stream_call(
         async for raw in rpc:
             # Read once for the books (tokens, the final chunk), relayed as it came.
             response = pb.GenerateResponse.FromString(raw)
-            finished = finished or bool(response.finish_reason)
+            if response.finish_reason:
+                finished = True
+                call.reported_usage = (response.usage.prompt_tokens, response.usage.completion_tokens)
             hooks.chunk(call, len(response.token_ids), time.monotonic())
             yield raw
         if not finished:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import aclosing
@@ -22,6 +23,7 @@ from hybrid.router.policy.policy import RoutingPolicy
 from hybrid.router.policy.replica import ReplicaState
 from hybrid.router.sources import DiscoverySource, source_from_spec
 from hybrid.router.view import ReplicaView
+from hybrid.security.keys import KeyStore
 from hybrid.serving.background import BackgroundLoop, serve_until_signalled
 from hybrid.serving.grpc_shell import INFERENCE_SERVICE, ServerShell, abort_with, parse_generate_request
 from hybrid.serving.memory import release_free_memory
@@ -62,6 +64,11 @@ class RouterConfig(BaseModel):
         description="Router processes serving the same ports (SO_REUSEPORT), each with the whole router; 1 serves "
         "in this process. Above 1, the ports must be fixed (not 0) and a supervising parent serves the metrics of "
         "all of them (hybrid.router.workers).",
+    )
+    keys: str | None = Field(
+        default=None,
+        description="Key file of the API keys callers must present (hybrid.security.keys; made by `hybrid keys "
+        "add`), read again when it changes. None serves anyone, as a router on loopback may.",
     )
     realtime_ttft_ms: float = Field(
         default=defaults.ROUTING_REALTIME_TTFT_MS,
@@ -111,19 +118,30 @@ class RouterServicer(admin_grpc.RouterAdminServicer):
 
     async def Generate(self, raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         """The request is read once, for the policy, and relayed as it came; the chunks come back as the replica's
-        bytes: the router never writes a message it passes on."""
+        bytes: the router never writes a message it passes on. The caller's key is checked before its request
+        is read."""
         try:
+            caller = self.dataplane.caller(wire.authorization_of(context))
             request = request_from_proto(parse_generate_request(raw), wire.deadline_of(context))
-            async with aclosing(self.dataplane.relay(request, raw)) as chunks:
+            async with aclosing(self.dataplane.relay(request, raw, caller)) as chunks:
                 async for chunk in chunks:
                     yield chunk
         except HybridError as error:
             await abort_with(context, error)
 
     async def GetLoad(self, message: pb.GetLoadRequest, context: grpc.aio.ServicerContext) -> pb.LoadReport:
+        await self._checked(context, self.dataplane.caller)
         return self.dataplane.load()
 
+    async def _checked(self, context: grpc.aio.ServicerContext, check) -> None:
+        """Aborts the call with the check's error (no key, not an admin key)."""
+        try:
+            check(wire.authorization_of(context))
+        except HybridError as error:
+            await context.abort(error.code, error.message)
+
     async def ListReplicas(self, message, context) -> admin_pb.ListReplicasResponse:
+        await self._checked(context, self.dataplane.require_admin)
         self.dataplane.view.refresh()
         outliers, ledger = self.dataplane.policy.outliers, self.dataplane.ledger
         return admin_pb.ListReplicasResponse(
@@ -134,6 +152,7 @@ class RouterServicer(admin_grpc.RouterAdminServicer):
         )
 
     async def Explain(self, message: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> admin_pb.ExplainResponse:
+        await self._checked(context, self.dataplane.require_admin)
         try:
             request = request_from_proto(message, wire.deadline_of(context))
         except HybridError as error:
@@ -151,6 +170,15 @@ class RouterServicer(admin_grpc.RouterAdminServicer):
         return reply
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class Router:
     """``start`` serves, ``stop`` drains. Build it inside the event loop it will run on."""
 
@@ -161,7 +189,10 @@ class Router:
             source or source_from_spec(config.discovery), config.poll_interval_s, drain_grace_s=config.drain_grace_s
         )
         policy = RoutingPolicy(realtime_ttft_ms=config.realtime_ttft_ms)
-        self.dataplane = RouterDataPlane(self.view, policy, stall_s=config.stall_s)
+        keys = KeyStore(config.keys) if config.keys else None
+        self.dataplane = RouterDataPlane(
+            self.view, policy, stall_s=config.stall_s, keys=keys, replica_share=1.0 / config.workers
+        )
         self.shell = ServerShell(
             config.host, config.port, [INFERENCE_SERVICE, ROUTER_ADMIN_SERVICE], reuse_port=self.shares_ports
         )
@@ -203,6 +234,12 @@ class Router:
             await self._http.start()
             self.http_address = self._http.address
         self._metrics_task = asyncio.ensure_future(self._observe())
+        if self.config.keys is None and not is_loopback(self.config.host):
+            log.warning(
+                "serving on %s without API keys: anyone who reaches it may send requests and read its replicas; "
+                "give --keys FILE (made by `hybrid keys add`), or bind 127.0.0.1",
+                self.config.host,
+            )
         tiers = {r.record.tier for r in self.view.replicas()}
         log.info(
             "router ready on %s (%d replicas: %s; discovery %s%s)",
@@ -216,6 +253,8 @@ class Router:
     async def _observe(self) -> None:
         while True:
             self.dataplane.observe_discovery()
+            if self.dataplane.usage is not None:
+                self.dataplane.usage.settle()
             release_free_memory()  # what a burst of large requests left behind goes back to the system
             await asyncio.sleep(1.0)
 

@@ -1,0 +1,1 @@
+"""Who may reach the deployment and with what: API keys (``keys``)."""
