@@ -12,6 +12,7 @@ The same client talks to the router, an edge agent or a cloud ingress.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -157,11 +158,19 @@ def _cut_short() -> RequestFailed:
 class HybridClient:
     """``application`` names the Serve application when the target is a Ray cluster running several."""
 
-    def __init__(self, target: str, timeout_s: float | None = 120.0, application: str | None = None):
+    def __init__(
+        self,
+        target: str,
+        timeout_s: float | None = 120.0,
+        application: str | None = None,
+        api_key: str | None = None,
+    ):
+        """``api_key``: sent as ``authorization: Bearer`` to a router that checks keys; $HYBRID_API_KEY if None."""
         self.channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
         self.stub = pb_grpc.InferenceStub(self.channel)
         self.timeout_s = timeout_s
         self.application = application
+        self.api_key = api_key or os.environ.get(wire.API_KEY_ENV)
 
     def stream(
         self, prompt: str | None = None, messages=None, timeout_s: float | None = None, **params
@@ -174,7 +183,7 @@ class HybridClient:
             remaining = resend.remaining_s()
             try:
                 for chunk in self.stub.Generate(
-                    request, timeout=remaining, metadata=wire.call_metadata(self.application, remaining)
+                    request, timeout=remaining, metadata=wire.call_metadata(self.application, remaining, self.api_key)
                 ):
                     streamed, finished = True, bool(chunk.finish_reason)
                     yield chunk
@@ -197,7 +206,7 @@ class HybridClient:
     def load(self) -> pb.LoadReport:
         try:
             return self.stub.GetLoad(
-                pb.GetLoadRequest(), timeout=self.timeout_s, metadata=wire.call_metadata(self.application)
+                pb.GetLoadRequest(), timeout=self.timeout_s, metadata=wire.call_metadata(self.application, api_key=self.api_key)
             )
         except grpc.RpcError as error:
             raise _failure(error) from None
@@ -219,11 +228,14 @@ class AsyncHybridClient:
         timeout_s: float | None = 120.0,
         application: str | None = None,
         channel_options: tuple[tuple[str, object], ...] = (),
+        api_key: str | None = None,
     ):
+        """``api_key``: sent as ``authorization: Bearer`` to a router that checks keys; $HYBRID_API_KEY if None."""
         self.channel = grpc.aio.insecure_channel(target, options=[*CHANNEL_OPTIONS, *channel_options])
         self.stub = pb_grpc.InferenceStub(self.channel)
         self.timeout_s = timeout_s
         self.application = application
+        self.api_key = api_key or os.environ.get(wire.API_KEY_ENV)
 
     async def stream(
         self, prompt: str | None = None, messages=None, timeout_s: float | None = None, **params
@@ -232,7 +244,7 @@ class AsyncHybridClient:
         resend = _Resend(timeout_s or self.timeout_s)
         while True:
             remaining = resend.remaining_s()
-            metadata = wire.call_metadata(self.application, remaining)
+            metadata = wire.call_metadata(self.application, remaining, self.api_key)
             call = self.stub.Generate(request, timeout=remaining, metadata=metadata)
             streamed = finished = False
             try:
@@ -258,7 +270,7 @@ class AsyncHybridClient:
     async def load(self) -> pb.LoadReport:
         try:
             return await self.stub.GetLoad(
-                pb.GetLoadRequest(), timeout=self.timeout_s, metadata=wire.call_metadata(self.application)
+                pb.GetLoadRequest(), timeout=self.timeout_s, metadata=wire.call_metadata(self.application, api_key=self.api_key)
             )
         except grpc.RpcError as error:
             raise _failure(error, ()) from None

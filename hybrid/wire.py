@@ -22,6 +22,8 @@ TIMEOUT_KEY = "hybrid-timeout-ms"
 RETRY_AFTER_KEY = "retry-after-ms"
 # Ray Serve's proxy picks the Serve application by this key when a cluster runs several.
 APPLICATION_KEY = "application"
+# Where clients and commands read the caller's API key when none is given to them.
+API_KEY_ENV = "HYBRID_API_KEY"
 # The caller's API key, as "Bearer <key>" (hybrid.security.keys), the same header HTTP uses.
 AUTHORIZATION_KEY = "authorization"
 
@@ -36,11 +38,15 @@ RECONNECT_OPTIONS = (
 )
 
 
-def call_metadata(application: str | None = None, timeout_s: float | None = None) -> Metadata:
-    """What a call carries besides its message: the Serve application and the remaining budget."""
+def call_metadata(
+    application: str | None = None, timeout_s: float | None = None, api_key: str | None = None
+) -> Metadata:
+    """What a call carries besides its message: the Serve application, the remaining budget, the API key."""
     metadata = []
     if application:
         metadata.append((APPLICATION_KEY, application))
+    if api_key:
+        metadata.append((AUTHORIZATION_KEY, f"Bearer {api_key}"))
     if timeout_s is not None:
         metadata.append((TIMEOUT_KEY, str(max(1, int(timeout_s * 1000)))))
     return tuple(metadata)

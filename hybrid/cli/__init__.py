@@ -17,14 +17,14 @@ from hybrid.errors import HybridError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hybrid.cli import bench, client, router, up
+    from hybrid.cli import bench, client, keys, router, up
 
     parser = argparse.ArgumentParser(prog="hybrid", description="Edge-and-cloud LLM inference.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
     for plugin in tiers.plugins().values():
         plugin.add_commands(commands)
-    for group in (router, client, up, bench):
+    for group in (router, client, keys, up, bench):
         group.add_commands(commands)
     return parser
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
-from hybrid import constants
+from hybrid import constants, wire
 from hybrid.cli.common import print_chunks
 from hybrid.protocol import Priority
 
@@ -26,7 +27,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         model=args.model,
     )
     prompt, messages = _prompt(args)
-    with HybridClient(args.target, timeout_s=args.timeout, application=args.application or None) as client:
+    with HybridClient(
+        args.target, timeout_s=args.timeout, application=args.application or None, api_key=args.api_key
+    ) as client:
         print_chunks(client.stream(prompt, messages, **params), args.json)
     return 0
 
@@ -44,7 +47,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     )
     with grpc.insecure_channel(args.target) as channel:
         try:
-            reply = admin_grpc.RouterAdminStub(channel).Explain(request, timeout=args.timeout)
+            metadata = wire.call_metadata(api_key=args.api_key or os.environ.get(wire.API_KEY_ENV))
+            reply = admin_grpc.RouterAdminStub(channel).Explain(request, timeout=args.timeout, metadata=metadata)
         except grpc.RpcError as error:
             raise RequestFailed(error.code(), error.details() or "") from None
     if args.json:
@@ -73,6 +77,14 @@ def add_priority_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--priority", default="interactive", choices=Priority.names())
 
 
+def add_api_key_argument(parser: argparse.ArgumentParser, what: str = "") -> None:
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help=f"API key of a router that checks keys{what}; default ${wire.API_KEY_ENV} (safer: not shown by ps)",
+    )
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:
     explain = commands.add_parser("explain", help="print the router's decision for a request, and why")
     explain.add_argument("prompt")
@@ -83,6 +95,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     explain.add_argument("--raw", action="store_true", help="send the text as a raw prompt, not as a chat message")
     explain.add_argument("--json", action="store_true")
     explain.add_argument("--timeout", type=float, default=10.0)
+    add_api_key_argument(explain, " (an admin key)")
     explain.set_defaults(func=cmd_explain)
 
     generate = commands.add_parser("generate", help="stream an answer")
@@ -104,4 +117,5 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     generate.add_argument("--json", action="store_true", help="one JSON object per chunk, served_by included")
     generate.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds")
     generate.add_argument("--application", default="", help="Serve application, when the target runs several")
+    add_api_key_argument(generate)
     generate.set_defaults(func=cmd_generate)

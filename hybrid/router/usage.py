@@ -48,12 +48,20 @@ class UsageMeter(CallHooks):
         self.replica_share = replica_share
         self.clock = clock
         self.counters = {
-            "requests": Counter(f"{_PREFIX}requests", "Requests answered, per API key name.", ["key"], registry=registry),
+            "requests": Counter(
+                f"{_PREFIX}requests", "Requests answered, per API key name.", ["key"], registry=registry
+            ),
             "prompt_tokens": Counter(
-                f"{_PREFIX}prompt_tokens", "Prompt tokens of answered requests, per API key name.", ["key"], registry=registry
+                f"{_PREFIX}prompt_tokens",
+                "Prompt tokens of answered requests, per API key name.",
+                ["key"],
+                registry=registry,
             ),
             "completion_tokens": Counter(
-                f"{_PREFIX}completion_tokens", "Completion tokens streamed, per API key name.", ["key"], registry=registry
+                f"{_PREFIX}completion_tokens",
+                "Completion tokens streamed, per API key name.",
+                ["key"],
+                registry=registry,
             ),
             "cost_dollars": Counter(
                 f"{_PREFIX}cost_dollars",
@@ -129,7 +137,5 @@ def usage_json(usage: dict[str, KeyUsage]) -> dict:
     return {
         "object": "usage",
         "keys": [{"key": name, **asdict(row)} for name, row in usage.items()],
-        "totals": {
-            field: sum(getattr(row, field) for row in usage.values()) for field in (*_FIELDS, "refused")
-        },
+        "totals": {field: sum(getattr(row, field) for row in usage.values()) for field in (*_FIELDS, "refused")},
     }
