@@ -20,7 +20,8 @@ from hybrid.router.openai.errors import InvalidFieldError
 # ``user`` becomes the routing affinity key: an identifier, not a document.
 MAX_USER_CHARS = 256
 
-_STRICT = ConfigDict(extra="forbid")
+# strict: JSON types as they are, so `max_tokens: true`, `stream: "yes"` or `temperature: "1"` are refused, not coerced.
+_STRICT = ConfigDict(extra="forbid", strict=True)
 _MAX_TOKENS = {"ge": 1, "le": constants.MAX_NEW_TOKENS_LIMIT}
 
 
