@@ -3,6 +3,7 @@ refuses with a status the caller can act on, never INTERNAL or UNKNOWN, and keep
 
 from __future__ import annotations
 
+import os
 import string
 
 import grpc
@@ -21,7 +22,8 @@ from tests.hybrid.router.fake_replicas import FakeReplica, MemorySource
 
 pytestmark = pytest.mark.timeout(60)
 
-FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+# Examples per test; docs/fuzzing.md records a run of many more (HYBRID_FUZZ_EXAMPLES).
+FUZZ = settings(max_examples=int(os.environ.get("HYBRID_FUZZ_EXAMPLES", "120")), deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
 
 class FuzzedRouter:
