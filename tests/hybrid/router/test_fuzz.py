@@ -40,7 +40,8 @@ class FuzzedRouter:
         replicas = [FakeReplica("edge-1", "edge", scripts.answers), FakeReplica("cloud-1", "private", scripts.answers)]
         for replica in replicas:
             await replica.shell.start()
-        config = RouterConfig(port=0, discovery="memory", poll_interval_s=60, keys=keys)
+        # Load polls keep the replicas heard: a loaded machine must not make them look frozen.
+        config = RouterConfig(port=0, discovery="memory", poll_interval_s=0.25, keys=keys)
         router = Router(config, source=MemorySource([r.record for r in replicas]))
         await router.start()
         return replicas, router

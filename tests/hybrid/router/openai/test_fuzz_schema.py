@@ -36,7 +36,8 @@ class FuzzedFront:
     async def _start(self, keys: str):
         replica = FakeReplica("edge-1", "edge", scripts.answers)
         await replica.shell.start()
-        config = RouterConfig(port=0, http_port=0, discovery="memory", poll_interval_s=60, keys=keys)
+        # Load polls keep the replica heard: a loaded machine must not make it look frozen.
+        config = RouterConfig(port=0, http_port=0, discovery="memory", poll_interval_s=0.25, keys=keys)
         router = Router(config, source=MemorySource([replica.record]))
         await router.start()
         return replica, router
