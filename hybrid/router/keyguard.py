@@ -22,7 +22,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hybrid.errors import OverloadedError
 from hybrid.protocol import GenerationRequest
@@ -59,19 +59,17 @@ class TokenBucket:
         self.level = capacity
         self.updated = now
 
-    def _refill(self, now: float) -> None:
-        self.level = min(self.capacity, self.level + (now - self.updated) * self.rate_per_s)
-        self.updated = now
-
     def wait_s(self, amount: float, now: float) -> float:
         """Seconds until ``amount`` is in the bucket; 0 when it is now."""
-        self._refill(now)
+        self.spend(0, now)
         missing = amount - self.level
         return 0.0 if missing <= 0 else missing / self.rate_per_s
 
     def spend(self, amount: float, now: float) -> None:
-        self._refill(now)
-        self.level -= amount
+        # Refilled for the time since it was last touched, then spent: called for every chunk, so inline.
+        level = self.level + (now - self.updated) * self.rate_per_s
+        self.level = (level if level < self.capacity else self.capacity) - amount
+        self.updated = now
 
 
 @dataclass
@@ -106,12 +104,11 @@ class Grant:
     clock: Callable[[], float]
     prompt_settled: bool = False
     released: bool = False
-    streamed_tokens: int = field(default=0)
 
-    def charge(self, tokens: int) -> None:
-        self.streamed_tokens += tokens
-        if self.allowance.tokens is not None and tokens:
-            self.allowance.tokens.spend(tokens, self.clock())
+    def charge(self, tokens: int, now: float) -> None:
+        bucket = self.allowance.tokens
+        if bucket is not None and tokens:
+            bucket.spend(tokens, now)
 
     def settle_prompt(self, prompt_tokens: int) -> None:
         """Replaces the prompt's estimate by the count its replica reported (once per request)."""
@@ -159,7 +156,8 @@ class KeyGuard(CallHooks):
 
     def _allowance(self, entry: KeyEntry, now: float) -> Allowance:
         allowance = self._allowances.get(entry.name)
-        if allowance is None or allowance.limits != entry.limits:
+        # The same limits object until the file is read again: compared by value only then.
+        if allowance is None or (allowance.limits is not entry.limits and allowance.limits != entry.limits):
             # New limits start with full buckets; the streams in flight still count.
             fresh = Allowance.of(entry.limits, now)
             fresh.streams_open = allowance.streams_open if allowance is not None else 0
@@ -203,7 +201,7 @@ class KeyGuard(CallHooks):
     # --- CallHooks ---
     def chunk(self, call: Call, tokens: int, now: float) -> None:
         if call.grant is not None:
-            call.grant.charge(tokens)
+            call.grant.charge(tokens, now)
 
     def ended(self, call: Call, outcome: Outcome, now: float) -> None:
         if call.grant is not None and call.reported_usage is not None:

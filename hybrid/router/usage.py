@@ -80,6 +80,7 @@ class UsageMeter(CallHooks):
         self._pending: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._price: dict[str, float] = {}
         self._settled_at = clock()
+        self._by_key: dict[str, tuple[Counter, Counter, Counter]] = {}
 
     def refused(self, name: str, reason: str) -> None:
         self.refusals.labels(name, reason).inc()
@@ -90,12 +91,23 @@ class UsageMeter(CallHooks):
             return  # a call that never answered (retried elsewhere, or refused) is no usage
         name = grant.key.name
         prompt, completion = call.reported_usage or (grant.prompt_estimate, call.tokens)
-        self.counters["requests"].labels(name).inc()
-        self.counters["prompt_tokens"].labels(name).inc(prompt)
-        self.counters["completion_tokens"].labels(name).inc(completion)
+        requests, prompt_tokens, completion_tokens = self._children(name)
+        requests.inc()
+        prompt_tokens.inc(prompt)
+        completion_tokens.inc(completion)
         if completion:
             self._pending[call.replica.replica_id][name] += completion
             self._price[call.replica.replica_id] = call.replica.record.cost_per_hour
+
+    def _children(self, name: str) -> tuple[Counter, Counter, Counter]:
+        """The key's requests, prompt and completion counters, looked up once: labels() costs more than the rest
+        of a request's usage."""
+        children = self._by_key.get(name)
+        if children is None:
+            children = self._by_key[name] = tuple(
+                self.counters[field].labels(name) for field in ("requests", "prompt_tokens", "completion_tokens")
+            )
+        return children
 
     def settle(self) -> None:
         """Charges the keys for the replicas' time since the last settle (see the module's docstring)."""
