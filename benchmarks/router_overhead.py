@@ -237,6 +237,8 @@ def start_stack(args: argparse.Namespace, folder: Path) -> tuple[list[subprocess
         wait_ready(replica, "ready on")
     register_instant_replica(replica_port, discovery)
     workers = ["--workers", str(args.router_workers)] if args.router_workers > 1 else []
+    if args.keys:
+        workers += ["--keys", str(with_a_key(folder))]
     router = subprocess.Popen(
         [sys.executable, "-m", "hybrid.cli", "router", "serve", "--port", str(router_port), "--discovery", discovery]
         + workers,
@@ -244,6 +246,17 @@ def start_stack(args: argparse.Namespace, folder: Path) -> tuple[list[subprocess
     )
     targets = {"direct": f"127.0.0.1:{replica_port}", "routed": f"127.0.0.1:{router_port}"}
     return replicas, router, targets
+
+
+def with_a_key(folder: Path) -> Path:
+    """A key file of one key without limits; the load generator's clients send it ($HYBRID_API_KEY, inherited by
+    its processes), the replica ignores it."""
+    from hybrid import wire
+    from hybrid.security.keys import add_key
+
+    path = folder / "keys.yaml"
+    os.environ[wire.API_KEY_ENV] = add_key(path, "bench", ("realtime", "interactive", "batch"))
+    return path
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -303,6 +316,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--loadgen-channels", type=int, default=1, help="gRPC channels (connections) per process")
     parser.add_argument("--router-workers", type=int, default=1, help="passed as `router serve --workers` when > 1")
     parser.add_argument("--replica-processes", type=int, default=1, help="instant replica processes on one port")
+    parser.add_argument(
+        "--keys", action="store_true", help="the router checks API keys (`router serve --keys`); the requests carry one"
+    )
     parser.add_argument("--out", default="router_overhead.json", help="JSON of every figure")
     parser.add_argument("--instant-replica", metavar="PORT", help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -327,6 +343,7 @@ def main() -> int:
         "loadgen_processes": args.loadgen_processes,
         "loadgen_channels": args.loadgen_channels,
         "router_workers": args.router_workers,
+        "keys": args.keys,
         "replica_processes": args.replica_processes,
         "results": results,
         "table": table(results),
