@@ -34,7 +34,7 @@ def key_file(folder: Path, count: int) -> tuple[Path, list[str]]:
         KeyEntry(name=f"key-{index}", sha256=key_digest(key), priorities=("realtime", "interactive"), limits=limits)
         for index, key in enumerate(keys)
     ]
-    path = folder / f"keys-{count}.yaml"
+    path = folder / f"keys-{count}.json"
     save_key_file(path, KeyFile(keys=entries))
     return path, keys
 

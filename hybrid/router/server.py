@@ -255,6 +255,9 @@ class Router:
             self.dataplane.observe_discovery()
             if self.dataplane.usage is not None:
                 self.dataplane.usage.settle()
+            if self.dataplane.guard is not None:
+                # Off the loop: a file of many keys takes a while to read, and requests go on meanwhile.
+                await asyncio.to_thread(self.dataplane.guard.store.refresh)
             release_free_memory()  # what a burst of large requests left behind goes back to the system
             await asyncio.sleep(1.0)
 

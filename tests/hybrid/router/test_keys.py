@@ -6,6 +6,7 @@ with the retry hint / 429 with Retry-After), the stream slots a key holds howeve
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -278,15 +279,35 @@ async def test_a_key_revoked_while_the_router_runs_is_refused_and_one_added_is_s
     from hybrid.security.keys import revoke_key
 
     async with keyed_router(keys) as (router, stub, _):
-        router.dataplane.guard.store.check_interval_s = 0
         assert (await generate(stub, keys.bob))[-1].finish_reason == pb.STOP
         revoke_key(keys.path, "bob")
-        assert (await refusal(stub, keys.bob)).code() == grpc.StatusCode.UNAUTHENTICATED
         erin = add_key(keys.path, "erin")
+        # The router looks at the file every second, on a thread of its own.
+        assert await eventually(lambda: refused_with(stub, keys.bob, grpc.StatusCode.UNAUTHENTICATED))
         assert (await generate(stub, erin))[-1].finish_reason == pb.STOP
         # A file broken by a half-done edit keeps the keys read before.
         keys.path.write_text("keys: [oops")
+        await asyncio.sleep(1.5)
         assert (await generate(stub, erin))[-1].finish_reason == pb.STOP
+        assert (await refusal(stub, keys.bob)).code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def refused_with(stub, key: str, code: grpc.StatusCode) -> bool:
+    try:
+        await generate(stub, key)
+    except grpc.aio.AioRpcError as error:
+        return error.code() == code
+    return False
+
+
+async def eventually(check, within_s: float = 5.0) -> bool:
+    """Whether the async ``check`` comes true within ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while not await check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.1)
+    return True
 
 
 async def test_the_key_never_appears_in_the_logs(keys, caplog):
@@ -294,7 +315,6 @@ async def test_the_key_never_appears_in_the_logs(keys, caplog):
 
     caplog.set_level(logging.DEBUG)
     async with keyed_router(keys) as (router, stub, _):
-        router.dataplane.guard.store.check_interval_s = 0
         await generate(stub, keys.bob)
         await refusal(stub, keys.alice, "realtime")
         await refusal(stub, keys.bob + "x")
@@ -302,7 +322,7 @@ async def test_the_key_never_appears_in_the_logs(keys, caplog):
             await post(router, keys.alice)
         await call(router._http, "/v1/usage", None, {"authorization": f"Bearer {keys.ops}"})
         revoke_key(keys.path, "carol")
-        await refusal(stub, keys.carol)
+        assert await eventually(lambda: refused_with(stub, keys.carol, grpc.StatusCode.UNAUTHENTICATED))
     assert caplog.records, "the router logged nothing at all: the check below would prove nothing"
     for key in keys.all():
         assert key not in caplog.text and key[len("hyb_") :] not in caplog.text

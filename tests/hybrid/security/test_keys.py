@@ -85,14 +85,24 @@ def test_the_bearer_scheme_is_read_and_nothing_else(value, key):
 def test_a_store_sees_keys_added_and_revoked_and_keeps_the_last_good_file(tmp_path):
     path = tmp_path / "keys.yaml"
     alice = add_key(path, "alice")
-    store = KeyStore(path, check_interval_s=0)
+    store = KeyStore(path)
     assert store.identify(alice).name == "alice" and store.identify(alice + "x") is None
+    assert not store.refresh()  # unchanged: not read again
     bob = add_key(path, "bob")
-    assert store.identify(bob).name == "bob"
+    assert store.identify(bob) is None and store.refresh() and store.identify(bob).name == "bob"
     revoke_key(path, "alice")
-    assert store.identify(alice) is None
+    assert store.refresh() and store.identify(alice) is None
     path.write_text("keys: [")
-    assert store.identify(bob).name == "bob"
+    assert not store.refresh() and store.identify(bob).name == "bob"
+    path.unlink()
+    assert not store.refresh() and store.identify(bob).name == "bob"
+
+
+def test_a_json_key_file_is_read_and_written_as_json(tmp_path):
+    path = tmp_path / "keys.json"
+    key = add_key(path, "alice", limits=KeyLimits(streams=3))
+    assert path.read_text().lstrip().startswith("{") and key not in path.read_text()
+    assert KeyStore(path).identify(key).limits.streams == 3
 
 
 def test_the_keys_command_prints_the_key_once_on_stdout(tmp_path, capsys):
