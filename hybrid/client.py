@@ -206,7 +206,9 @@ class HybridClient:
     def load(self) -> pb.LoadReport:
         try:
             return self.stub.GetLoad(
-                pb.GetLoadRequest(), timeout=self.timeout_s, metadata=wire.call_metadata(self.application, api_key=self.api_key)
+                pb.GetLoadRequest(),
+                timeout=self.timeout_s,
+                metadata=wire.call_metadata(self.application, api_key=self.api_key),
             )
         except grpc.RpcError as error:
             raise _failure(error) from None
@@ -270,7 +272,9 @@ class AsyncHybridClient:
     async def load(self) -> pb.LoadReport:
         try:
             return await self.stub.GetLoad(
-                pb.GetLoadRequest(), timeout=self.timeout_s, metadata=wire.call_metadata(self.application, api_key=self.api_key)
+                pb.GetLoadRequest(),
+                timeout=self.timeout_s,
+                metadata=wire.call_metadata(self.application, api_key=self.api_key),
             )
         except grpc.RpcError as error:
             raise _failure(error, ()) from None

@@ -132,9 +132,7 @@ class RouterDataPlane:
             streamed = False
             try:
                 client = self.view.replica_clients.get(state.replica_id)
-                call = stream_call(
-                    client, state, request, raw_request, decision.request_class.value, self.hooks, grant
-                )
+                call = stream_call(client, state, request, raw_request, decision.request_class.value, self.hooks, grant)
                 async with aclosing(call) as chunks:
                     async for chunk in chunks:
                         streamed = True

@@ -23,7 +23,12 @@ from tests.hybrid.router.fake_replicas import FakeReplica, MemorySource
 pytestmark = pytest.mark.timeout(60)
 
 # Examples per test; docs/fuzzing.md records a run of many more (HYBRID_FUZZ_EXAMPLES).
-FUZZ = settings(max_examples=int(os.environ.get("HYBRID_FUZZ_EXAMPLES", "120")), deadline=None, suppress_health_check=list(HealthCheck), database=None)
+FUZZ = settings(
+    max_examples=int(os.environ.get("HYBRID_FUZZ_EXAMPLES", "120")),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    database=None,
+)
 
 
 class FuzzedRouter:
