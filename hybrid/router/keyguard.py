@@ -156,12 +156,14 @@ class KeyGuard(CallHooks):
 
     def _allowance(self, entry: KeyEntry, now: float) -> Allowance:
         allowance = self._allowances.get(entry.name)
+        if allowance is None:
+            allowance = self._allowances[entry.name] = Allowance.of(entry.limits, now)
         # The same limits object until the file is read again: compared by value only then.
-        if allowance is None or (allowance.limits is not entry.limits and allowance.limits != entry.limits):
-            # New limits start with full buckets; the streams in flight still count.
+        elif allowance.limits is not entry.limits and allowance.limits != entry.limits:
+            # New limits start with full buckets. Changed in place: the requests in flight hold this allowance,
+            # and their streams still count until they end.
             fresh = Allowance.of(entry.limits, now)
-            fresh.streams_open = allowance.streams_open if allowance is not None else 0
-            allowance = self._allowances[entry.name] = fresh
+            allowance.limits, allowance.requests, allowance.tokens = fresh.limits, fresh.requests, fresh.tokens
         return allowance
 
     def admit(self, entry: KeyEntry, request: GenerationRequest) -> Grant:

@@ -91,3 +91,25 @@ def test_one_worker_of_several_charges_its_share_of_each_replica():
 )
 def test_which_hosts_are_loopback(host, loopback):
     assert is_loopback(host) is loopback
+
+
+def test_new_limits_apply_at_once_and_the_streams_in_flight_still_free_their_slots():
+    from hybrid.client import build_request
+    from hybrid.protocol import request_from_proto
+    from hybrid.router.keyguard import KeyGuard, KeyLimitError
+
+    clock = Clock()
+    guard = KeyGuard(store=None, clock=clock)
+    request = request_from_proto(build_request("hello", max_new_tokens=4))
+    before = KeyEntry(name="alice", sha256="a" * 64, limits=KeyLimits(streams=1))
+    held = guard.admit(before, request)
+    with pytest.raises(KeyLimitError):
+        guard.admit(before, request)
+    after = KeyEntry(name="alice", sha256="a" * 64, limits=KeyLimits(streams=2))  # the file read again
+    second = guard.admit(after, request)
+    with pytest.raises(KeyLimitError):
+        guard.admit(after, request)
+    held.release()
+    second.release()
+    assert guard.streams_open("alice") == 0
+    guard.admit(after, request).release()
