@@ -351,3 +351,22 @@ async def test_a_client_gets_its_key_refusal_as_request_failed(keys):
             with pytest.raises(RequestFailed) as failed:
                 await client.complete(prompt="hi", max_new_tokens=3)
             assert failed.value.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_the_usage_command_prints_every_keys_usage_for_an_admin_key(keys, capsys):
+    from hybrid.cli import main
+
+    async with keyed_router(keys) as (router, stub, _):
+        await generate(stub, keys.bob)
+        await generate(stub, keys.bob)
+        capsys.readouterr()
+        assert (
+            await asyncio.to_thread(main, ["usage", "--router", router.http_address, "--key", keys.ops, "--json"]) == 0
+        )
+        rows = {row["key"]: row for row in json.loads(capsys.readouterr().out)["keys"]}
+        assert (rows["bob"]["requests"], rows["bob"]["completion_tokens"]) == (2, 6)
+        assert await asyncio.to_thread(main, ["usage", "--router", router.http_address, "--key", keys.ops]) == 0
+        table = capsys.readouterr().out
+        assert "bob" in table and "total" in table and keys.ops not in table
+        assert await asyncio.to_thread(main, ["usage", "--router", router.http_address, "--key", keys.bob]) == 2
+        assert "403" in capsys.readouterr().err
