@@ -60,6 +60,7 @@ class RouterDataPlane:
         hooks = [self.ledger, outliers, self.metrics, self.liveness]
         if self.guard is not None and self.usage is not None:
             self.guard.on_refused = self.usage.refused
+            self.guard.on_unauthenticated = self.usage.unauthenticated.inc
             hooks += [self.guard, self.usage]
         self.hooks = HookChain(hooks)
         # A replica that cannot answer its load poll is unreachable; one that answers lives.

@@ -134,17 +134,17 @@ class KeyGuard(CallHooks):
         self.store = store
         self.clock = clock
         self._allowances: dict[str, Allowance] = {}
-        # Told of each refusal of a known key (name, reason), for the metrics.
+        # Told of each refusal of a known key (name, reason), and of each call without a valid key, for the metrics.
         self.on_refused: Callable[[str, str], None] = lambda name, reason: None
+        self.on_unauthenticated: Callable[[], None] = lambda: None
 
     def identify(self, authorization: str | None) -> KeyEntry:
         """The key of an ``authorization`` value. Raises UnauthenticatedError; the key itself is never logged."""
         key = bearer_key(authorization)
-        if key is None:
-            raise UnauthenticatedError(MISSING_KEY)
-        entry = self.store.identify(key)
+        entry = self.store.identify(key) if key is not None else None
         if entry is None:
-            raise UnauthenticatedError(UNKNOWN_KEY)
+            self.on_unauthenticated()
+            raise UnauthenticatedError(MISSING_KEY if key is None else UNKNOWN_KEY)
         return entry
 
     def require_admin(self, authorization: str | None) -> KeyEntry:

@@ -76,6 +76,11 @@ class UsageMeter(CallHooks):
             ["key", "reason"],
             registry=registry,
         )
+        self.unauthenticated = Counter(
+            "hybrid_router_unauthenticated",
+            "Calls refused for want of a valid API key (none, unknown or revoked): guessing shows here.",
+            registry=registry,
+        )
         # Completion tokens per replica and key since the last settle, and each replica's price.
         self._pending: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._price: dict[str, float] = {}

@@ -117,6 +117,8 @@ async def test_no_key_or_a_wrong_key_is_unauthenticated_and_401(keys):
         bad_scheme = await call(router._http, "/v1/models", None, {"authorization": f"Basic {keys.bob}"})
         assert bad_scheme.status == 401
         assert (await generate(stub, keys.bob))[-1].finish_reason == pb.STOP
+        # 4 over gRPC, 3 over HTTP, 1 of another scheme.
+        assert router.dataplane.metrics.registry.get_sample_value("hybrid_router_unauthenticated_total") == 8
 
 
 async def test_a_key_without_realtime_is_permission_denied_and_403(keys):
