@@ -179,6 +179,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def exposure_warning(config: RouterConfig) -> str | None:
+    """What to tell the operator of a router that serves anyone beyond this machine; None when it does not."""
+    if config.keys is not None or is_loopback(config.host):
+        return None
+    return (
+        f"serving on {config.host} without API keys: anyone who reaches it may send requests and read its "
+        "replicas; give --keys FILE (made by `hybrid keys add`), or bind 127.0.0.1"
+    )
+
+
 class Router:
     """``start`` serves, ``stop`` drains. Build it inside the event loop it will run on."""
 
@@ -234,12 +244,8 @@ class Router:
             await self._http.start()
             self.http_address = self._http.address
         self._metrics_task = asyncio.ensure_future(self._observe())
-        if self.config.keys is None and not is_loopback(self.config.host):
-            log.warning(
-                "serving on %s without API keys: anyone who reaches it may send requests and read its replicas; "
-                "give --keys FILE (made by `hybrid keys add`), or bind 127.0.0.1",
-                self.config.host,
-            )
+        if (warning := exposure_warning(self.config)) is not None:
+            log.warning(warning)
         tiers = {r.record.tier for r in self.view.replicas()}
         log.info(
             "router ready on %s (%d replicas: %s; discovery %s%s)",

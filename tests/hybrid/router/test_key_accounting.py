@@ -1,4 +1,5 @@
-"""Token buckets and the cost per key, on a clock the test moves."""
+"""The key path's pieces alone, on a clock the test moves: token buckets, limits read again, cost per key; and
+the warning for a router open to anyone."""
 
 from __future__ import annotations
 
@@ -113,3 +114,12 @@ def test_new_limits_apply_at_once_and_the_streams_in_flight_still_free_their_slo
     second.release()
     assert guard.streams_open("alice") == 0
     guard.admit(after, request).release()
+
+
+def test_a_router_without_keys_beyond_loopback_is_warned_about():
+    from hybrid.router.server import RouterConfig, exposure_warning
+
+    open_router = RouterConfig(host="0.0.0.0", discovery="static:x.yaml")
+    assert "without API keys" in exposure_warning(open_router) and "--keys FILE" in exposure_warning(open_router)
+    assert exposure_warning(open_router.model_copy(update={"keys": "keys.yaml"})) is None
+    assert exposure_warning(open_router.model_copy(update={"host": "127.0.0.1"})) is None
