@@ -26,7 +26,7 @@ _messages = st.lists(
     max_size=4,
 )
 
-generate_requests = st.builds(
+_wild_requests = st.builds(
     pb.GenerateRequest,
     request_id=_texts,
     model=st.sampled_from(["", "smollm2-135m"]) | _texts,
@@ -43,6 +43,27 @@ generate_requests = st.builds(
     client_region=_texts,
     min_precision=st.integers(min_value=-3, max_value=4),
 )
+
+_FIELDS = [field.name for field in pb.GenerateRequest.DESCRIPTOR.fields]
+_OPTIONAL = ("temperature", "top_p", "seed")
+
+
+@st.composite
+def _near_valid_requests(draw) -> pb.GenerateRequest:
+    """A request a server should answer, with one to three of its fields taken from a wild one: the paths
+    past validation get their share of the cases."""
+    message = pb.GenerateRequest(prompt="hello", max_new_tokens=2, priority=pb.INTERACTIVE)
+    wild = draw(_wild_requests)
+    for name in draw(st.lists(st.sampled_from(_FIELDS), min_size=0, max_size=3, unique=True)):
+        message.ClearField(name)
+        if name in ("messages", "stop"):
+            getattr(message, name).extend(getattr(wild, name))
+        elif name not in _OPTIONAL or wild.HasField(name):
+            setattr(message, name, getattr(wild, name))
+    return message
+
+
+generate_requests = st.one_of(_wild_requests, _near_valid_requests())
 
 
 @st.composite
