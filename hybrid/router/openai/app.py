@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -20,7 +19,7 @@ from hybrid.errors import HybridError, ModelNotFoundError
 from hybrid.router.openai import completions
 from hybrid.router.openai.errors import error_response, plain_error
 from hybrid.router.openai.limits import BoundedBody, HeadTimedH11, HTTPLimits
-from hybrid.router.openai.schemas import ChatCompletionRequest, CompletionRequest
+from hybrid.router.openai.openapi import openapi_document
 from hybrid.router.usage import usage_json
 
 if TYPE_CHECKING:
@@ -110,7 +109,7 @@ class OpenAIFront:
 def build_app(front: OpenAIFront) -> FastAPI:
     app = FastAPI(title="Hybrid router: OpenAI-compatible API", docs_url=None, redoc_url=None)
     app.add_middleware(BoundedBody, limits=front.limits)
-    app.openapi = lambda: app.openapi_schema or _openapi(app)
+    app.openapi = lambda: app.openapi_schema or _remember(app, openapi_document(app))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -158,22 +157,9 @@ def build_app(front: OpenAIFront) -> FastAPI:
     return app
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema with the request bodies the routes read themselves (``schemas``), so that clients and
-    schema-driven tools see what a completion request may hold."""
-    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
-    for path, model in (("/v1/chat/completions", ChatCompletionRequest), ("/v1/completions", CompletionRequest)):
-        body = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        components.update(body.pop("$defs", {}))
-        components[model.__name__] = body
-        reference = {"$ref": f"#/components/schemas/{model.__name__}"}
-        schema["paths"][path]["post"]["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": reference}},
-        }
-    app.openapi_schema = schema
-    return schema
+def _remember(app: FastAPI, document: dict[str, Any]) -> dict[str, Any]:
+    app.openapi_schema = document
+    return document
 
 
 def _refusal(request: Request, check: Callable[[str | None], object]) -> Response | None:
