@@ -249,7 +249,7 @@ async def test_usage_per_key_is_the_sum_of_the_usage_the_answers_carried(keys):
             assert rows[name]["completion_tokens"] == sum(u.completion_tokens for u in usages)
             assert rows[name]["cost_dollars"] > 0
         assert rows["alice"]["requests"] == 0 and rows["alice"]["refused"] == 1
-        # No more than the replica's price for the time it served (tests/hybrid/router/test_key_accounting.py splits it).
+        # No more than the replica's price for the time it served (test_key_accounting.py checks the split).
         dollars = sum(row["cost_dollars"] for row in rows.values())
         assert dollars <= COST_PER_HOUR * (time.monotonic() - began) / 3600
 

@@ -1,5 +1,6 @@
 """Schemathesis against the OpenAI front's own OpenAPI schema: whatever it generates, valid or not, is answered
-without a 5xx, without a hang, and as the schema says it answers. A real router with keys on, in front of a scripted replica."""
+without a 5xx, without a hang, and as the schema says it answers. A real router with keys on, in front of a
+scripted replica."""
 
 from __future__ import annotations
 
