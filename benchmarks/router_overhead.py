@@ -315,6 +315,8 @@ def start_stack(
         observed += ["--otlp-endpoint", f"http://127.0.0.1:{sink_port}", "--trace-sample", str(args.tracing)]
     if args.request_log:
         observed += ["--request-log", os.devnull]
+    if args.keys:
+        workers += ["--keys", str(with_a_key(folder))]
     router = subprocess.Popen(
         [sys.executable, "-m", "hybrid.cli", "router", "serve", "--port", str(router_port), "--discovery", discovery]
         + workers
@@ -324,6 +326,18 @@ def start_stack(
     )
     targets = {"direct": f"127.0.0.1:{replica_port}", "routed": f"127.0.0.1:{router_port}"}
     return replicas, router, targets
+
+
+def with_a_key(folder: Path) -> Path:
+    """A key file of one key without limits; the load generator's clients send it ($HYBRID_API_KEY, inherited by
+    its processes), the replica ignores it."""
+    from hybrid import wire
+    from hybrid.security.keys import add_key
+
+    path = folder.parent / "keys.yaml"  # one file for every stack of the run: the clients send one key
+    if not path.exists():
+        os.environ[wire.API_KEY_ENV] = add_key(path, "bench", ("realtime", "interactive", "batch"))
+    return path
 
 
 def run(args: argparse.Namespace) -> dict[str, dict]:
@@ -408,6 +422,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--tls", action="store_true", help="also measure a stack with mutual TLS on every hop, in the same run"
     )
+    parser.add_argument(
+        "--keys", action="store_true", help="the router checks API keys (`router serve --keys`); the requests carry one"
+    )
     parser.add_argument("--out", default="router_overhead.json", help="JSON of every figure")
     parser.add_argument("--instant-replica", metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument(
@@ -447,6 +464,7 @@ def main() -> int:
         "loadgen_processes": args.loadgen_processes,
         "loadgen_channels": args.loadgen_channels,
         "router_workers": args.router_workers,
+        "keys": args.keys,
         "replica_processes": args.replica_processes,
         "tracing": args.tracing,
         "request_log": args.request_log,

@@ -18,6 +18,7 @@ plaintext when none is set.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -193,12 +194,15 @@ class HybridClient:
         timeout_s: float | None = 120.0,
         application: str | None = None,
         tls: TlsSettings | None = None,
+        api_key: str | None = None,
     ):
+        """``api_key``: sent as ``authorization: Bearer`` to a router that checks keys; $HYBRID_API_KEY if None."""
         self.tls = _tls(tls)
         self.channel = secure_channel(target, self.tls, options=CHANNEL_OPTIONS, aio=False)
         self.stub = pb_grpc.InferenceStub(self.channel)
         self.timeout_s = timeout_s
         self.application = application
+        self.api_key = api_key or os.environ.get(wire.API_KEY_ENV)
 
     def stream(
         self, prompt: str | None = None, messages=None, timeout_s: float | None = None, **params
@@ -211,7 +215,7 @@ class HybridClient:
             remaining = resend.remaining_s()
             try:
                 for chunk in self.stub.Generate(
-                    request, timeout=remaining, metadata=wire.call_metadata(self.application, remaining)
+                    request, timeout=remaining, metadata=wire.call_metadata(self.application, remaining, self.api_key)
                 ):
                     streamed, finished = True, bool(chunk.finish_reason)
                     yield chunk
@@ -234,7 +238,9 @@ class HybridClient:
     def load(self) -> pb.LoadReport:
         try:
             return self.stub.GetLoad(
-                pb.GetLoadRequest(), timeout=self.timeout_s, metadata=wire.call_metadata(self.application)
+                pb.GetLoadRequest(),
+                timeout=self.timeout_s,
+                metadata=wire.call_metadata(self.application, api_key=self.api_key),
             )
         except grpc.RpcError as error:
             raise _failure(error, tls=self.tls) from None
@@ -257,12 +263,15 @@ class AsyncHybridClient:
         application: str | None = None,
         channel_options: tuple[tuple[str, object], ...] = (),
         tls: TlsSettings | None = None,
+        api_key: str | None = None,
     ):
+        """``api_key``: sent as ``authorization: Bearer`` to a router that checks keys; $HYBRID_API_KEY if None."""
         self.tls = _tls(tls)
         self.channel = secure_channel(target, self.tls, options=[*CHANNEL_OPTIONS, *channel_options])
         self.stub = pb_grpc.InferenceStub(self.channel)
         self.timeout_s = timeout_s
         self.application = application
+        self.api_key = api_key or os.environ.get(wire.API_KEY_ENV)
 
     async def stream(
         self, prompt: str | None = None, messages=None, timeout_s: float | None = None, **params
@@ -271,7 +280,7 @@ class AsyncHybridClient:
         resend = _Resend(timeout_s or self.timeout_s)
         while True:
             remaining = resend.remaining_s()
-            metadata = wire.call_metadata(self.application, remaining)
+            metadata = wire.call_metadata(self.application, remaining, self.api_key)
             call = self.stub.Generate(request, timeout=remaining, metadata=metadata)
             streamed = finished = False
             try:
@@ -297,7 +306,9 @@ class AsyncHybridClient:
     async def load(self) -> pb.LoadReport:
         try:
             return await self.stub.GetLoad(
-                pb.GetLoadRequest(), timeout=self.timeout_s, metadata=wire.call_metadata(self.application)
+                pb.GetLoadRequest(),
+                timeout=self.timeout_s,
+                metadata=wire.call_metadata(self.application, api_key=self.api_key),
             )
         except grpc.RpcError as error:
             raise _failure(error, (), self.tls) from None

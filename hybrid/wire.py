@@ -24,6 +24,10 @@ RETRY_AFTER_KEY = "retry-after-ms"
 APPLICATION_KEY = "application"
 # W3C Trace Context: the caller's trace, passed on to the next hop (hybrid.telemetry.tracing).
 TRACE_KEYS = frozenset({"traceparent", "tracestate"})
+# Where clients and commands read the caller's API key when none is given to them.
+API_KEY_ENV = "HYBRID_API_KEY"
+# The caller's API key, as "Bearer <key>" (hybrid.security.keys), the same header HTTP uses.
+AUTHORIZATION_KEY = "authorization"
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -36,11 +40,15 @@ RECONNECT_OPTIONS = (
 )
 
 
-def call_metadata(application: str | None = None, timeout_s: float | None = None) -> Metadata:
-    """What a call carries besides its message: the Serve application and the remaining budget."""
+def call_metadata(
+    application: str | None = None, timeout_s: float | None = None, api_key: str | None = None
+) -> Metadata:
+    """What a call carries besides its message: the Serve application, the remaining budget, the API key."""
     metadata = []
     if application:
         metadata.append((APPLICATION_KEY, application))
+    if api_key:
+        metadata.append((AUTHORIZATION_KEY, f"Bearer {api_key}"))
     if timeout_s is not None:
         metadata.append((TIMEOUT_KEY, str(max(1, int(timeout_s * 1000)))))
     return tuple(metadata)
@@ -54,6 +62,14 @@ def budget_s(metadata: Iterable[tuple[str, str]] | None) -> float | None:
                 return max(0.0, int(value) / 1000)
             except ValueError:
                 return None
+    return None
+
+
+def authorization_of(context: grpc.aio.ServicerContext | grpc.ServicerContext) -> str | None:
+    """The ``authorization`` value a call carries; None when it carries none."""
+    for key, value in context.invocation_metadata() or ():
+        if key == AUTHORIZATION_KEY:
+            return value if isinstance(value, str) else None
     return None
 
 

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 from hybrid.bench.loadgen import Record, RunResult
 from hybrid.bench.scaling_signal import signal_figure, signal_markdown, summarize_signal
 from hybrid.bench.workload import PRIORITIES, WorkloadConfig
-from hybrid.pricing import TierCost, provisioned_cost
+from hybrid.pricing import TierCost, provisioned_cost, split_by_tokens
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -109,14 +109,11 @@ def class_costs(records: list[Record], cost: dict) -> dict[str, dict]:
     for priority in PRIORITIES:
         mine = [r for r in ok if r.priority == priority]
         tokens = sum(r.completion_tokens for r in mine)
-        dollars = idle * tokens / total_tokens if total_tokens else 0.0
+        dollars = split_by_tokens(idle, {priority: tokens, "others": total_tokens - tokens}).get(priority, 0.0)
         for name, tier in cost["tiers"].items():
-            if tier["completion_tokens"]:
-                dollars += (
-                    tier["dollars"]
-                    * sum(r.completion_tokens for r in mine if r.tier == name)
-                    / tier["completion_tokens"]
-                )
+            served = sum(r.completion_tokens for r in mine if r.tier == name)
+            shares = {priority: served, "others": tier["completion_tokens"] - served}
+            dollars += split_by_tokens(tier["dollars"], shares).get(priority, 0.0)
         result[priority] = {
             "dollars": dollars,
             "completion_tokens": tokens,

@@ -17,14 +17,14 @@ from hybrid.errors import HybridError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hybrid.cli import bench, certs, client, router, status, up
+    from hybrid.cli import bench, certs, client, keys, router, status, up
 
     parser = argparse.ArgumentParser(prog="hybrid", description="Edge-and-cloud LLM inference.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
     for plugin in tiers.plugins().values():
         plugin.add_commands(commands)
-    for group in (router, client, up, bench, status, certs):
+    for group in (router, client, keys, up, bench, status, certs):
         group.add_commands(commands)
     return parser
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
-from hybrid import constants
-from hybrid.cli.common import add_tls_arguments, print_chunks, tls_from_args
+from hybrid import constants, wire
+from hybrid.cli.common import add_api_key_argument, add_tls_arguments, print_chunks, tls_from_args
 from hybrid.protocol import Priority
 
 
@@ -27,7 +28,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     )
     prompt, messages = _prompt(args)
     with HybridClient(
-        args.target, timeout_s=args.timeout, application=args.application or None, tls=tls_from_args(args)
+        args.target,
+        timeout_s=args.timeout,
+        application=args.application or None,
+        tls=tls_from_args(args),
+        api_key=args.api_key,
     ) as client:
         print_chunks(client.stream(prompt, messages, **params), args.json)
     return 0
@@ -48,7 +53,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     tls = tls_from_args(args)
     with secure_channel(args.target, tls, aio=False) as channel:
         try:
-            reply = admin_grpc.RouterAdminStub(channel).Explain(request, timeout=args.timeout)
+            metadata = wire.call_metadata(api_key=args.api_key or os.environ.get(wire.API_KEY_ENV))
+            reply = admin_grpc.RouterAdminStub(channel).Explain(request, timeout=args.timeout, metadata=metadata)
         except grpc.RpcError as error:
             raise _failure(error, (), tls) from None
     if args.json:
@@ -88,6 +94,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     explain.add_argument("--json", action="store_true")
     explain.add_argument("--timeout", type=float, default=10.0)
     add_tls_arguments(explain, serves=False)
+    add_api_key_argument(explain, " (an admin key)")
     explain.set_defaults(func=cmd_explain)
 
     generate = commands.add_parser("generate", help="stream an answer")
@@ -110,4 +117,5 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     generate.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds")
     generate.add_argument("--application", default="", help="Serve application, when the target runs several")
     add_tls_arguments(generate, serves=False)
+    add_api_key_argument(generate)
     generate.set_defaults(func=cmd_generate)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from hybrid import constants
+from hybrid import constants, wire
 from hybrid.discovery.spec import DISCOVERY_SPEC_HELP
 from hybrid.security.tls import ENV_CA, ENV_CERT, ENV_KEY, ENV_PLAINTEXT, TlsSettings
 from hybrid.telemetry.tracing import TracingSettings
@@ -49,6 +49,14 @@ def _number(text: str) -> float:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def add_api_key_argument(parser: argparse.ArgumentParser, what: str = "") -> None:
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help=f"API key of a router that checks keys{what}; default ${wire.API_KEY_ENV} (safer: not shown by ps)",
+    )
 
 
 def add_discovery_argument(parser: argparse.ArgumentParser, also: str = "") -> None:

@@ -43,6 +43,7 @@ def cmd_router_serve(args: argparse.Namespace) -> int:
         tracing=tracing_settings(args),
         scaling_horizon_s=args.scaling_horizon_s,
         scaling_target_utilization=args.scaling_target_utilization,
+        keys=args.keys,
     )
     config.check_exposure()  # before any worker starts: each would fail the same way
     if config.workers > 1:
@@ -88,6 +89,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="router processes sharing the ports (SO_REUSEPORT; the kernel spreads connections over them), each the "
         "whole router, under a parent that restarts one that dies and stops all on SIGINT/SIGTERM; 1 (default) "
         "serves in this process. Above 1, --port and --http-port must be fixed (0 is refused)",
+    )
+    serve.add_argument(
+        "--keys",
+        default=None,
+        help="key file of the API keys callers must present (`hybrid keys add` makes it), read again when it "
+        "changes; without it anyone who reaches the router is served (a warning says so off loopback)",
     )
     serve.add_argument(
         "--realtime-ttft-ms",

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import urllib.error
 import urllib.request
 from datetime import datetime
 
-from hybrid.cli.common import positive_float
+from hybrid import wire
+from hybrid.cli.common import add_api_key_argument, positive_float
 
 STATE_STYLES = {"serving": "green", "draining": "yellow", "ejected": "bold red", "leaving": "dim"}
 PIPED_WIDTH = 160
@@ -26,9 +28,11 @@ def status_url(router: str, minutes: int | None) -> str:
     return f"{url}?minutes={minutes}" if minutes else url
 
 
-def fetch_status(url: str, timeout_s: float = 5.0) -> dict:
+def fetch_status(url: str, api_key: str | None = None, timeout_s: float = 5.0) -> dict:
+    """``/status.json``; ``api_key``: an admin key, for a router that checks keys."""
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as answer:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s) as answer:
             return json.loads(answer.read())
     except urllib.error.HTTPError as error:
         raise ValueError(f"{url} answered HTTP {error.code}: {error.read()[:300].decode(errors='replace')}") from None
@@ -175,7 +179,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from rich.live import Live
 
     url = status_url(args.router, args.minutes)
-    document = fetch_status(url)
+    api_key = args.api_key or os.environ.get(wire.API_KEY_ENV)
+    document = fetch_status(url, api_key)
     if args.json:
         print(json.dumps(document, indent=2))
         return 0
@@ -189,7 +194,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             while True:
                 time.sleep(args.interval)
                 try:
-                    document, problem = fetch_status(url), ""
+                    document, problem = fetch_status(url, api_key), ""
                 except ValueError as error:
                     problem = f"{datetime.now():%H:%M:%S} {error}"
                 live.update(render(document, problem), refresh=True)
@@ -213,4 +218,5 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     status.add_argument(
         "--minutes", type=int, default=None, choices=range(1, 16), metavar="1-15", help="sum over the last minutes"
     )
+    add_api_key_argument(status, " (an admin key)")
     status.set_defaults(func=cmd_status)

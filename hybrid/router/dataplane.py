@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 
 import grpc
@@ -19,6 +19,7 @@ import grpc
 from hybrid.errors import DeadlineExceededError, HybridError, ModelNotFoundError, OverloadedError, UnavailableError
 from hybrid.protocol import GenerationRequest
 from hybrid.router import defaults
+from hybrid.router.keyguard import Grant, KeyGuard
 from hybrid.router.ledger import HookChain
 from hybrid.router.liveness import LivenessWatch
 from hybrid.router.metrics import RouterMetrics
@@ -29,7 +30,9 @@ from hybrid.router.request_log import RequestLog
 from hybrid.router.scaling import ScalingSignal
 from hybrid.router.status.books import StatusBooks
 from hybrid.router.tracing import RequestTrace
+from hybrid.router.usage import UsageMeter
 from hybrid.router.view import ReplicaView
+from hybrid.security.keys import KeyEntry, KeyStore
 from hybrid.telemetry import tracing
 from hybrid.v1 import inference_pb2 as pb
 
@@ -45,8 +48,12 @@ class RouterDataPlane:
         max_attempts: int = defaults.ROUTER_MAX_ATTEMPTS,
         stall_s: float = defaults.ROUTER_STALL_S,
         request_log: RequestLog | None = None,
+        keys: KeyStore | None = None,
+        replica_share: float = 1.0,
     ):
-        """``request_log``: where a line per request goes; None writes none."""
+        """``request_log``: where a line per request goes (None writes none); ``keys``: the API keys callers must
+        present (None serves anyone); ``replica_share``: the part of each replica's cost this process charges its
+        keys (1 / the router's worker processes)."""
         self.view = view
         self.policy = policy or RoutingPolicy()
         self.metrics = metrics or RouterMetrics()
@@ -60,7 +67,13 @@ class RouterDataPlane:
         # What the status page shows (``hybrid.router.status``) and the scaling signal: books of their own.
         self.status = StatusBooks(outliers, view.replicas)
         self.scaling = ScalingSignal(outliers, view.replicas, self.metrics.registry)
+        self.guard = KeyGuard(keys) if keys is not None else None
+        self.usage = UsageMeter(self.metrics.registry, replica_share) if keys is not None else None
         hooks = [self.ledger, outliers, self.metrics, self.liveness, self.status, self.scaling]
+        if self.guard is not None and self.usage is not None:
+            self.guard.on_refused = self.usage.refused
+            self.guard.on_unauthenticated = self.usage.unauthenticated.inc
+            hooks += [self.guard, self.usage]
         self.hooks = HookChain(hooks if request_log is None else [*hooks, request_log])
         # A replica that cannot answer its load poll is unreachable; one that answers lives.
         view.on_poll_failure = lambda state, error: outliers.record_failure(state, view.tier_peers(state), True)
@@ -100,27 +113,52 @@ class RouterDataPlane:
             source.healthy, source.staleness_s(), self.view.replicas(), self.policy.outliers.ejected, self.ledger
         )
 
-    def relay(self, request: GenerationRequest, raw_request: bytes) -> AsyncIterator[bytes]:
-        """Streams the answer from the replica the policy picks, each chunk as the replica's bytes; ``raw_request``
-        is ``request`` as it came on the wire, sent on as is. Raises HybridError subclasses."""
-        tracer = tracing.tracer()
-        if tracer is None:
-            return self._relay(request, raw_request, None)
-        return self._traced(request, raw_request, RequestTrace(tracer, request))
+    def caller(self, authorization: str | None) -> KeyEntry | None:
+        """The key of a caller's ``authorization`` value (None where keys are off). Raises UnauthenticatedError."""
+        return self.guard.identify(authorization) if self.guard is not None else None
 
-    async def _traced(self, request: GenerationRequest, raw_request: bytes, trace: RequestTrace):
+    def require_admin(self, authorization: str | None) -> None:
+        """Raises UnauthenticatedError or PermissionDeniedError unless the caller holds an admin key (or keys
+        are off)."""
+        if self.guard is not None:
+            self.guard.require_admin(authorization)
+
+    def relay(
+        self, request: GenerationRequest, raw_request: bytes, caller: KeyEntry | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        """Streams the answer from the replica the policy picks, each chunk as the replica's bytes; ``raw_request``
+        is ``request`` as it came on the wire, sent on as is. ``caller`` is the key ``caller()`` found; where keys
+        are on, the request must be admitted for it. Raises HybridError subclasses."""
+        tracer = tracing.tracer()
+        if self.guard is None and tracer is None:
+            return self._route(request, raw_request, None, None)
+        trace = RequestTrace(tracer, request) if tracer is not None else None
+        return self._admitted_and_traced(request, raw_request, caller, trace)
+
+    async def _admitted_and_traced(
+        self, request: GenerationRequest, raw_request: bytes, caller: KeyEntry | None, trace: RequestTrace | None
+    ) -> AsyncGenerator[bytes, None]:
+        grant = None
         try:
-            async with aclosing(self._relay(request, raw_request, trace)) as chunks:
+            if self.guard is not None:
+                grant = self.guard.admit(caller or self.guard.identify(None), request)
+            async with aclosing(self._route(request, raw_request, grant, trace)) as chunks:
                 async for chunk in chunks:
                     yield chunk
         except BaseException as error:
-            trace.end(error)
+            if trace is not None:
+                trace.end(error)
             raise
-        trace.end(None)
+        else:
+            if trace is not None:
+                trace.end(None)
+        finally:
+            if grant is not None:
+                grant.release()  # however the request ended: answered, failed, cancelled or timed out
 
-    async def _relay(
-        self, request: GenerationRequest, raw_request: bytes, trace: RequestTrace | None
-    ) -> AsyncIterator[bytes]:
+    async def _route(
+        self, request: GenerationRequest, raw_request: bytes, grant: Grant | None, trace: RequestTrace | None
+    ) -> AsyncGenerator[bytes, None]:
         self._check_model(request)
         self.policy.observe(request)
         failures: dict[str, ReplicaFailed] = {}
@@ -152,6 +190,7 @@ class RouterDataPlane:
                     attempts_left=self.max_attempts - attempt - 1,
                     decision=decision,
                     trace=trace,
+                    grant=grant,
                 )
                 async with aclosing(call) as chunks:
                     async for chunk in chunks:
@@ -169,10 +208,10 @@ class RouterDataPlane:
         raise refusal
 
     async def generate(
-        self, request: GenerationRequest, message: pb.GenerateRequest
+        self, request: GenerationRequest, message: pb.GenerateRequest, caller: KeyEntry | None = None
     ) -> AsyncIterator[pb.GenerateResponse]:
         """``relay`` for callers that read the chunks (the OpenAI front). Raises HybridError subclasses."""
-        async with aclosing(self.relay(request, message.SerializeToString())) as chunks:
+        async with aclosing(self.relay(request, message.SerializeToString(), caller)) as chunks:
             async for chunk in chunks:
                 yield pb.GenerateResponse.FromString(chunk)
 

@@ -16,6 +16,7 @@ from hybrid.engine.window import OrderedRecentWindow
 from hybrid.router import defaults
 
 if TYPE_CHECKING:
+    from hybrid.router.keyguard import Grant
     from hybrid.router.policy.policy import Decision
     from hybrid.router.policy.replica import ReplicaState
 
@@ -46,10 +47,12 @@ class Call:
     attempts_left: int = 0
     # The routing decision that sent it here; None where the caller chose the replica itself.
     decision: Decision | None = None
-    # The name of the API key the request came with, where keys are in use.
-    key_name: str = ""
     # The request's trace (hybrid.router.tracing.RequestTrace) while the router traces, else None.
     trace: object = None
+    # The API key's admission of the request, where the router checks keys.
+    grant: Grant | None = None
+    # (prompt, completion) tokens as the final chunk's usage reported them; None until it came.
+    reported_usage: tuple[int, int] | None = None
 
     def abandon(self, reason: str) -> None:
         """Ends the call from outside its stream: the stream then fails with UNAVAILABLE and this reason."""

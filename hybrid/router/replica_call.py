@@ -25,6 +25,7 @@ from hybrid.router.tracing import RequestTrace
 from hybrid.v1 import inference_pb2 as pb
 
 if TYPE_CHECKING:
+    from hybrid.router.keyguard import Grant
     from hybrid.router.policy.policy import Decision
     from hybrid.router.view import ReplicaClient
 
@@ -96,6 +97,7 @@ async def stream_call(
     attempts_left: int = 0,
     decision: Decision | None = None,
     trace: RequestTrace | None = None,
+    grant: Grant | None = None,
 ) -> AsyncIterator[bytes]:
     """Streams the replica's answer, each chunk as the bytes it came as; ``raw_request`` is ``request`` as sent
     to the router. ``attempt`` counts the replicas tried before for the request (``attempts_left`` the ones the
@@ -121,6 +123,7 @@ async def stream_call(
         attempts_left=attempts_left,
         decision=decision,
         trace=trace,
+        grant=grant,
     )
     metadata = wire.call_metadata(state.record.application, remaining)
     if trace is not None:
@@ -134,7 +137,9 @@ async def stream_call(
         async for raw in rpc:
             # Read once for the books (tokens, the final chunk), relayed as it came.
             response = pb.GenerateResponse.FromString(raw)
-            finished = finished or bool(response.finish_reason)
+            if response.finish_reason:
+                finished = True
+                call.reported_usage = (response.usage.prompt_tokens, response.usage.completion_tokens)
             hooks.chunk(call, len(response.token_ids), time.monotonic())
             yield raw
         if not finished:

@@ -79,7 +79,7 @@ class RequestLog(CallHooks):
             "time": _now(),
             "request_id": call.request_id,
             "class": call.request_class,
-            "key": call.key_name or None,
+            "key": call.grant.key.name if call.grant is not None else None,
             "tier": call.replica.record.tier,
             "replica": call.replica.replica_id,
             "reason": call.routing_reason(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import aclosing
@@ -24,6 +25,7 @@ from hybrid.router.policy.replica import ReplicaState
 from hybrid.router.request_log import RequestLog, open_log
 from hybrid.router.sources import DiscoverySource, source_from_spec
 from hybrid.router.view import ReplicaView
+from hybrid.security.keys import KeyStore
 from hybrid.security.tls import RotatingSSLContext, TlsSettings
 from hybrid.serving.background import BackgroundLoop, serve_until_signalled
 from hybrid.serving.grpc_shell import (
@@ -95,6 +97,11 @@ class RouterConfig(BaseModel):
         description="Router processes serving the same ports (SO_REUSEPORT), each with the whole router; 1 serves "
         "in this process. Above 1, the ports must be fixed (not 0) and a supervising parent serves the metrics of "
         "all of them (hybrid.router.workers).",
+    )
+    keys: str | None = Field(
+        default=None,
+        description="Key file of the API keys callers must present (hybrid.security.keys; made by `hybrid keys "
+        "add`), read again when it changes. None serves anyone, as a router on loopback may.",
     )
     realtime_ttft_ms: float = Field(
         default=defaults.ROUTING_REALTIME_TTFT_MS,
@@ -194,19 +201,30 @@ class RouterServicer(admin_grpc.RouterAdminServicer):
 
     async def Generate(self, raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         """The request is read once, for the policy, and relayed as it came; the chunks come back as the replica's
-        bytes: the router never writes a message it passes on."""
+        bytes: the router never writes a message it passes on. The caller's key is checked before its request
+        is read."""
         try:
+            caller = self.dataplane.caller(wire.authorization_of(context))
             request = request_of(parse_generate_request(raw), context)
-            async with aclosing(self.dataplane.relay(request, raw)) as chunks:
+            async with aclosing(self.dataplane.relay(request, raw, caller)) as chunks:
                 async for chunk in chunks:
                     yield chunk
         except HybridError as error:
             await abort_with(context, error)
 
     async def GetLoad(self, message: pb.GetLoadRequest, context: grpc.aio.ServicerContext) -> pb.LoadReport:
+        await self._checked(context, self.dataplane.caller)
         return self.dataplane.load()
 
+    async def _checked(self, context: grpc.aio.ServicerContext, check) -> None:
+        """Aborts the call with the check's error (no key, not an admin key)."""
+        try:
+            check(wire.authorization_of(context))
+        except HybridError as error:
+            await context.abort(error.code, error.message)
+
     async def ListReplicas(self, message, context) -> admin_pb.ListReplicasResponse:
+        await self._checked(context, self.dataplane.require_admin)
         self.dataplane.view.refresh()
         outliers, ledger = self.dataplane.policy.outliers, self.dataplane.ledger
         return admin_pb.ListReplicasResponse(
@@ -217,6 +235,7 @@ class RouterServicer(admin_grpc.RouterAdminServicer):
         )
 
     async def Explain(self, message: pb.GenerateRequest, context: grpc.aio.ServicerContext) -> admin_pb.ExplainResponse:
+        await self._checked(context, self.dataplane.require_admin)
         try:
             request = request_from_proto(message, wire.deadline_of(context))
         except HybridError as error:
@@ -232,6 +251,25 @@ class RouterServicer(admin_grpc.RouterAdminServicer):
             outstanding = self.dataplane.ledger.outstanding(decision.chosen.replica_id)
             reply.chosen.CopyFrom(replica_message(decision.chosen, False, outstanding))
         return reply
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(config: RouterConfig) -> str | None:
+    """What to tell the operator of a router that serves anyone beyond this machine; None when it does not."""
+    if config.keys is not None or is_loopback(config.host):
+        return None
+    return (
+        f"serving on {config.host} without API keys: anyone who reaches it may send requests and read its "
+        "replicas; give --keys FILE (made by `hybrid keys add`), or bind 127.0.0.1"
+    )
 
 
 class Router:
@@ -260,7 +298,15 @@ class Router:
         request_log = None
         if config.request_log is not None:
             request_log = RequestLog(open_log(config.request_log), config.request_log_sample)
-        self.dataplane = RouterDataPlane(self.view, policy, stall_s=config.stall_s, request_log=request_log)
+        keys = KeyStore(config.keys) if config.keys else None
+        self.dataplane = RouterDataPlane(
+            self.view,
+            policy,
+            stall_s=config.stall_s,
+            request_log=request_log,
+            keys=keys,
+            replica_share=1.0 / config.workers,
+        )
         self.dataplane.scaling.workers = config.workers
         self.dataplane.scaling.horizon_s = config.scaling_horizon_s
         self.dataplane.scaling.target_utilization = config.scaling_target_utilization
@@ -315,6 +361,8 @@ class Router:
             await self._http.start()
             self.http_address = self._http.address
         self._metrics_task = asyncio.ensure_future(self._observe())
+        if (warning := exposure_warning(self.config)) is not None:
+            log.warning(warning)
         tiers = {r.record.tier for r in self.view.replicas()}
         log.info(
             "router ready on %s (%d replicas: %s; discovery %s%s)",
@@ -329,6 +377,11 @@ class Router:
         while True:
             self.dataplane.observe_discovery()
             self.dataplane.scaling.tick()
+            if self.dataplane.usage is not None:
+                self.dataplane.usage.settle()
+            if self.dataplane.guard is not None:
+                # Off the loop: a file of many keys takes a while to read, and requests go on meanwhile.
+                await asyncio.to_thread(self.dataplane.guard.store.refresh)
             release_free_memory()  # what a burst of large requests left behind goes back to the system
             await asyncio.sleep(1.0)
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import socket
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
@@ -14,18 +15,20 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hybrid import constants
-from hybrid.errors import ModelNotFoundError
+from hybrid.errors import HybridError, ModelNotFoundError
 from hybrid.router.openai import completions
 from hybrid.router.openai.errors import error_response, plain_error
 from hybrid.router.openai.limits import BoundedBody, HeadTimedH11, HTTPLimits
+from hybrid.router.openai.openapi import openapi_document
 from hybrid.router.status.http import add_status_routes
+from hybrid.router.usage import usage_json
 
 if TYPE_CHECKING:
     from hybrid.router.dataplane import RouterDataPlane
     from hybrid.security.tls import RotatingSSLContext
 
 _ROUTES = (
-    "this server serves POST /v1/chat/completions, POST /v1/completions, GET /v1/models, "
+    "this server serves POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /v1/usage, "
     "GET /status and GET /status.json"
 )
 
@@ -121,6 +124,7 @@ class OpenAIFront:
 def build_app(front: OpenAIFront) -> FastAPI:
     app = FastAPI(title="Hybrid router: OpenAI-compatible API", docs_url=None, redoc_url=None)
     app.add_middleware(BoundedBody, limits=front.limits)
+    app.openapi = lambda: app.openapi_schema or _remember(app, openapi_document(app))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -138,11 +142,15 @@ def build_app(front: OpenAIFront) -> FastAPI:
         return await completions.serve(request, False, front.dataplane, front.model_of)
 
     @app.get("/v1/models")
-    async def list_models() -> dict[str, Any]:
-        return {"object": "list", "data": [front.model_card(name) for name in front.models()]}
+    async def list_models(request: Request) -> Response:
+        if (refusal := _refusal(request, front.dataplane.caller)) is not None:
+            return refusal
+        return JSONResponse({"object": "list", "data": [front.model_card(name) for name in front.models()]})
 
     @app.get("/v1/models/{name:path}")
-    async def get_model(name: str) -> Response:
+    async def get_model(request: Request, name: str) -> Response:
+        if (refusal := _refusal(request, front.dataplane.caller)) is not None:
+            return refusal
         if name not in front.models():
             return error_response(
                 ModelNotFoundError(f"model {name!r} is not served here: GET /v1/models lists those that are")
@@ -150,4 +158,31 @@ def build_app(front: OpenAIFront) -> FastAPI:
         return JSONResponse(front.model_card(name))
 
     add_status_routes(app, front.dataplane, front.workers)
+
+    @app.get("/v1/usage")
+    async def usage(request: Request) -> Response:
+        """Every key's usage of the whole router: requests, prompt and completion tokens, cost; an admin key's."""
+        if (refusal := _refusal(request, front.dataplane.require_admin)) is not None:
+            return refusal
+        meter = front.dataplane.usage
+        if meter is None:
+            return plain_error(
+                404, "usage is counted per API key and this router checks none: start it with --keys FILE", "not_found"
+            )
+        return JSONResponse(usage_json(meter.snapshot()))
+
     return app
+
+
+def _remember(app: FastAPI, document: dict[str, Any]) -> dict[str, Any]:
+    app.openapi_schema = document
+    return document
+
+
+def _refusal(request: Request, check: Callable[[str | None], object]) -> Response | None:
+    """The error answer of the caller's key check (no valid key, not an admin key); None when it passes."""
+    try:
+        check(request.headers.get("authorization"))
+    except HybridError as error:
+        return error_response(error)
+    return None

@@ -24,6 +24,7 @@ from hybrid.v1 import inference_pb2 as pb
 
 if TYPE_CHECKING:
     from hybrid.router.dataplane import RouterDataPlane
+    from hybrid.security.keys import KeyEntry
 
 log = logging.getLogger("hybrid.router.openai")
 
@@ -37,8 +38,9 @@ class ClientGone(Exception):
 async def serve(request: Request, chat: bool, dataplane: RouterDataPlane, model_of: Callable[[str], str]) -> Response:
     """Answers one POST to /v1/chat/completions (``chat``) or /v1/completions; never raises."""
     try:
+        caller = dataplane.caller(request.headers.get("authorization"))
         body = parse_request(await request.body(), ChatCompletionRequest if chat else CompletionRequest)
-        return await _answer(request, body, chat, dataplane, model_of)
+        return await _answer(request, body, chat, dataplane, model_of, caller)
     except HybridError as error:
         return error_response(error)
     except ClientGone:
@@ -54,11 +56,12 @@ async def _answer(
     chat: bool,
     dataplane: RouterDataPlane,
     model_of: Callable[[str], str],
+    caller: KeyEntry | None,
 ) -> Response:
     message, routed = routed_request(body, request.headers)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     answer = Answer(chat, routed.request_id, body.model or "", include_usage, model_of)
-    chunks = dataplane.generate(routed, message)
+    chunks = dataplane.generate(routed, message, caller)
     if not body.stream:
         whole = await _unless_gone(request, _collect(chunks, answer))
         return JSONResponse(whole, headers=answer.headers())

@@ -18,6 +18,8 @@ from hybrid.errors import HybridError, InvalidRequestError
 
 HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
     grpc.StatusCode.NOT_FOUND: 404,
     grpc.StatusCode.FAILED_PRECONDITION: 400,
     grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
@@ -26,6 +28,8 @@ HTTP_STATUS = {
 }
 _ERROR_TYPE = {
     400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
     404: "not_found_error",
     408: "invalid_request_error",
     413: "invalid_request_error",
@@ -75,6 +79,8 @@ def error_response(error: HybridError) -> JSONResponse:
     hint = body["error"].get("retry_after_ms")
     if hint is not None:
         headers["retry-after"] = str(max(1, math.ceil(hint / 1000)))
+    if status == 401:
+        headers["www-authenticate"] = 'Bearer realm="hybrid"'
     return JSONResponse(body, status_code=status, headers=headers)
 
 

@@ -8,10 +8,10 @@ nothing. ``parse_request`` turns any problem into one InvalidFieldError that say
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from hybrid import constants
 from hybrid.router.openai import unsupported
@@ -20,21 +20,34 @@ from hybrid.router.openai.errors import InvalidFieldError
 # ``user`` becomes the routing affinity key: an identifier, not a document.
 MAX_USER_CHARS = 256
 
-_STRICT = ConfigDict(extra="forbid")
-_MAX_TOKENS = {"ge": 1, "le": constants.MAX_NEW_TOKENS_LIMIT}
+# strict: JSON types as they are, so `max_tokens: true`, `stream: "yes"` or `temperature: "1"` are refused, not coerced.
+_STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+def _integral(value: Any) -> Any:
+    # JSON has one number type: 3.0 is the integer 3 (as JSON Schema says), 3.5 is not and stays refused.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# Integer fields: JSON numbers without a fraction, never booleans or strings.
+TokenCount = Annotated[int, Field(ge=1, le=constants.MAX_NEW_TOKENS_LIMIT), BeforeValidator(_integral)]
+Seed = Annotated[int, Field(ge=0, le=2**64 - 1), BeforeValidator(_integral)]
 
 
 class ContentPart(BaseModel):
     # Parts of any type are read, so that a non-text one is refused by its type rather than by its shape.
     model_config = ConfigDict(extra="allow")
-    type: str = Field(description="The part's kind: only text parts are served.")
+    type: str = Field(description="The part's kind: only text parts are served.", json_schema_extra={"enum": ["text"]})
     text: str | None = Field(default=None, description="The text of a text part.")
 
 
 class ChatMessage(BaseModel):
     model_config = _STRICT
     unimplemented: ClassVar[Mapping[str, unsupported.Unimplemented]] = unsupported.MESSAGE
-    role: str = Field(description="system, user or assistant; developer is taken as system.")
+    role: str = Field(
+        description="system, user or assistant; developer is taken as system.",
+        json_schema_extra={"enum": ["system", "user", "assistant", "developer"]},
+    )
     content: str | list[ContentPart] | None = Field(default=None, description="The text, whole or in text parts.")
 
 
@@ -49,10 +62,17 @@ class SamplingRequest(BaseModel):
     model_config = _STRICT
     unimplemented: ClassVar[Mapping[str, unsupported.Unimplemented]] = {}
     model: str | None = Field(default=None, description="The model to serve; any model served here when left out.")
-    max_tokens: int | None = Field(default=None, **_MAX_TOKENS, description="Most tokens to generate.")
-    temperature: float | None = Field(default=None, description="Sampling temperature; 0 or none is greedy.")
-    top_p: float | None = Field(default=None, description="Nucleus sampling mass.")
-    seed: int | None = Field(default=None, ge=0, le=2**64 - 1, description="Seed of the sampler, for repeatability.")
+    max_tokens: TokenCount | None = Field(default=None, description="Most tokens to generate.")
+    # The ranges are checked with every request's (hybrid.protocol); the schema says them too.
+    temperature: float | None = Field(
+        default=None,
+        description="Sampling temperature; 0 or none is greedy.",
+        json_schema_extra={"minimum": 0, "maximum": constants.MAX_TEMPERATURE},
+    )
+    top_p: float | None = Field(
+        default=None, description="Nucleus sampling mass.", json_schema_extra={"exclusiveMinimum": 0, "maximum": 1}
+    )
+    seed: Seed | None = Field(default=None, description="Seed of the sampler, for repeatability.")
     stop: str | list[str] | None = Field(default=None, description="Text that ends the answer where it appears.")
     stream: bool = Field(default=False, description="Answer as Server-Sent Events, chunk by chunk.")
     stream_options: StreamOptions | None = Field(default=None, description="Options of a streamed answer.")
@@ -62,21 +82,26 @@ class SamplingRequest(BaseModel):
         description="The end user: requests with the same one go to the same replica where they can (affinity).",
     )
     priority: str | None = Field(
-        default=None, description="realtime, interactive or batch; the x-hybrid-priority header wins over it."
+        default=None,
+        description="realtime, interactive or batch; the x-hybrid-priority header wins over it.",
+        json_schema_extra={"enum": ["realtime", "interactive", "batch", None]},
     )
 
 
 class ChatCompletionRequest(SamplingRequest):
     unimplemented: ClassVar[Mapping[str, unsupported.Unimplemented]] = unsupported.CHAT
     messages: list[ChatMessage] = Field(min_length=1, description="The conversation so far.")
-    max_completion_tokens: int | None = Field(
-        default=None, **_MAX_TOKENS, description="Most tokens to generate; wins over max_tokens."
+    max_completion_tokens: TokenCount | None = Field(
+        default=None, description="Most tokens to generate; wins over max_tokens."
     )
 
 
 class CompletionRequest(SamplingRequest):
     unimplemented: ClassVar[Mapping[str, unsupported.Unimplemented]] = unsupported.COMPLETION
-    prompt: str | list[Any] = Field(description="The text to continue; one string per request.")
+    # A list is read only to be refused with what to do instead: the schema says what is served.
+    prompt: Annotated[str | list[Any], WithJsonSchema({"type": "string", "pattern": r"\S"})] = Field(
+        description="The text to continue; one string per request."
+    )
 
 
 Body = TypeVar("Body", bound=SamplingRequest)

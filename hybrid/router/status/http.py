@@ -10,9 +10,11 @@ from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from hybrid.errors import HybridError
+from hybrid.router.openai.errors import error_response
 from hybrid.router.status.books import STATUS_MINUTES
 from hybrid.router.status.document import status_document
 
@@ -35,17 +37,24 @@ def static_file(name: str) -> bytes:
 def add_status_routes(app: FastAPI, dataplane: RouterDataPlane, workers: int = 1) -> None:
     @app.get("/status.json")
     async def status_json(
+        request: Request,
         minutes: int = Query(
             default=STATUS_MINUTES, ge=1, le=STATUS_MINUTES, description="How many of the last minutes to sum over."
         ),
     ) -> JSONResponse:
+        """Every tier and replica, the mix, spillovers, success, cost; an admin key's where the router checks keys."""
+        try:
+            dataplane.require_admin(request.headers.get("authorization"))
+        except HybridError as error:
+            return error_response(error)
         return JSONResponse(status_document(dataplane, minutes, workers), headers=_NO_STORE)
 
-    @app.get("/status")
+    # The page and its files hold no figures (it reads them from /status.json), and are no API to document.
+    @app.get("/status", include_in_schema=False)
     async def status_page() -> Response:
         return Response(static_file("status.html"), media_type="text/html; charset=utf-8", headers=_NO_STORE)
 
-    @app.get("/status/{name}")
+    @app.get("/status/{name}", include_in_schema=False)
     async def status_asset(name: str) -> Response:
         media_type = _STATIC.get(name)
         if media_type is None:

@@ -18,9 +18,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from hybrid import wire
 from hybrid.client import build_request
 from hybrid.discovery import ReplicaRecord, registry_from_spec
 from hybrid.protocol import Chunk, FinishReason, ServedBy, Tier
+from hybrid.security.keys import add_key
 from hybrid.serving.background import BackgroundLoop
 from hybrid.serving.grpc_shell import INFERENCE_SERVICE, ServerShell, inference_handler
 from hybrid.v1 import inference_pb2 as pb
@@ -81,12 +83,12 @@ def discovery(tmp_path_factory):
 class RouterProcesses:
     """`hybrid router serve --workers N` as a child process, its output collected line by line."""
 
-    def __init__(self, discovery: str, workers: int = 2):
+    def __init__(self, discovery: str, workers: int = 2, extra: tuple[str, ...] = ()):
         self.port, self.http_port, self.metrics_port = free_port(), free_port(), free_port()
         command = [sys.executable, "-m", "hybrid.cli", "router", "serve", "--workers", str(workers)]
         command += ["--discovery", discovery]
         command += ["--port", str(self.port), "--http-port", str(self.http_port)]
-        command += ["--metrics-port", str(self.metrics_port), "--drain-grace-s", "1"]
+        command += ["--metrics-port", str(self.metrics_port), "--drain-grace-s", "1", *extra]
         self.process = subprocess.Popen(
             command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
         )
@@ -136,7 +138,7 @@ def router(discovery):
     processes.kill_all()
 
 
-def send(port: int, requests: int, channels: int) -> list[str]:
+def send(port: int, requests: int, channels: int, metadata: tuple[tuple[str, str], ...] = ()) -> list[str]:
     """``requests`` over ``channels`` fresh connections (no shared subchannel); the text of each answer."""
 
     async def run() -> list[str]:
@@ -146,7 +148,8 @@ def send(port: int, requests: int, channels: int) -> list[str]:
 
         async def one(index: int) -> str:
             request = build_request(f"ping {index}", max_new_tokens=1, priority="realtime")
-            return "".join([chunk.text async for chunk in stubs[index % channels].Generate(request, timeout=10)])
+            call = stubs[index % channels].Generate(request, timeout=10, metadata=metadata)
+            return "".join([chunk.text async for chunk in call])
 
         try:
             return await asyncio.gather(*(one(index) for index in range(requests)))
@@ -255,3 +258,26 @@ def test_two_grpc_servers_bind_one_port_only_when_they_reuse_it():
             ServerShell("127.0.0.1", first.port, [INFERENCE_SERVICE])
 
     asyncio.run(bind())
+
+
+def test_usage_on_any_worker_is_the_whole_routers(discovery, tmp_path):
+    keys = tmp_path / "keys.yaml"
+    user = add_key(keys, "user", ("realtime", "interactive"))
+    admin = add_key(keys, "ops", admin=True)
+    processes = RouterProcesses(discovery, extra=("--keys", str(keys)))
+    try:
+        assert send(processes.port, 60, channels=12, metadata=wire.call_metadata(api_key=user)) == ["ok"] * 60
+        deadline = time.monotonic() + 10
+        while sum(worker_calls(processes.metrics()).values()) < 60 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert all(count > 0 for count in worker_calls(processes.metrics()).values()), "one worker served all"
+        for _ in range(6):  # fresh connections: the kernel hands them to either worker
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{processes.http_port}/v1/usage", headers={"authorization": f"Bearer {admin}"}
+            )
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                usage = {row["key"]: row for row in json.loads(answer.read())["keys"]}
+            assert (usage["user"]["requests"], usage["user"]["completion_tokens"]) == (60, 60)
+        assert user not in processes.metrics()
+    finally:
+        processes.kill_all()

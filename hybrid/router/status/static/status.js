@@ -180,10 +180,27 @@ function draw(doc) {
   drawFailures(doc);
 }
 
+// A router that checks API keys shows its status to an admin key only. The key comes in the address's
+// fragment (/status#key=...), which the browser never sends anywhere; it is kept for this tab and the
+// fragment cleared, so it stays out of the history and off the screen.
+function adminKey() {
+  const given = new URLSearchParams(location.hash.slice(1)).get("key");
+  if (given) {
+    sessionStorage.setItem("hybrid-admin-key", given);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  return sessionStorage.getItem("hybrid-admin-key");
+}
+
 async function refresh() {
   const stale = document.getElementById("stale");
   try {
-    const answer = await fetch("status.json", { cache: "no-store" });
+    const key = adminKey();
+    const headers = key ? { authorization: `Bearer ${key}` } : {};
+    const answer = await fetch("status.json", { cache: "no-store", headers });
+    if (answer.status === 401 || answer.status === 403) {
+      throw new Error(`this router checks API keys: open /status#key=ADMIN_KEY (HTTP ${answer.status})`);
+    }
     if (!answer.ok) throw new Error(`status.json answered HTTP ${answer.status}`);
     draw(await answer.json());
     lastOk = Date.now();

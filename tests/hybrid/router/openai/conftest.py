@@ -68,7 +68,16 @@ class FakeDataPlane:
         """The wire request of the last call."""
         return self.calls[-1][1]
 
-    async def generate(self, request: GenerationRequest, message: pb.GenerateRequest):
+    # Keys are off: anyone may call (tests/hybrid/router/test_keys.py drives the real data plane with keys).
+    usage = None
+
+    def caller(self, authorization: str | None) -> None:
+        return None
+
+    def require_admin(self, authorization: str | None) -> None:
+        pass
+
+    async def generate(self, request: GenerationRequest, message: pb.GenerateRequest, caller=None):
         self.calls.append((request, message))
         try:
             for step in self.script:

@@ -172,3 +172,13 @@ async def test_wrong_types_and_missing_fields_say_where(front):
     assert answer.status == 400 and answer.error["message"] == "prompt is required"
     answer = await call(front, "/v1/completions", {"prompt": "hi", "max_tokens": 0})
     assert answer.status == 400 and answer.error["message"].startswith("max_tokens: Input should be greater")
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("max_tokens", True), ("stream", "yes"), ("stream", 1), ("temperature", "0.5"), ("seed", True), ("n", True)],
+)
+async def test_a_value_of_the_wrong_json_type_is_refused_not_coerced(front, dataplane, name, value):
+    answer = await call(front, "/v1/chat/completions", chat_body(**{name: value}))
+    assert answer.status == 400 and answer.error["param"] == name, answer.text
+    assert not dataplane.calls
