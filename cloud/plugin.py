@@ -9,7 +9,9 @@ every replica also on a port of its own (Serve's direct ingress), where the rout
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -29,8 +31,9 @@ class CloudTierPlugin:
     name = "cloud"
     extra = "cloud"
     # Ray Serve's gRPC proxy and its direct-ingress replica servers bind with add_insecure_port and take no
-    # credentials (ray/serve/_private/grpc_util.py, start_grpc_server), so the router reaches them without TLS.
-    plaintext_tiers = KINDS
+    # credentials (ray/serve/_private/grpc_util.py, start_grpc_server), so the router reaches them without TLS;
+    # `hybrid up` clears this where each replica serves mutual TLS on a port of its own instead.
+    plaintext_tiers: tuple[str, ...] = KINDS
 
     def available(self) -> bool:
         return tiers.modules_installed(*CLOUD_MODULES)
@@ -53,23 +56,29 @@ class CloudTierPlugin:
             shutdown_serve()
 
         port = stack.port or free_port()  # one Serve proxy for both applications
+        # With TLS, each replica serves mutual TLS on a port of its own (cloud.replica_port) with the stack's
+        # certificate, which the replicas of a Ray cluster started here find in the environment it inherits.
+        own_ports = stack.tls.cert is not None and not os.environ.get("RAY_ADDRESS")
         try:
             with stack.console.status("starting the cloud tier on local Ray: private and public (first start ~30 s)"):
                 for kind in KINDS:
                     tier = CloudTier(
-                        ReplicaSettings(tier=kind, region=stack.region),
+                        ReplicaSettings(tier=kind, region=stack.region, replica_port=0 if own_ports else None),
                         # No CPU reservation: on a small machine both replicas share the cores with the edge agent.
                         DeploymentSettings(num_cpus=0),
                         port=port,
                         discovery=stack.discovery,
                         app_name=kind,
                     )
-                    tier.start()
+                    with _replica_tls_environment(stack.tls if own_ports else None):
+                        tier.start()
                     started.append(tier)
                     stack.console.print(f"[bold green]cloud {kind:<7}[/] {tier.address}  (Serve application {kind})")
         except BaseException:
             _quietly(stop)
             raise
+        if own_ports:
+            self.plaintext_tiers = ()
         return stop
 
     def start_bench(self, bench: tiers.BenchHost) -> list[ReplicaRecord]:
@@ -92,9 +101,7 @@ class CloudTierPlugin:
         return [record for kind in KINDS for record in self._bench_tier(bench, kind, num_gpus, port, folder)]
 
     @staticmethod
-    def _bench_tier(
-        bench: tiers.BenchHost, kind: str, num_gpus: float, port: int, folder: Path
-    ) -> list[ReplicaRecord]:
+    def _bench_tier(bench: tiers.BenchHost, kind: str, num_gpus: float, port: int, folder: Path) -> list[ReplicaRecord]:
         from cloud.config import DeploymentSettings, ReplicaSettings
         from cloud.server import CloudTier
 
@@ -130,6 +137,24 @@ class CloudTierPlugin:
         bench.provisioned(kind, replicas, config.cost_per_hour[kind] / replicas)
         # The proxy's record too: the baseline goes through it, the router to the replicas themselves.
         return [tier.record(), *tier.records()]
+
+
+@contextlib.contextmanager
+def _replica_tls_environment(tls):
+    """``tls``'s files as HYBRID_TLS_* while a local Ray cluster starts, whose processes keep them; none for None."""
+    from hybrid.security.tls import ENV_CA, ENV_CERT, ENV_KEY
+
+    names = {ENV_CERT: tls and tls.cert, ENV_KEY: tls and tls.key, ENV_CA: tls and tls.ca}
+    before = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: str(path) for name, path in names.items() if path is not None})
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _quietly(stop: Callable[[], None]) -> None:

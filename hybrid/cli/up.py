@@ -7,8 +7,8 @@ Every gRPC hop speaks mutual TLS unless ``--plaintext``: on the certificate give
 ``--tls-ca`` or their environment variables: a server leaf, which serves as the stack's client certificate too), or
 else on a CA and certificates made at start in a private temporary folder (its CA key deleted at once, nothing
 else can be signed with it) and removed at stop.
-A tier that cannot serve TLS (Ray Serve's gRPC) lists its replica tiers in ``plaintext_tiers``; the router
-reaches those without TLS.
+A tier whose servers cannot serve TLS lists its replica tiers in ``plaintext_tiers`` once started; the router
+reaches those without TLS. The cloud tier lists none here: its replicas serve mutual TLS on ports of their own.
 """
 
 from __future__ import annotations

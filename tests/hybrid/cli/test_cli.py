@@ -82,7 +82,8 @@ def test_up_answers_its_prompt_serves_every_tier_until_interrupted_and_stops_cle
         with HybridClient(address, timeout_s=2, tls=TlsSettings()) as plaintext, pytest.raises(RequestFailed):
             plaintext.complete(prompt="Hello", max_new_tokens=1)
         with HybridClient(address, tls=client_tls) as client:
-            # Through the router: REALTIME to the nearest tier, the edge; BATCH to the public cloud.
+            # Through the router: REALTIME to the nearest tier, the edge; BATCH to the public cloud, whose replica
+            # the router reaches over mutual TLS on the replica's own port (no tier is left to plaintext).
             assert client.complete(prompt="Hello", max_new_tokens=3, priority="realtime").served_by.tier == 1
             assert client.complete(prompt="Hello", max_new_tokens=3, priority="batch").served_by.tier == 3
         assert (tmp_path / "artifact" / "manifest.json").is_file()
