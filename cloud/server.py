@@ -53,13 +53,22 @@ def init_ray(num_cpus: int | None = None, direct: bool = False) -> None:
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS") or None
-    ray.init(
-        address=address,
-        num_cpus=None if address else num_cpus,
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        configure_logging=False,
-    )
+    for attempt in (1, 2):
+        try:
+            ray.init(
+                address=address,
+                num_cpus=None if address else num_cpus,
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                configure_logging=False,
+            )
+            return
+        except RuntimeError as error:
+            # On a busy small machine a local head can miss Ray's fixed wait for its GCS port file: once more.
+            if address or attempt == 2 or "Timed out waiting for file" not in str(error):
+                raise
+            log.warning("Ray's head did not start in time (%s); starting it once more", error)
+            ray.shutdown()
 
 
 def start_serve(grpc_port: int, http_port: int | None = None) -> None:
