@@ -151,7 +151,7 @@ def test_export_signs_the_artifact_where_it_places_it(int8_artifact, tmp_path):
     from tests.edge_agent.artifacts.samples import signing_keys
 
     private, public = signing_keys(tmp_path / "keys")
-    # The session's int8 export is cached: this places and signs it, nothing is rebuilt.
+    # The int8 export the test run built is cached: this places and signs it, nothing is rebuilt.
     folder, _ = export_artifact(precision="int8", out=tmp_path / "signed", sign_key=private)
     assert verify_artifact(folder, trusted=TrustedKey.load(public)).precision == "int8-b32"
     # The cache the copy is hard-linked from stays unsigned: a signature belongs to one placed artifact.
