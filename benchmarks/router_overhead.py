@@ -35,11 +35,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import contextlib
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,107 +46,18 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from router_overhead_servers import (  # noqa: E402
+    client_tls,
+    free_port,
+    leaf_tls,
+    register_instant_replica,
+    serve_instant_replica,
+    serve_span_sink,
+)
 
 DEADLINE_S = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-async def serve_instant_replica(port: int, tls_dir: str | None = None) -> None:
-    """One process of the instant replica; several of them share the port through SO_REUSEPORT. With
-    ``tls_dir`` it serves mutual TLS with the server certificate there."""
-    import grpc
-
-    from hybrid.protocol import Chunk, FinishReason, ServedBy, Tier
-    from hybrid.security.tls import RotatingServerCredentials
-    from hybrid.serving.grpc_shell import inference_handler
-    from hybrid.v1 import inference_pb2 as pb
-
-    served_by = ServedBy(Tier.EDGE, "instant", "local", "none")
-
-    async def generate(message, context):
-        yield Chunk(message.request_id, "ok", [1], served_by, FinishReason.STOP, 1, 1).to_proto()
-
-    async def get_load(message, context):
-        return pb.LoadReport(replica_id="instant", capacity=1024)
-
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
-    server.add_generic_rpc_handlers((inference_handler(generate, get_load),))
-    if tls_dir:
-        bound = server.add_secure_port(
-            f"127.0.0.1:{port}", RotatingServerCredentials(leaf_tls(Path(tls_dir), "server")).credentials
-        )
-    else:
-        bound = server.add_insecure_port(f"127.0.0.1:{port}")
-    if bound != port:
-        raise OSError(f"could not bind 127.0.0.1:{port}")
-    await server.start()
-    print(f"instant replica ready on 127.0.0.1:{port}", flush=True)
-    await asyncio.Event().wait()
-
-
-async def serve_span_sink(port: int) -> None:
-    """An OTLP/gRPC trace collector that accepts every export and keeps nothing: the router's exporter then
-    does all its work (batching, encoding, sending) without a real collector in the measurement."""
-    import grpc
-    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
-    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
-
-    class Sink(otlp_grpc.TraceServiceServicer):
-        async def Export(self, request, context):
-            return otlp.ExportTraceServiceResponse()
-
-    server = grpc.aio.server()
-    otlp_grpc.add_TraceServiceServicer_to_server(Sink(), server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    print("span sink ready on", port, flush=True)
-    await server.wait_for_termination()
-
-
-def leaf_tls(folder: Path, name: str):
-    from hybrid.security.tls import TlsSettings
-
-    return TlsSettings(cert=folder / f"{name}.pem", key=folder / f"{name}.key", ca=folder / "ca.pem")
-
-
-@contextlib.contextmanager
-def client_tls_env(folder: Path | None):
-    """The load generator's processes present the client certificate of ``folder`` (through the environment the
-    client reads); none when ``folder`` is None."""
-    from hybrid.security.tls import ENV_CA, ENV_CERT, ENV_KEY
-
-    names = (ENV_CERT, ENV_KEY, ENV_CA)
-    if folder is None:
-        yield
-        return
-    tls = leaf_tls(folder, "client")
-    os.environ.update(zip(names, (str(tls.cert), str(tls.key), str(tls.ca))))
-    try:
-        yield
-    finally:
-        for name in names:
-            os.environ.pop(name, None)
-
-
-def register_instant_replica(port: int, discovery: str) -> None:
-    from hybrid.discovery import ReplicaRecord, registry_from_spec
-
-    record = ReplicaRecord(
-        id="instant",
-        address="127.0.0.1",
-        port=port,
-        tier="edge",
-        model="instant",
-        precision="none",
-        region="local",
-        capacity=1024,
-    )
-    registry_from_spec(discovery).register(record)
 
 
 def arrivals_at(rate: float, seconds: float, seed: int) -> list:
@@ -345,6 +254,7 @@ def run(args: argparse.Namespace) -> dict[str, dict]:
     {stack: {rate: figures}}."""
     from hybrid.bench.loadgen_pool import run_pool
     from hybrid.security import certs
+    from hybrid.security.tls import tls_environment
 
     folder = Path(tempfile.mkdtemp(prefix="router-bench-"))
     tls_dirs: dict[str, Path | None] = {"plaintext": None}
@@ -356,14 +266,14 @@ def run(args: argparse.Namespace) -> dict[str, dict]:
     try:
         for name, (_, router, targets) in stacks.items():
             wait_ready(router, "ready on")
-            with client_tls_env(tls_dirs[name]):
+            with tls_environment(client_tls(tls_dirs[name])):
                 for target in targets.values():  # warm both paths
                     run_pool(target, arrivals_at(100, 2, seed=99), 1, chat=False)
         for rate in [float(r) for r in args.rates.split(",")]:
             for name, (replicas, router, targets) in stacks.items():
                 serving = replicas[: args.replica_processes]  # not the span sink
                 pids = {"router": [router.pid], "replica": [r.pid for r in serving]}
-                with client_tls_env(tls_dirs[name]):
+                with tls_environment(client_tls(tls_dirs[name])):
                     results[name][f"{rate:g}"] = measure_rate(rate, targets, pids, args)
                 print(f"{name} {rate:g}/s", json.dumps(results[name][f"{rate:g}"]), flush=True)
     finally:

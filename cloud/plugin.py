@@ -9,7 +9,6 @@ every replica also on a port of its own (Serve's direct ingress), where the rout
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import shutil
@@ -47,6 +46,7 @@ class CloudTierPlugin:
         """Both tiers on a local Ray cluster started here; the stop shuts the cluster down again."""
         from cloud.config import DeploymentSettings, ReplicaSettings
         from cloud.server import CloudTier, free_port, shutdown_serve
+        from hybrid.security.tls import tls_environment
 
         started: list[CloudTier] = []
 
@@ -70,7 +70,7 @@ class CloudTierPlugin:
                         discovery=stack.discovery,
                         app_name=kind,
                     )
-                    with _replica_tls_environment(stack.tls if own_ports else None):
+                    with tls_environment(stack.tls if own_ports else None):
                         tier.start()
                     started.append(tier)
                     stack.console.print(f"[bold green]cloud {kind:<7}[/] {tier.address}  (Serve application {kind})")
@@ -137,24 +137,6 @@ class CloudTierPlugin:
         bench.provisioned(kind, replicas, config.cost_per_hour[kind] / replicas)
         # The proxy's record too: the baseline goes through it, the router to the replicas themselves.
         return [tier.record(), *tier.records()]
-
-
-@contextlib.contextmanager
-def _replica_tls_environment(tls):
-    """``tls``'s files as HYBRID_TLS_* while a local Ray cluster starts, whose processes keep them; none for None."""
-    from hybrid.security.tls import ENV_CA, ENV_CERT, ENV_KEY
-
-    names = {ENV_CERT: tls and tls.cert, ENV_KEY: tls and tls.key, ENV_CA: tls and tls.ca}
-    before = {name: os.environ.get(name) for name in names}
-    os.environ.update({name: str(path) for name, path in names.items() if path is not None})
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _quietly(stop: Callable[[], None]) -> None:

@@ -25,6 +25,8 @@ from collections.abc import AsyncIterator
 from hybrid import constants
 from hybrid.engine import spans
 from hybrid.engine.batching import BatcherStats, DynamicBatcher, Ticket
+from hybrid.engine.calibration import time_batches
+from hybrid.engine.compaction import fill_from_the_end
 from hybrid.engine.load import LoadSnapshot
 from hybrid.engine.metrics import ReplicaMetrics
 from hybrid.engine.pace import StepPace
@@ -41,7 +43,7 @@ from hybrid.errors import (
     SlowReaderError,
     UnavailableError,
 )
-from hybrid.protocol import Chunk, FinishReason, GenerationRequest, Priority, ServedBy
+from hybrid.protocol import Chunk, FinishReason, GenerationRequest, ServedBy
 from hybrid.telemetry import tracing
 
 # Subclasses and their callers import Sequence from here, with the engine it belongs to.
@@ -167,27 +169,8 @@ class ContinuousBatchingEngine(ABC):
         metrics, self.metrics = self.metrics, None
         self.traced = False
 
-        async def answer(index: int) -> None:
-            request = GenerationRequest(
-                request_id=f"pace-{index}",
-                model="",
-                prompt=constants.PACE_PROMPT,
-                messages=None,
-                max_new_tokens=constants.PACE_TOKENS,
-                temperature=0.0,
-                top_p=1.0,
-                seed=None,
-                stop=[],
-                priority=Priority.BATCH,
-            )
-            async for _ in self.generate(request):
-                pass
-
         try:
-            await answer(0)
-            await asyncio.gather(*(answer(i) for i in range(1, min(self.capacity, constants.PACE_ROWS) + 1)))
-            if full_batch and self.capacity > constants.PACE_ROWS:
-                await asyncio.gather(*(answer(i) for i in range(self.capacity)))
+            await time_batches(self, full_batch)
         finally:
             self.metrics, self.traced = metrics, True
             self._pace.forget_stalls()
@@ -451,17 +434,3 @@ class ContinuousBatchingEngine(ABC):
         keep = fill_from_the_end(live)
         self.rows = [self.rows[i] for i in keep]
         self._keep(keep)
-
-
-def fill_from_the_end(live: list[bool]) -> list[int]:
-    """The new order of the rows that stay: each stays in place, except that the last ones fill the holes.
-
-    With a batch of 128 where one row finishes, moving every later row down one place would copy up to 127
-    rows' state; filling the hole with the last row copies one. ``result[i]`` is the old index of new row i.
-    """
-    order = [i for i, alive in enumerate(live) if alive]
-    kept = len(order)
-    tail = [i for i in order if i >= kept]  # live rows beyond the new end: they move into the holes
-    holes = iter(i for i in range(kept) if not live[i])
-    moved = dict(zip(holes, tail))
-    return [moved.get(i, i) for i in range(kept)]

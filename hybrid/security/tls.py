@@ -14,12 +14,13 @@ Without TLS a server binds loopback only (``check_bind``), unless plaintext is a
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
 import ssl
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -286,6 +287,24 @@ class ClientCredentials:
             log.warning("TLS client files changed but cannot be used yet (%s); keeping the previous ones", error)
             return False
         return True
+
+
+@contextlib.contextmanager
+def tls_environment(settings: TlsSettings | None) -> Iterator[None]:
+    """``settings``' files as HYBRID_TLS_* in this process's environment for the block, for the processes it
+    starts meanwhile (a local Ray cluster's, a load generator's), which keep them; nothing for None."""
+    named = {} if settings is None else {ENV_CERT: settings.cert, ENV_KEY: settings.key, ENV_CA: settings.ca}
+    given = {name: str(path) for name, path in named.items() if path is not None}
+    before = {name: os.environ.get(name) for name in given}
+    os.environ.update(given)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def secure_channel(target: str, settings: TlsSettings | None, options=(), aio: bool = True):

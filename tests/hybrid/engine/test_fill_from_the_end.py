@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hybrid.engine.continuous import fill_from_the_end
+from hybrid.engine.compaction import fill_from_the_end
 
 
 @pytest.mark.parametrize(
