@@ -167,8 +167,18 @@ def main() -> int:
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--serve-ways", default="proxy,direct,router", help="how the serve path reaches the replica: proxy, direct, own, router")
+    parser.add_argument(
+        "--serve-ways",
+        default="proxy,direct,router",
+        help="how the serve path reaches the replica: proxy, direct, own, router",
+    )
     parser.add_argument("--router-workers", type=int, default=1, help="`hybrid router serve --workers`")
+    parser.add_argument(
+        "--client-processes",
+        type=int,
+        default=1,
+        help="serve path: processes the client sends each batch from, its rows dealt out among them",
+    )
     parser.add_argument(
         "--stagger",
         action="store_true",
@@ -196,6 +206,7 @@ def main() -> int:
         "new_tokens": args.new_tokens,
         "weights": "random (bf16); end tokens ignored",
         "stagger": args.stagger,
+        "client_processes": args.client_processes,
         "results": {},
     }
     out = Path(args.out)
@@ -250,6 +261,7 @@ def main() -> int:
                         args.router_workers,
                         args.stagger,
                         interval,
+                        args.client_processes,
                     )
                     served.update({f"{way}{suffix}" if isinstance(v, dict) else way: v for way, v in ways.items()})
                 except Exception as error:

@@ -4,6 +4,7 @@ the router, one way after the other in one run (the ``serve`` path of ``cloud_de
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import socket
 import subprocess
 import sys
@@ -34,6 +35,54 @@ def start_router(discovery: Path, workers: int) -> tuple[subprocess.Popen, str]:
             time.sleep(0.2)
 
 
+async def _complete_all(address: str, application: str | None, texts: list[str], news: list[int]) -> int:
+    from hybrid.client import AsyncHybridClient
+
+    async with AsyncHybridClient(address, timeout_s=600, application=application) as client:
+        answers = await asyncio.gather(
+            *(client.complete(prompt=t, max_new_tokens=n) for t, n in zip(texts, news, strict=True))
+        )
+        return sum(len(a.token_ids) for a in answers)
+
+
+def _client_share(address: str, application: str | None, texts: list[str], news: list[int]) -> tuple[float, float, int]:
+    """One client process's share of a batch: its wall-clock start and end, and the tokens it received."""
+    began = time.time()
+    produced = asyncio.run(_complete_all(address, application, texts, news))
+    return began, time.time(), produced
+
+
+class Clients:
+    """The batch's requests sent from ``processes`` client processes at once, so that receiving every token
+    message (one per row and decode step) in Python is not what bounds the figure; 1 sends from this process."""
+
+    def __init__(self, processes: int):
+        self.processes = processes
+        self.pool = None
+        if processes > 1:
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn: this process runs Ray's driver, which must not be forked.
+            self.pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+
+    def run(self, address: str, application: str | None, texts: list[str], news: list[int]) -> tuple[float, int]:
+        if self.pool is None:
+            began = time.time()
+            produced = asyncio.run(_complete_all(address, application, texts, news))
+            return time.time() - began, produced
+        shares = [
+            self.pool.submit(_client_share, address, application, texts[i :: self.processes], news[i :: self.processes])
+            for i in range(self.processes)
+            if texts[i :: self.processes]
+        ]
+        results = [share.result() for share in shares]
+        return max(end for _, end, _ in results) - min(start for start, _, _ in results), sum(r[2] for r in results)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
 def serve_path(
     shape: str,
     vocab: int,
@@ -46,17 +95,17 @@ def serve_path(
     router_workers: int,
     stagger: bool = False,
     gil_switch_interval_ms: float | None = None,
+    client_processes: int = 1,
 ) -> dict:
     """The engine in one Serve replica, reached each way in ``ways``, all in this one run:
     ``proxy`` (Serve's gRPC proxy), ``direct`` (the replica's port from Serve's direct ingress), ``own``
     (the port the replica opens itself, ``replica_port``, serving from its engine without Serve's request path)
     and ``router`` (hybrid's router, which reaches the replica at the port it registered: its own where
-    ``own`` is asked for, else Serve's)."""
+    ``own`` is asked for, else Serve's). The client sends from ``client_processes`` processes."""
     from transformers import LlamaConfig
 
     from cloud.config import DeploymentSettings, ReplicaSettings
     from cloud.server import CloudTier, shutdown_serve
-    from hybrid.client import AsyncHybridClient
 
     folder = Path(tempfile.mkdtemp(prefix="bench-model-"))
     LlamaConfig(**SHAPES[shape], eos_token_id=0, pad_token_id=0).save_pretrained(folder)
@@ -98,29 +147,26 @@ def serve_path(
         router, address = start_router(discovery, router_workers)
         addresses["router"] = (address, None)
 
-    async def run(batch: int, address: str, application: str | None) -> tuple[float, int]:
+    clients = Clients(client_processes)
+
+    def run(batch: int, address: str, application: str | None) -> tuple[float, int]:
         texts = [tokenizer.decode(row) for row in prompts(batch, prompt_tokens, vocab).tolist()]
-        news = answer_lengths(batch, new, stagger)
-        async with AsyncHybridClient(address, timeout_s=600, application=application) as client:
-            began = time.perf_counter()
-            answers = await asyncio.gather(
-                *(client.complete(prompt=t, max_new_tokens=n) for t, n in zip(texts, news, strict=True))
-            )
-            return time.perf_counter() - began, sum(len(a.token_ids) for a in answers)
+        return clients.run(address, application, texts, answer_lengths(batch, new, stagger))
 
     try:
         for way in ways:
             address, application = addresses[way]
             for batch in batches:
-                asyncio.run(run(batch, address, application))  # warm-up
+                run(batch, address, application)  # warm-up
                 times = []
                 for _ in range(repeats):
-                    seconds, produced = asyncio.run(run(batch, address, application))
+                    seconds, produced = run(batch, address, application)
                     assert produced == sum(answer_lengths(batch, new, stagger)), (produced, batch)
                     times.append(seconds)
                 results.setdefault(way, {})[str(batch)] = summarize_tokens(times, produced)
                 print(shape, way, batch, f"{results[way][str(batch)]['tokens_per_s']:.0f} tok/s", flush=True)
     finally:
+        clients.close()
         if router is not None:
             router.terminate()
             router.wait(timeout=30)

@@ -122,6 +122,7 @@ class CloudTierPlugin:
             model=config.cloud_model,
             random_weights=config.cloud_random_weights,
             max_batch_size=config.cloud_max_batch_size,
+            replica_port=0 if config.cloud_own_ports else None,
         )
         tier = CloudTier(
             settings,

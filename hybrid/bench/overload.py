@@ -81,6 +81,12 @@ class OverloadConfig(BaseModel):
         description="Replicas of each cloud application. They split the application's GPUs and its price: more "
         "processes driving one GPU, at the same cost per hour.",
     )
+    cloud_own_ports: bool = Field(
+        default=False,
+        description="Each cloud replica serves on a gRPC port it opens itself, straight from its engine, and the "
+        "router reaches it there; else on the port Serve's direct ingress gives it. The baseline goes through "
+        "Serve's proxy either way.",
+    )
     cloud_num_gpus: float | None = Field(
         default=None,
         ge=0,

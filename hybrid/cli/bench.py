@@ -70,6 +70,7 @@ def cmd_bench_overload(args: argparse.Namespace) -> int:
         cloud_max_batch_size=args.cloud_max_batch_size,
         cloud_num_gpus=args.cloud_num_gpus,
         cloud_replicas=args.cloud_replicas,
+        cloud_own_ports=args.cloud_own_ports,
         ray_cpus=args.ray_cpus,
         cooldown_s=args.cooldown_s,
         plots=not args.no_plots,
@@ -157,6 +158,11 @@ def _add_stack_arguments(overload: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         help="replicas of each cloud application, splitting its GPUs and its price (more processes per GPU)",
+    )
+    overload.add_argument(
+        "--cloud-own-ports",
+        action="store_true",
+        help="each cloud replica serves on a port of its own, straight from its engine, rather than Serve's",
     )
     overload.add_argument(
         "--cloud-num-gpus", type=float, default=None, help="GPUs per cloud replica; default: the two tiers share them"
