@@ -53,6 +53,7 @@ from router_overhead_servers import (  # noqa: E402
     free_port,
     leaf_tls,
     register_instant_replica,
+    serve_bare_relay,
     serve_instant_replica,
     serve_span_sink,
 )
@@ -145,38 +146,45 @@ def difference(a: float | None, b: float | None) -> float | None:
 
 
 def measure_rate(rate: float, targets: dict[str, str], pids: dict[str, list[int]], args: argparse.Namespace) -> dict:
-    """Interleaved direct and routed runs at one rate. ``pids``: the router's and the replica processes'; the
-    router's CPU is counted over the routed runs, the replica's over each path's own."""
+    """Interleaved runs of each target (direct, routed and, with ``--relay-floor``, relayed) at one rate. ``pids``:
+    the router's, the relay's and the replica processes'; the router's CPU is counted over the routed runs, the
+    relay's over the relayed ones, the replica's over each path's own."""
     from hybrid.bench.loadgen_pool import run_pool
 
     def cpu(name: str) -> float:
-        return sum(cpu_seconds(pid) for pid in pids[name])
+        return sum(cpu_seconds(pid) for pid in pids.get(name, []))
 
-    runs: dict[str, list] = {"direct": [], "routed": []}
-    replica_cpu_s = {"direct": 0.0, "routed": 0.0}
+    middle = {"routed": "router", "relayed": "relay"}
+    runs: dict[str, list] = {name: [] for name in targets}
+    replica_cpu_s = dict.fromkeys(targets, 0.0)
+    middle_cpu_s = dict.fromkeys(targets, 0.0)
     offered = 0
-    router_cpu_s = 0.0
     for round_ in range(args.rounds):
         arrivals = arrivals_at(rate, args.seconds, seed=round_)
         offered += len(arrivals)
         for name, target in targets.items():
-            router_before, replica_before = cpu("router"), cpu("replica")
+            middle_before, replica_before = cpu(middle.get(name, "")), cpu("replica")
             runs[name].append(run_pool(target, arrivals, args.loadgen_processes, name, False, args.loadgen_channels))
             replica_cpu_s[name] += cpu("replica") - replica_before
-            if name == "routed":
-                router_cpu_s += cpu("router") - router_before
-    direct, routed = (summarize(runs[name], offered, args.seconds) for name in ("direct", "routed"))
-    for name, figures in (("direct", direct), ("routed", routed)):
+            middle_cpu_s[name] += cpu(middle.get(name, "")) - middle_before
+    figures = {name: summarize(runs[name], offered, args.seconds) for name in targets}
+    for name, path in figures.items():
         # The replica answers at once: past a core's worth a second in one of its processes, it is the bottleneck.
-        figures["replica_cpu_ms_per_request"] = 1000 * replica_cpu_s[name] / max(1, figures["sent"])
-    return {
-        "direct": direct,
-        "routed": routed,
+        path["replica_cpu_ms_per_request"] = 1000 * replica_cpu_s[name] / max(1, path["sent"])
+    direct, routed = figures["direct"], figures["routed"]
+    result = {
+        **figures,
         "added_p50_ms": difference(routed["p50_ms"], direct["p50_ms"]),
         "added_p99_ms": difference(routed["p99_ms"], direct["p99_ms"]),
         # What bounds the router's rate: its CPU (all its processes) per routed request.
-        "router_cpu_ms_per_request": 1000 * router_cpu_s / max(1, routed["sent"]),
+        "router_cpu_ms_per_request": 1000 * middle_cpu_s["routed"] / max(1, routed["sent"]),
     }
+    if "relayed" in figures:
+        relayed = figures["relayed"]
+        result["relay_added_p50_ms"] = difference(relayed["p50_ms"], direct["p50_ms"])
+        result["relay_added_p99_ms"] = difference(relayed["p99_ms"], direct["p99_ms"])
+        result["relay_cpu_ms_per_request"] = 1000 * middle_cpu_s["relayed"] / max(1, relayed["sent"])
+    return result
 
 
 def wait_ready(process: subprocess.Popen, marker: str) -> None:
@@ -195,9 +203,10 @@ def wait_ready(process: subprocess.Popen, marker: str) -> None:
 
 def start_stack(
     args: argparse.Namespace, folder: Path, tls_dir: Path | None = None
-) -> tuple[list[subprocess.Popen], subprocess.Popen, dict]:
-    """The replica processes (and the span sink, with ``--tracing``, last) and the router, serving (with mutual
-    TLS on the certificates of ``tls_dir``); returns them and the two targets."""
+) -> tuple[list[subprocess.Popen], subprocess.Popen, dict, dict[str, list[int]]]:
+    """The replica processes (then the bare relay with ``--relay-floor`` and the span sink with ``--tracing``) and
+    the router, serving (with mutual TLS on the certificates of ``tls_dir``); returns them, the targets and the
+    process ids whose CPU each figure counts."""
     discovery = f"static:{folder / 'discovery.yaml'}"
     replica_port, router_port = free_port(), free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -210,6 +219,16 @@ def start_stack(
     for replica in replicas:
         wait_ready(replica, "ready on")
     register_instant_replica(replica_port, discovery)
+    pids = {"replica": [r.pid for r in replicas]}
+    targets = {"direct": f"127.0.0.1:{replica_port}"}
+    if args.relay_floor and tls_dir is None:
+        relay_port = free_port()
+        relay = subprocess.Popen(
+            [sys.executable, __file__, "--bare-relay", str(relay_port), f"127.0.0.1:{replica_port}"], **common
+        )
+        wait_ready(relay, "bare relay ready on")
+        replicas.append(relay)
+        pids["relay"], targets["relayed"] = [relay.pid], f"127.0.0.1:{relay_port}"
     workers = ["--workers", str(args.router_workers)] if args.router_workers > 1 else []
     router_tls = []
     if tls_dir:
@@ -233,8 +252,9 @@ def start_stack(
         + observed,
         **common,
     )
-    targets = {"direct": f"127.0.0.1:{replica_port}", "routed": f"127.0.0.1:{router_port}"}
-    return replicas, router, targets
+    targets["routed"] = f"127.0.0.1:{router_port}"
+    pids["router"] = [router.pid]
+    return replicas, router, targets, pids
 
 
 def with_a_key(folder: Path) -> Path:
@@ -264,20 +284,18 @@ def run(args: argparse.Namespace) -> dict[str, dict]:
     stacks = {name: start_stack(args, folder / name, tls_dir) for name, tls_dir in tls_dirs.items()}
     results: dict[str, dict] = {name: {} for name in stacks}
     try:
-        for name, (_, router, targets) in stacks.items():
+        for name, (_, router, targets, _) in stacks.items():
             wait_ready(router, "ready on")
             with tls_environment(client_tls(tls_dirs[name])):
                 for target in targets.values():  # warm both paths
                     run_pool(target, arrivals_at(100, 2, seed=99), 1, chat=False)
         for rate in [float(r) for r in args.rates.split(",")]:
-            for name, (replicas, router, targets) in stacks.items():
-                serving = replicas[: args.replica_processes]  # not the span sink
-                pids = {"router": [router.pid], "replica": [r.pid for r in serving]}
+            for name, (_, _, targets, pids) in stacks.items():
                 with tls_environment(client_tls(tls_dirs[name])):
                     results[name][f"{rate:g}"] = measure_rate(rate, targets, pids, args)
                 print(f"{name} {rate:g}/s", json.dumps(results[name][f"{rate:g}"]), flush=True)
     finally:
-        processes = [p for replicas, router, _ in stacks.values() for p in (router, *replicas)]
+        processes = [p for replicas, router, _, _ in stacks.values() for p in (router, *replicas)]
         for process in processes:
             process.terminate()
         for process in processes:
@@ -317,6 +335,13 @@ def table(results: dict) -> str:
             f"| {d['generator_cpu_ms_per_request']:.3f} / {t['generator_cpu_ms_per_request']:.3f} "
             f"| {d['replica_cpu_ms_per_request']:.3f} / {t['replica_cpu_ms_per_request']:.3f} |"
         )
+    for rate, r in results.items():
+        if "relayed" in r:
+            lines.append(
+                f"\nbare grpc.aio relay at {rate}/s: adds {ms(r['relay_added_p50_ms'])} / {ms(r['relay_added_p99_ms'])} "
+                f"ms p50 / p99, {r['relay_cpu_ms_per_request']:.3f} ms CPU per request "
+                f"({r['relayed']['failed']} failed), against the router's {r['router_cpu_ms_per_request']:.3f}"
+            )
     return "\n".join(lines)
 
 
@@ -349,7 +374,14 @@ def parse_args() -> argparse.Namespace:
         help="the router traces this share of the requests (1 without a value), exporting to a collector stand-in",
     )
     parser.add_argument("--request-log", action="store_true", help="the router writes its request log (to /dev/null)")
+    parser.add_argument(
+        "--relay-floor",
+        action="store_true",
+        help="also measure a bare grpc.aio relay (bytes in, bytes out, nothing else) on the plaintext stack: the "
+        "floor of any router on grpc.aio",
+    )
     parser.add_argument("--span-sink", metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--bare-relay", nargs=2, metavar=("PORT", "TARGET"), help=argparse.SUPPRESS)
     parser.add_argument("--replica-tls-dir", help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -361,6 +393,9 @@ def main() -> int:
         return 0
     if args.span_sink:
         asyncio.run(serve_span_sink(int(args.span_sink)))
+        return 0
+    if args.bare_relay:
+        asyncio.run(serve_bare_relay(int(args.bare_relay[0]), args.bare_relay[1]))
         return 0
     try:
         results = run(args)
@@ -380,6 +415,7 @@ def main() -> int:
         "replica_processes": args.replica_processes,
         "tracing": args.tracing,
         "request_log": args.request_log,
+        "relay_floor": args.relay_floor,
         "results": results["plaintext"],
         "table": table(results["plaintext"]),
     }

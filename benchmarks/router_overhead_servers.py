@@ -1,5 +1,6 @@
 """The processes ``router_overhead.py`` measures around the router: an instant replica (one final chunk at once,
-no model, several processes on one port), an OTLP span sink, and the certificates of its mutual-TLS stack.
+no model, several processes on one port), a bare relay (the floor of any router on grpc.aio), an OTLP span sink,
+and the certificates of its mutual-TLS stack.
 
 Every server here binds 127.0.0.1: plaintext only on loopback, mutual TLS when given a certificate folder.
 """
@@ -47,6 +48,30 @@ async def serve_instant_replica(port: int, tls_dir: str | None = None) -> None:
         raise OSError(f"could not bind 127.0.0.1:{port}")
     await server.start()
     print(f"instant replica ready on 127.0.0.1:{port}", flush=True)
+    await asyncio.Event().wait()
+
+
+async def serve_bare_relay(port: int, target: str) -> None:
+    """A grpc.aio server that passes each Generate call on to ``target`` and its answer back, as bytes, with no
+    policy, books or checks: the least any router written on grpc.aio spends per request, measured beside it."""
+    import grpc
+
+    from hybrid.serving.grpc_shell import INFERENCE_SERVICE
+
+    channel = grpc.aio.insecure_channel(target)
+    relay = channel.unary_stream(f"/{INFERENCE_SERVICE}/Generate")
+
+    async def generate(raw: bytes, context):
+        async for chunk in relay(raw, timeout=context.time_remaining()):
+            yield chunk
+
+    server = grpc.aio.server()
+    handler = grpc.unary_stream_rpc_method_handler(generate)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(INFERENCE_SERVICE, {"Generate": handler}),))
+    if server.add_insecure_port(f"127.0.0.1:{port}") != port:
+        raise OSError(f"could not bind 127.0.0.1:{port}")
+    await server.start()
+    print(f"bare relay ready on 127.0.0.1:{port}", flush=True)
     await asyncio.Event().wait()
 
 
