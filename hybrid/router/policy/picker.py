@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from hybrid.protocol import Tier
 from hybrid.router.policy.expectations import Outlook
 
 
@@ -24,3 +25,18 @@ def two_choices(candidates: list[Outlook], rng: random.Random) -> Outlook:
 def soonest_first_token(candidates: list[Outlook]) -> Outlook:
     """The replica whose first token is expected soonest; the less loaded for its size among equals."""
     return min(candidates, key=lambda c: (c.first_token_ms(), c.relative_load()))
+
+
+def least_harm(candidates: list[Outlook], tier_order: list[Tier]) -> Outlook:
+    """The replica where one more request puts the fewest answers in flight at risk; among equals the one of the
+    earlier tier in ``tier_order``, then the less loaded for its size."""
+    rank = {tier: index for index, tier in enumerate(tier_order)}
+    return min(
+        candidates,
+        key=lambda c: (c.answers_put_at_risk(), rank.get(c.replica.tier, len(rank)), c.relative_load()),
+    )
+
+
+def soonest_paced_finish(candidates: list[Outlook], new_tokens: int) -> Outlook:
+    """The replica expected to end an answer of ``new_tokens`` soonest at its pace; the less loaded among equals."""
+    return min(candidates, key=lambda c: (c.paced_finish_ms(new_tokens), c.relative_load()))

@@ -13,6 +13,10 @@ three passes, each less demanding than the one before:
    soonest expected first token of any such replica instead of the nearest tier's;
 3. one where the queue's wait and every token at the predicted pace fit in the deadline itself, even if
    answers in flight there slow down (recent first tokens are left out: after a burst they lag for seconds).
+   Tier order no longer leads here: of every tier's replicas that fit, a REALTIME request takes the one
+   expected to end soonest, any other the one where it puts the fewest answers in flight at risk (then the
+   earlier tier). Under a burst the first-choice tier fills with work that could wait, while another tier
+   has room: this keeps it from slowing every REALTIME answer there past its deadline.
 
 Only where no replica passes even the last is the request refused at once: one sent where it is expected to
 end late would only hold a batch row until its deadline ends it. The refusal is DEADLINE_EXCEEDED where no
@@ -144,7 +148,7 @@ class RoutingPolicy:
             chosen = self._first_tier_meeting(by_tier, [finish, harmless], reasons)
         if chosen is None:
             in_time = expectations.paced_finish_within(request.max_new_tokens, budget_ms)
-            chosen = self._first_tier_meeting(by_tier, [in_time], reasons)
+            chosen = self._last_pass(by_tier, in_time, request.max_new_tokens, realtime, reasons)
         return chosen
 
     def _first_tier_meeting(
@@ -192,6 +196,32 @@ class RoutingPolicy:
             f"({chosen.first_token_ms():.0f} ms) of the {len(meeting)} replicas of any tier that expect a "
             f"{wants} ({_figures(chosen, wanted)})"
         )
+        return chosen
+
+    @staticmethod
+    def _last_pass(
+        by_tier: dict[Tier, list[Outlook]],
+        in_time: Expectation,
+        new_tokens: int,
+        realtime: bool,
+        reasons: list[str] | None,
+    ) -> Outlook | None:
+        """Of every tier's replicas that fit ``in_time``: for REALTIME the soonest to end, else the least harm."""
+        meeting = [o for usable in by_tier.values() for o in usable if in_time.met(o)]
+        if not meeting:
+            if reasons is not None:
+                reasons.append(f"no replica of any tier expects a {in_time.wanted}")
+            return None
+        if realtime:
+            chosen, why = picker.soonest_paced_finish(meeting, new_tokens), "is expected to end it soonest"
+        else:
+            chosen = picker.least_harm(meeting, list(by_tier))
+            why = f"puts the fewest answers in flight at risk ({chosen.answers_put_at_risk()})"
+        if reasons is not None:
+            reasons.append(
+                f"{chosen.replica.record.tier}: {chosen.replica.replica_id} {why} of the {len(meeting)} replicas of "
+                f"any tier that expect a {in_time.wanted} ({_figures(chosen, [in_time])})"
+            )
         return chosen
 
 

@@ -224,3 +224,32 @@ def test_a_request_that_would_make_an_answer_in_flight_late_goes_elsewhere(polic
     assert any("edge: no room" in r and "best expected answers put at risk 1" in r for r in decision.reasons)
     ledger.ended(realtime, OK, clock.now + 0.5)
     assert chosen(policy, fleet, "interactive", **hot) == "edge-1"
+
+
+def _two_cloud_tiers(ledger, clock, private_calls: int, public_calls: int):
+    """A private and a public replica of 8 rows at 10 ms + 10 ms a row a token, each with calls in flight."""
+    fleet = [replica("priv-1", "private", capacity=8, rtt=40), replica("pub-1", "public", capacity=8, rtt=80)]
+    for state, calls in zip(fleet, (private_calls, public_calls), strict=True):
+        state.pace = Pace(base_ms=10.0, per_row_ms=10.0)
+        send(ledger, state, calls, clock)
+    return fleet
+
+
+def test_the_last_pass_sends_work_that_can_wait_where_it_puts_no_answer_at_risk(policy, ledger, clock):
+    fleet = _two_cloud_tiers(ledger, clock, private_calls=3, public_calls=4)
+    realtime = begin(ledger, fleet[0], clock.now, deadline=clock.now + 2.0, max_new_tokens=31)
+    realtime.streamed(1, clock.now)  # 30 tokens to go at 60 ms once one more joins: past half its 2 s
+    # 40 tokens at 60 ms fit the 3 s deadline on both tiers but not half of it, so only the last pass takes it.
+    decision = policy.choose(request("interactive", max_new_tokens=40, deadline_s=3.0), fleet)
+    assert decision.chosen.replica_id == "pub-1", "private comes first for cold INTERACTIVE, but not at that price"
+    assert any("puts the fewest answers in flight at risk (0)" in r for r in decision.reasons)
+    ledger.ended(realtime, OK, clock.now)
+    assert chosen(policy, fleet, "interactive", max_new_tokens=40, deadline_s=3.0) == "priv-1"
+
+
+def test_the_last_pass_sends_realtime_where_it_is_expected_to_end_soonest(policy, ledger, clock):
+    fleet = _two_cloud_tiers(ledger, clock, private_calls=4, public_calls=2)
+    # Private is nearer, but 40 tokens at 60 ms there end after 40 at 40 ms from public's farther place.
+    decision = policy.choose(request("realtime", max_new_tokens=40, deadline_s=3.0), fleet)
+    assert decision.tier_order[0] == Tier.PRIVATE and decision.chosen.replica_id == "pub-1"
+    assert any("is expected to end it soonest" in r for r in decision.reasons)
