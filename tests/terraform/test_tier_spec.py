@@ -288,3 +288,26 @@ def test_an_edge_node_without_tls_is_refused_unless_plaintext_is_asked_for(tier_
     cloud_config = yaml.safe_load(outputs["edge_user_data"]["edge-fra-1"])
     assert cloud_config["runcmd"][-1][-3:] == ["--plaintext", "--host", "0.0.0.0"]
     assert cloud_config["write_files"] == []
+
+
+def test_with_tls_each_replica_serves_mutual_tls_on_its_own_port(tier_spec, tmp_path):
+    """Serve's ports cannot speak TLS: with cloud_tls each replica opens its own port, and that is the one the
+    pods expose to callers (and the NetworkPolicy opens); the cloud tier's own loader reads the setting."""
+    outputs = apply_sample(tier_spec, tmp_path, cloud_tls=True)
+    config = outputs["serve_configs"]["private-eu"]
+    [application] = config["applications"]
+    assert application["runtime_env"]["env_vars"]["HYBRID_REPLICA_PORT"] == "41000"
+    [tier] = load_serve_config(config)
+    assert tier.settings.replica_port == 41000
+    cluster = outputs["rayservice_manifests"]["private-eu"]["spec"]["rayClusterConfig"]
+    [container] = cluster["workerGroupSpecs"][0]["template"]["spec"]["containers"]
+    assert [p for p in container["ports"] if p["name"] == "replica-grpc"] == [
+        {"name": "replica-grpc", "containerPort": 41000}
+    ]
+    assert {"name": "HYBRID_TLS_CERT", "value": "/etc/hybrid/tls/tls.crt"} in container["env"]
+    # Without TLS the replica keeps Serve's port, and own_port 0 asks for that with TLS too.
+    plain = apply_sample(tier_spec, tmp_path, cloud_tls=False)["serve_configs"]["private-eu"]
+    assert "HYBRID_REPLICA_PORT" not in plain["applications"][0]["runtime_env"]["env_vars"]
+    serve_port = apply_sample(tier_spec, tmp_path, cloud_tls=True, direct_ingress={"own_port": 0})
+    env = serve_port["serve_configs"]["private-eu"]["applications"][0]["runtime_env"]["env_vars"]
+    assert "HYBRID_REPLICA_PORT" not in env

@@ -6,6 +6,9 @@ locals {
 
   grpc_service_names = { for name, t in local.tiers : name => "${name}-grpc" }
 
+  # With TLS, each replica serves mutual TLS on a port it opens itself: Serve's own ports cannot speak TLS.
+  own_port = var.direct_ingress.enabled && var.cloud_tls && var.direct_ingress.own_port > 0
+
   grpc_addresses = {
     for name, t in local.tiers : name => lookup(
       var.grpc_addresses, name, "${local.grpc_service_names[name]}.${var.namespace}.svc.cluster.local"
@@ -48,7 +51,7 @@ locals {
             # its own share of the cost; through the proxy, the tier's one entry below stands for it.
             HYBRID_DISCOVERY     = var.direct_ingress.enabled ? var.direct_ingress.discovery : "none"
             HYBRID_COST_PER_HOUR = tostring(t.cost_per_hour)
-          })
+          }, local.own_port ? { HYBRID_REPLICA_PORT = tostring(var.direct_ingress.own_port) } : {})
         }
         deployments = [{
           name = var.deployment_name
@@ -98,10 +101,14 @@ locals {
     { name = "RAY_SERVE_ENABLE_DIRECT_INGRESS", value = var.direct_ingress.enabled ? "1" : "0" },
     { name = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", value = tostring(var.direct_ingress.draining_period_s) },
   ], local.tls_env)
-  # One replica per worker pod, so Serve gives it the first port of its range on that pod.
+  # One replica per worker pod, so Serve gives it the first port of its range on that pod. Callers reach the
+  # port named replica-grpc: the replica's own mutual-TLS port where it opens one, else Serve's.
   worker_ports = concat(
     [{ name = "grpc", containerPort = var.grpc_port }],
-    var.direct_ingress.enabled ? [{ name = "replica-grpc", containerPort = var.direct_ingress.grpc_port }] : [],
+    var.direct_ingress.enabled ? [{
+      name          = "replica-grpc"
+      containerPort = local.own_port ? var.direct_ingress.own_port : var.direct_ingress.grpc_port
+    }] : [],
   )
 
   worker_resources = {

@@ -393,19 +393,23 @@ variable "direct_ingress" {
     discovery: where replicas register (consul: the Consul agent CONSUL_HTTP_ADDR names on their node).
     grpc_port: the first port of Serve's range, which a pod's one replica gets.
     draining_period_s: how long Serve holds a stopping replica; the router follows discovery within a poll.
+    own_port: with cloud_tls, the port each replica opens itself (HYBRID_REPLICA_PORT), serving mutual TLS
+      straight from its engine, and registers in place of Serve's port, which Serve can only serve in
+      plaintext; the NetworkPolicy then opens this port and not Serve's. 0 registers Serve's port.
   EOT
   type = object({
     enabled           = optional(bool, true)
     discovery         = optional(string, "consul")
     grpc_port         = optional(number, 40000)
     draining_period_s = optional(number, 2)
+    own_port          = optional(number, 41000)
   })
   default  = {}
   nullable = false
 
   validation {
-    condition     = var.direct_ingress.draining_period_s >= 0 && var.direct_ingress.grpc_port > 0 && var.direct_ingress.grpc_port < 65536
-    error_message = "direct_ingress: draining_period_s must be 0 or more and grpc_port a port number (Serve's default range starts at 40000)."
+    condition     = var.direct_ingress.draining_period_s >= 0 && var.direct_ingress.grpc_port > 0 && var.direct_ingress.grpc_port < 65536 && var.direct_ingress.own_port >= 0 && var.direct_ingress.own_port < 65536 && var.direct_ingress.own_port != var.direct_ingress.grpc_port
+    error_message = "direct_ingress: draining_period_s must be 0 or more, grpc_port a port number (Serve's default range starts at 40000) and own_port 0 or a port number other than grpc_port."
   }
 }
 

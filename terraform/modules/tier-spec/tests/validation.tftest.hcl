@@ -260,3 +260,13 @@ run "bad_grpc_port" {
 
   expect_failures = [var.grpc_port]
 }
+
+run "own_port_on_serves_port" {
+  command = plan
+
+  variables {
+    direct_ingress = { own_port = 40000 }
+  }
+
+  expect_failures = [var.direct_ingress]
+}
