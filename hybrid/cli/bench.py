@@ -38,7 +38,7 @@ def workload_fields(args: argparse.Namespace) -> dict:
     if args.seconds is not None:
         # The whole run in three equal phases: steady, burst, steady again.
         fields.update(steady_s=args.seconds / 3, burst_s=args.seconds / 3, recovery_s=args.seconds / 3)
-    for name in ("steady_s", "burst_s", "recovery_s", "seed"):
+    for name in ("steady_s", "ramp_s", "burst_s", "recovery_s", "seed"):
         if getattr(args, name) is not None:
             fields[name] = getattr(args, name)
     if args.mix:
@@ -120,7 +120,13 @@ def _add_workload_arguments(overload: argparse.ArgumentParser) -> None:
         "--seconds", type=float, default=None, help="whole run, split in thirds: steady, burst, steady"
     )
     overload.add_argument("--steady-s", type=float, default=None, help="steady phase before the burst")
-    overload.add_argument("--burst-s", type=float, default=None)
+    overload.add_argument(
+        "--ramp-s",
+        type=float,
+        default=None,
+        help="seconds the rate climbs linearly from the steady rate to the burst's before the burst's plateau (0: a step)",
+    )
+    overload.add_argument("--burst-s", type=float, default=None, help="the burst's plateau, at its full rate")
     overload.add_argument("--recovery-s", type=float, default=None, help="steady phase after the burst")
     overload.add_argument("--mix", default="", help="class mix, e.g. REALTIME=0.3,INTERACTIVE=0.5,BATCH=0.2")
     overload.add_argument("--max-new-tokens", type=int, default=None, help="longest answer asked for")
