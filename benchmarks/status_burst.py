@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import collections
 import json
-import math
 import random
 import tempfile
 import time
@@ -30,10 +29,11 @@ from pathlib import Path
 
 import grpc
 
+from hybrid.bench.scaling_signal import first_reached
 from hybrid.bench.synthetic import SyntheticReplica, SyntheticReplicaConfig
 from hybrid.client import build_request
 from hybrid.discovery.static import StaticFileRegistry
-from hybrid.router.scaling import HORIZON_S, TARGET_UTILIZATION
+from hybrid.router.scaling import HORIZON_S, TARGET_UTILIZATION, replicas_for
 from hybrid.router.server import Router, RouterConfig
 from hybrid.v1 import inference_pb2_grpc as pb_grpc
 
@@ -118,7 +118,7 @@ async def screenshot(url: str, path: str) -> None:
 
 
 def need_now(rate: float, capacity: float, request_s: float) -> int:
-    return math.ceil(rate * request_s / (capacity * TARGET_UTILIZATION) - 1e-9)
+    return replicas_for(rate, request_s, capacity * TARGET_UTILIZATION)
 
 
 async def run(args: argparse.Namespace) -> dict:
@@ -188,7 +188,7 @@ def summarize(samples: list[dict], outcomes: dict, sent: int, peak_at: float, ar
     for tier, capacity in (("edge", 4), ("private", 8), ("public", 16)):
         held_rate = sum(s[tier]["sent_per_s"] for s in held) / max(1, len(held))
         peak_need = need_now(held_rate, capacity, request_s)
-        reached = next((s["t"] for s in samples if s["t"] >= args.steady_s and s[tier]["desired"] >= peak_need), None)
+        reached = first_reached([(s["t"], s[tier]["desired"]) for s in samples], args.steady_s, peak_need)
         leads[tier] = {
             "held_rate_per_s": round(held_rate, 2),
             "peak_need": peak_need,
