@@ -30,6 +30,7 @@ from pathlib import Path
 import grpc
 
 from hybrid.bench.scaling_signal import first_reached
+from hybrid.bench.status_shots import QUIET_CHROMIUM, chromium_path
 from hybrid.bench.synthetic import SyntheticReplica, SyntheticReplicaConfig
 from hybrid.client import build_request
 from hybrid.discovery.static import StaticFileRegistry
@@ -47,17 +48,6 @@ FLEET = (
 )
 # Each class's share of the requests, and the tier its class tries first.
 MIX = (("realtime", 0.2, "edge"), ("interactive", 0.6, "private"), ("batch", 0.2, "public"))
-QUIET_CHROMIUM = [
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-domain-reliability",
-    "--disable-default-apps",
-    "--disable-sync",
-    "--metrics-recording-only",
-    "--no-first-run",
-    "--no-sandbox",
-    "--disable-dev-shm-usage",
-]
 
 
 def offered_rate(t: float, args: argparse.Namespace) -> float:
@@ -108,7 +98,7 @@ async def screenshot(url: str, path: str) -> None:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path="/usr/bin/chromium", args=QUIET_CHROMIUM)
+        browser = await playwright.chromium.launch(executable_path=chromium_path(), args=list(QUIET_CHROMIUM))
         page = await browser.new_page(viewport={"width": 1400, "height": 1150})
         await page.goto(url)
         await page.wait_for_function("document.querySelector('#cost-all').textContent.startsWith('$')")

@@ -273,6 +273,10 @@ def markdown(report: dict) -> str:
         ]
     if "scaling_signal" in report:
         lines += ["", signal_markdown(report["scaling_signal"])]
+    shots = report["meta"].get("status_page", {}).get("screenshots")
+    if shots:
+        taken = ", ".join(f"{Path(s['path']).name} at {s['t_s']:.0f} s ({s['moment']})" for s in shots)
+        lines += ["", f"The router's status page, screenshot during its run: {taken}."]
     return "\n".join(lines) + "\n"
 
 

@@ -73,6 +73,7 @@ def cmd_bench_overload(args: argparse.Namespace) -> int:
         ray_cpus=args.ray_cpus,
         cooldown_s=args.cooldown_s,
         plots=not args.no_plots,
+        status_screenshot=Path(args.status_screenshot) if args.status_screenshot else None,
         loadgen_processes=args.loadgen_processes,
     )
     report = run_overload(config, say=console.log, command=_command_line())
@@ -102,6 +103,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     _add_stack_arguments(overload)
     overload.add_argument("--cooldown-s", type=float, default=defaults.BENCH_COOLDOWN_S)
     overload.add_argument("--no-plots", action="store_true")
+    overload.add_argument(
+        "--status-screenshot",
+        default="",
+        metavar="PATH",
+        help="PNG of the router's /status page at the burst's height (and PATH's <stem>-recovered at the end), "
+        "taken in headless Chromium through Playwright (pip install playwright; apt-get install chromium)",
+    )
     overload.add_argument(
         "--loadgen-processes",
         type=int,
