@@ -154,16 +154,13 @@ class OverloadConfig(BaseModel):
 
     def status_moments(self) -> list[Moment]:
         """When the status page is screenshot: three quarters into the burst's plateau (its height, the page's
-        minutes full of it), and a second before the run ends (after recovery)."""
+        minutes full of it), and once the run has ended (after recovery)."""
         if self.status_screenshot is None:
             return []
-        path, workload = self.status_screenshot, self.workload
-        start, end = workload.burst_window()
+        path = self.status_screenshot
+        start, end = self.workload.burst_window()
         recovered = path.with_name(f"{path.stem}-recovered{path.suffix or '.png'}")
-        return [
-            Moment("burst", start + 0.75 * (end - start), path),
-            Moment("recovered", max(end, workload.duration_s - 1.0), recovered),
-        ]
+        return [Moment("burst", start + 0.75 * (end - start), path), Moment("recovered", None, recovered)]
 
 
 class BenchStack:

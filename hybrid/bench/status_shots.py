@@ -2,8 +2,8 @@
 (Debian's ``chromium`` package, or the one ``HYBRID_CHROMIUM`` names) driven by Playwright, both optional.
 
 ``StatusScreenshots`` runs the browser on a thread of its own while the run goes (the load generator has its
-own processes): at each moment asked for, counted from the run's start, it opens the page, lets it draw the
-router's figures, and saves the page whole. Chromium starts before the run and talks to nothing but the page:
+own processes): at each moment asked for, counted from the run's start or at the run's end, it opens the
+page, lets it draw the router's figures, and saves the page whole. Chromium starts before the run and talks to nothing but the page:
 background networking, component updates, sync and the rest are off. Where the router checks API keys, the
 admin key goes in the address's fragment (``/status#key=...``), which the page keeps to itself.
 """
@@ -11,6 +11,7 @@ admin key goes in the address's fragment (``/status#key=...``), which the page k
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import threading
@@ -65,10 +66,11 @@ def check_browser() -> str:
 
 @dataclass(frozen=True)
 class Moment:
-    """A screenshot to take: ``name`` (e.g. burst), ``at_s`` seconds after the run's start, saved to ``path``."""
+    """A screenshot to take: ``name`` (e.g. burst), ``at_s`` seconds after the run's start (None: once the run has
+    ended, the page refreshed after its last answers), saved to ``path``."""
 
     name: str
-    at_s: float
+    at_s: float | None
     path: Path
 
 
@@ -79,12 +81,12 @@ class StatusScreenshots:
 
     def __init__(self, page_url: str, moments: list[Moment], admin_key: str | None = None):
         self.page_url = page_url + (f"#key={admin_key}" if admin_key else "")
-        self.moments = sorted(moments, key=lambda moment: moment.at_s)
+        self.moments = sorted(moments, key=lambda moment: math.inf if moment.at_s is None else moment.at_s)
         self.chromium = check_browser()
         self.taken: list[dict] = []
         self.error: str | None = None
         self._started = 0.0
-        self._stop = threading.Event()
+        self._ended = threading.Event()
         self._thread = threading.Thread(target=self._run, name="status-screenshots", daemon=True)
 
     def __enter__(self) -> StatusScreenshots:
@@ -93,7 +95,7 @@ class StatusScreenshots:
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
+        self._ended.set()
         self._thread.join(60)
 
     def _run(self) -> None:
@@ -106,8 +108,7 @@ class StatusScreenshots:
                 )
                 try:
                     for moment in self.moments:
-                        if not self._shoot(browser, moment):
-                            return
+                        self._shoot(browser, moment)
                 finally:
                     browser.close()
         except Exception as error:  # a browser that fails costs the screenshots, not the run
@@ -116,17 +117,23 @@ class StatusScreenshots:
 
     def _wait_until(self, wall_time: float) -> bool:
         """Waits until ``wall_time``; False where the run ended first."""
-        return not self._stop.wait(max(0.0, wall_time - time.time()))
+        return not self._ended.wait(max(0.0, wall_time - time.time()))
 
     def _shoot(self, browser, moment: Moment) -> bool:
-        due = self._started + moment.at_s
-        if not self._wait_until(due - OPEN_AHEAD_S):
+        """Takes ``moment``'s screenshot; False where the run ended before a moment that counts from its start (those
+        after it are skipped at once, and the one at the end is still taken)."""
+        at_end = moment.at_s is None
+        due = math.inf if at_end else self._started + moment.at_s
+        if not at_end and not self._wait_until(due - OPEN_AHEAD_S):
             return False
         page = browser.new_page(viewport=VIEWPORT)
         try:
             page.goto(self.page_url)
             page.wait_for_selector("#replicas tbody tr[data-replica]", timeout=30_000)
-            if not self._wait_until(due):
+            if at_end:
+                self._ended.wait()
+                time.sleep(OPEN_AHEAD_S / 2)  # one refresh of the page after the last answers
+            elif not self._wait_until(due):
                 return False
             moment.path.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(moment.path), full_page=True)
