@@ -6,10 +6,11 @@ spillover, which try) and, where the request failed, its outcome. Its context tr
 replica's ``hybrid.stream`` span (``hybrid.engine.spans``), with its queue wait, prefill and decode, is its
 child. A try that failed before the one that answered is an event on it, naming the replica and the status.
 
-One span a request at the router, with three attributes: the SDK's span costs about 40 microseconds of CPU
-here and its OTLP encoding 30 more plus 10 for each attribute, where the router's whole budget for tracing is
-a tenth of a millisecond a request (``benchmarks/observability_overhead.py``). The request id, tokens and timings
-are on the replica's spans.
+One span a request at the router, with three attributes, started once the first decision names them and
+the trace headers for the replica written straight from its context: on the development VM the SDK takes
+about 35 to 45 microseconds of CPU to make and end it, its batching about 10 and its OTLP encoding about 30,
+where the router's whole budget for tracing is a tenth of a millisecond a request
+(``benchmarks/observability_overhead.py``). The request id, tokens and timings are on the replica's spans.
 """
 
 from __future__ import annotations
