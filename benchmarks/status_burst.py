@@ -12,7 +12,7 @@ cores cannot keep up.
 
 At the burst's top it screenshots ``/status`` in headless Chromium (Debian's package, through Playwright).
 
-    python benchmarks/status_burst.py --out bench-status --screenshot docs/status-page.png
+    python benchmarks/status_burst.py --out bench-status --screenshot bench-status/status-page.png
     python benchmarks/status_burst.py --out bench-status-now --horizon-s 0     # the same without the forecast
 """
 
