@@ -24,9 +24,6 @@ class OnceHashedResource(Resource):
     def __hash__(self) -> int:
         return self._hash
 
-    def __eq__(self, other: object) -> bool:
-        return super().__eq__(other)
-
 
 def tracer_provider(service_name: str | None, sample_ratio: float | None) -> TracerProvider:
     """A provider whose spans name ``service_name`` (None: leave it to OTEL_SERVICE_NAME or the SDK's default),
