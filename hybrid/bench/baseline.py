@@ -70,9 +70,7 @@ class RoundRobinProxy:
         self.sent[index] += 1
         record = self.replicas[index]
         remaining = context.time_remaining()
-        call = self._stubs[index].Generate(
-            message, timeout=remaining, metadata=wire.call_metadata(record.application, remaining)
-        )
+        call = self._stubs[index].Generate(message, timeout=remaining, metadata=wire.call_metadata(record.application, remaining))
         finished = False
         try:
             async for response in call:
