@@ -2,10 +2,10 @@
 
 A ``WorkloadConfig`` describes the traffic: a steady rate, a burst of ``burst_multiplier`` times that
 rate (reached at once, or over a linear ramp of ``ramp_s`` seconds, as real bursts build), then the steady
-rate again; a mix of REALTIME, INTERACTIVE and BATCH requests; affinity keys
-drawn from a Zipf distribution (a few hot keys, a long cold tail); prompt and output lengths; and
-each class's deadline. ``schedule(config)`` turns it into a list of ``Arrival``s: Poisson arrivals
-inside each phase (on the ramp, at the rate of that moment), every choice drawn from one seeded random source, so the same config always
+rate again; a mix of REALTIME, INTERACTIVE and BATCH requests; affinity keys drawn from a Zipf distribution
+(a few hot keys, a long cold tail); prompt and output lengths; and each class's deadline.
+``schedule(config)`` turns it into a list of ``Arrival``s: Poisson arrivals inside each phase (on the ramp,
+at the rate of that moment), every choice drawn from one seeded random source, so the same config always
 gives the same schedule and the baseline and the router see exactly the same traffic.
 """
 
