@@ -3,9 +3,10 @@
 
 ``StatusScreenshots`` runs the browser on a thread of its own while the run goes (the load generator has its
 own processes): at each moment asked for, counted from the run's start or at the run's end, it opens the
-page, lets it draw the router's figures, and saves the page whole. Chromium starts before the run and talks to nothing but the page:
-background networking, component updates, sync and the rest are off. Where the router checks API keys, the
-admin key goes in the address's fragment (``/status#key=...``), which the page keeps to itself.
+page, lets it draw the router's figures, and saves the page whole. Chromium starts before the run and talks
+to nothing but the page: background networking, component updates, sync and the rest are off. Where the
+router checks API keys, the admin key goes in the address's fragment (``/status#key=...``), which the page
+keeps to itself.
 """
 
 from __future__ import annotations

@@ -132,7 +132,8 @@ def _add_workload_arguments(overload: argparse.ArgumentParser) -> None:
         "--ramp-s",
         type=float,
         default=None,
-        help="seconds the rate climbs linearly from the steady rate to the burst's before the burst's plateau (0: a step)",
+        help="seconds the rate climbs linearly from the steady rate to the burst's, before the burst's plateau "
+        "(0: a step)",
     )
     overload.add_argument("--burst-s", type=float, default=None, help="the burst's plateau, at its full rate")
     overload.add_argument("--recovery-s", type=float, default=None, help="steady phase after the burst")
