@@ -12,7 +12,7 @@ cores cannot keep up.
 
 At the burst's top it screenshots ``/status`` in headless Chromium (Debian's package, through Playwright).
 
-    python benchmarks/status_burst.py --out bench-status --screenshot docs/status-page.png
+    python benchmarks/status_burst.py --out bench-status --screenshot bench-status/status-page.png
     python benchmarks/status_burst.py --out bench-status-now --horizon-s 0     # the same without the forecast
 """
 
@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import collections
 import json
-import math
 import random
 import tempfile
 import time
@@ -30,10 +29,12 @@ from pathlib import Path
 
 import grpc
 
+from hybrid.bench.scaling_signal import first_reached
+from hybrid.bench.status_shots import QUIET_CHROMIUM, chromium_path
 from hybrid.bench.synthetic import SyntheticReplica, SyntheticReplicaConfig
 from hybrid.client import build_request
 from hybrid.discovery.static import StaticFileRegistry
-from hybrid.router.scaling import HORIZON_S, TARGET_UTILIZATION
+from hybrid.router.scaling import HORIZON_S, TARGET_UTILIZATION, replicas_for
 from hybrid.router.server import Router, RouterConfig
 from hybrid.v1 import inference_pb2_grpc as pb_grpc
 
@@ -47,17 +48,6 @@ FLEET = (
 )
 # Each class's share of the requests, and the tier its class tries first.
 MIX = (("realtime", 0.2, "edge"), ("interactive", 0.6, "private"), ("batch", 0.2, "public"))
-QUIET_CHROMIUM = [
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-domain-reliability",
-    "--disable-default-apps",
-    "--disable-sync",
-    "--metrics-recording-only",
-    "--no-first-run",
-    "--no-sandbox",
-    "--disable-dev-shm-usage",
-]
 
 
 def offered_rate(t: float, args: argparse.Namespace) -> float:
@@ -108,7 +98,7 @@ async def screenshot(url: str, path: str) -> None:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path="/usr/bin/chromium", args=QUIET_CHROMIUM)
+        browser = await playwright.chromium.launch(executable_path=chromium_path(), args=list(QUIET_CHROMIUM))
         page = await browser.new_page(viewport={"width": 1400, "height": 1150})
         await page.goto(url)
         await page.wait_for_function("document.querySelector('#cost-all').textContent.startsWith('$')")
@@ -118,7 +108,7 @@ async def screenshot(url: str, path: str) -> None:
 
 
 def need_now(rate: float, capacity: float, request_s: float) -> int:
-    return math.ceil(rate * request_s / (capacity * TARGET_UTILIZATION) - 1e-9)
+    return replicas_for(rate, request_s, capacity * TARGET_UTILIZATION)
 
 
 async def run(args: argparse.Namespace) -> dict:
@@ -188,7 +178,7 @@ def summarize(samples: list[dict], outcomes: dict, sent: int, peak_at: float, ar
     for tier, capacity in (("edge", 4), ("private", 8), ("public", 16)):
         held_rate = sum(s[tier]["sent_per_s"] for s in held) / max(1, len(held))
         peak_need = need_now(held_rate, capacity, request_s)
-        reached = next((s["t"] for s in samples if s["t"] >= args.steady_s and s[tier]["desired"] >= peak_need), None)
+        reached = first_reached([(s["t"], s[tier]["desired"]) for s in samples], args.steady_s, peak_need)
         leads[tier] = {
             "held_rate_per_s": round(held_rate, 2),
             "peak_need": peak_need,

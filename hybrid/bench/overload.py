@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from hybrid import constants, tiers
 from hybrid.bench import defaults
@@ -44,6 +44,7 @@ from hybrid.bench.loadgen_pool import PoolProgress, run_pool
 from hybrid.bench.processes import ServerProcess, call_in_process
 from hybrid.bench.report import TierCost, write_report
 from hybrid.bench.scaling_signal import SignalSampler
+from hybrid.bench.status_shots import Moment, StatusScreenshots, check_browser
 from hybrid.bench.workload import Arrival, WorkloadConfig, schedule
 from hybrid.discovery import ReplicaRecord
 from hybrid.discovery.records import prefer_direct_replicas
@@ -114,6 +115,11 @@ class OverloadConfig(BaseModel):
     cooldown_s: float = Field(default=defaults.BENCH_COOLDOWN_S, ge=0, description="Pause between configurations.")
     chat: bool = Field(default=True, description="Send prompts as a chat message (else as raw prompts).")
     plots: bool = Field(default=True, description="Write the PNG plots (needs matplotlib).")
+    status_screenshot: Path | None = Field(
+        default=None,
+        description="Where to save a screenshot of the router's status page while the burst is at its height "
+        "(another, named <stem>-recovered, at the run's end); needs Playwright and Chromium. None: no screenshot.",
+    )
     progress: bool = Field(default=True, description="Show progress bars while the schedule runs.")
     loadgen_processes: int = Field(
         default=1,
@@ -144,6 +150,24 @@ class OverloadConfig(BaseModel):
             raise ValueError("name each configuration once: baseline, router or both")
         return names
 
+    @model_validator(mode="after")
+    def _screenshot_needs_the_router(self) -> OverloadConfig:
+        if self.status_screenshot is not None and "router" not in self.configurations:
+            raise ValueError(
+                "the status page is the router's: run the router configuration or leave out the screenshot"
+            )
+        return self
+
+    def status_moments(self) -> list[Moment]:
+        """When the status page is screenshot: three quarters into the burst's plateau (its height, the page's
+        minutes full of it), and once the run has ended (after recovery)."""
+        if self.status_screenshot is None:
+            return []
+        path = self.status_screenshot
+        start, end = self.workload.burst_window()
+        recovered = path.with_name(f"{path.stem}-recovered{path.suffix or '.png'}")
+        return [Moment("burst", start + 0.75 * (end - start), path), Moment("recovered", None, recovered)]
+
 
 class BenchStack:
     """Everything the bench sends to, started on this machine; ``stop`` tears down what ``start`` started."""
@@ -155,6 +179,7 @@ class BenchStack:
         self.tier_costs: dict[str, TierCost] = {}
         self.router_address = ""
         self.router_status_url = ""  # the router's /status.json, once it serves
+        self.router_page_url = ""  # its /status page
         self.baseline_address = ""
         self._stoppers: list = []
         self._folder = Path(tempfile.mkdtemp(prefix="hybrid-bench-"))
@@ -232,6 +257,7 @@ class BenchStack:
         router_config = RouterConfig(port=0, discovery=f"static:{discovery}", http_port=http_port)
         self.router_address = self.in_process(Router, router_config, "router").address
         self.router_status_url = f"http://{constants.DEFAULT_HOST}:{http_port}/status.json"
+        self.router_page_url = f"http://{constants.DEFAULT_HOST}:{http_port}/status"
         time.sleep(3 * router_config.poll_interval_s)  # a few load polls: RTTs measured through the proxies
 
     def _warm_up(self) -> None:
@@ -306,6 +332,29 @@ def run_with_progress(
         return run_pool(target, arrivals, processes, name, chat, on_progress=on_progress)
 
 
+def _run_one(
+    config: OverloadConfig, stack: BenchStack, name: str, arrivals: list[Arrival], observed: dict
+) -> RunResult:
+    """One configuration's run; the router's also samples its scaling signal and screenshots its status page, into
+    ``observed`` (the report's meta)."""
+    run = (stack.target(name), arrivals, name, config.chat, config.progress, config.loadgen_processes)
+    watching = name == "router" and stack.router_status_url
+    sampler = SignalSampler(stack.router_status_url) if watching else None
+    shots = (
+        StatusScreenshots(stack.router_page_url, config.status_moments())
+        if watching and config.status_moments()
+        else None
+    )
+    with sampler or contextlib.nullcontext(), shots or contextlib.nullcontext():
+        # One generator gets a process of its own; a pool's generators have theirs, and this one only merges.
+        result = call_in_process(run_with_progress, *run) if config.loadgen_processes == 1 else run_with_progress(*run)
+    if sampler is not None:
+        observed["scaling_signal"] = sampler.record(result.started_at)
+    if shots is not None:
+        observed["status_page"] = shots.record(result.started_at)
+    return result
+
+
 def run_overload(config: OverloadConfig, say=None, command: str = "") -> dict:
     """Starts the stack, runs the schedule against each configuration, writes and returns the report.
 
@@ -319,13 +368,16 @@ def run_overload(config: OverloadConfig, say=None, command: str = "") -> dict:
             raise ValueError(
                 "the plots need matplotlib: pip install 'hybrid-inference[bench]' (or matplotlib), or pass --no-plots"
             ) from None
+    if config.status_screenshot is not None:
+        check_browser()  # said before anything starts, as above
     arrivals = schedule(config.workload)
+    ramp = f", a {config.workload.ramp_s:g} s ramp" if config.workload.ramp_s else ""
     say(
         f"workload: {len(arrivals)} requests over {config.workload.duration_s:.0f} s "
-        f"({config.workload.steady_rps:g}/s steady, x{config.workload.burst_multiplier:g} burst)"
+        f"({config.workload.steady_rps:g}/s steady, x{config.workload.burst_multiplier:g} burst{ramp})"
     )
     runs: list[RunResult] = []
-    signal: dict | None = None
+    observed: dict = {}
     started = time.time()
     with BenchStack(config, say) as stack:
         for index, name in enumerate(config.configurations):
@@ -333,17 +385,7 @@ def run_overload(config: OverloadConfig, say=None, command: str = "") -> dict:
                 say(f"cooling down {config.cooldown_s:.0f} s")
                 time.sleep(config.cooldown_s)
             say(f"running the schedule against the {name} at {stack.target(name)}")
-            run = (stack.target(name), arrivals, name, config.chat, config.progress, config.loadgen_processes)
-            sampler = SignalSampler(stack.router_status_url) if name == "router" and stack.router_status_url else None
-            with sampler or contextlib.nullcontext():
-                # One generator gets a process of its own; a pool's generators have theirs, and this one only merges.
-                runs.append(
-                    call_in_process(run_with_progress, *run)
-                    if config.loadgen_processes == 1
-                    else run_with_progress(*run)
-                )
-            if sampler is not None:
-                signal = sampler.record(runs[-1].started_at)
+            runs.append(_run_one(config, stack, name, arrivals, observed))
         tiers = dict(stack.tier_costs)
         replicas = [r.model_dump() for r in stack.records]
     meta = {
@@ -354,8 +396,11 @@ def run_overload(config: OverloadConfig, say=None, command: str = "") -> dict:
         "replicas": replicas,
         "rtt_ms": config.rtt_ms,
         "arrivals": len(arrivals),
-        **({"scaling_signal": signal} if signal else {}),
+        **observed,
     }
+    page = observed.get("status_page", {})
+    if page.get("error"):
+        say(f"the status page's screenshots failed: {page['error']}")
     report = write_report(runs, tiers, config.out, config.workload, meta, plots=config.plots)
     say(f"report written to {config.out}/report.json, report.md and the plots")
     return report

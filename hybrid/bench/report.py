@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hybrid.bench.loadgen import Record, RunResult
-from hybrid.bench.scaling_signal import signal_figure, signal_markdown, summarize_signal
+from hybrid.bench.scaling_signal import shade_burst, signal_figure, signal_markdown, summarize_signal
 from hybrid.bench.workload import PRIORITIES, WorkloadConfig
 from hybrid.pricing import TierCost, provisioned_cost, split_by_tokens
 
@@ -207,12 +207,17 @@ def build_report(
     return {
         "meta": meta or {},
         **(
-            {"scaling_signal": summarize_signal(signal, configurations["router"]["timeline"], burst)}
+            {
+                "scaling_signal": summarize_signal(
+                    signal, configurations["router"]["timeline"], burst, workload.ramp_window()[0] if workload else None
+                )
+            }
             if signal and "router" in configurations
             else {}
         ),
         "workload": workload.model_dump(mode="json") if workload is not None else None,
         "burst_window_s": list(workload.burst_window()) if workload is not None else None,
+        "ramp_window_s": list(workload.ramp_window()) if workload is not None else None,
         "tiers": {name: {"replicas": t.replicas, "cost_per_hour": t.cost_per_hour} for name, t in tiers.items()},
         "configurations": configurations,
         "goal": goal_check(configurations),
@@ -268,6 +273,10 @@ def markdown(report: dict) -> str:
         ]
     if "scaling_signal" in report:
         lines += ["", signal_markdown(report["scaling_signal"])]
+    shots = report["meta"].get("status_page", {}).get("screenshots")
+    if shots:
+        taken = ", ".join(f"{Path(s['path']).name} at {s['t_s']:.0f} s ({s['moment']})" for s in shots)
+        lines += ["", f"The router's status page, screenshot during its run: {taken}."]
     return "\n".join(lines) + "\n"
 
 
@@ -323,10 +332,8 @@ def _timeline_figure(report: dict, colors: dict[str, str]) -> Figure:
         tokens_ax.plot(
             times, [row["tokens_per_s"] for row in rows], color=colors[name], label=name, drawstyle="steps-post"
         )
-    burst = report.get("burst_window_s")
     for ax in (success_ax, tokens_ax):
-        if burst and burst[1] > burst[0]:
-            ax.axvspan(burst[0], burst[1], color="orange", alpha=0.15, label="burst")
+        shade_burst(ax, report)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     success_ax.set_ylabel("success of requests sent")

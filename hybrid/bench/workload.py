@@ -1,10 +1,11 @@
 """The overload workload: what arrives when, as a deterministic open-loop schedule.
 
 A ``WorkloadConfig`` describes the traffic: a steady rate, a burst of ``burst_multiplier`` times that
-rate, then the steady rate again; a mix of REALTIME, INTERACTIVE and BATCH requests; affinity keys
-drawn from a Zipf distribution (a few hot keys, a long cold tail); prompt and output lengths; and
-each class's deadline. ``schedule(config)`` turns it into a list of ``Arrival``s: Poisson arrivals
-inside each phase, every choice drawn from one seeded random source, so the same config always
+rate (reached at once, or over a linear ramp of ``ramp_s`` seconds, as real bursts build), then the steady
+rate again; a mix of REALTIME, INTERACTIVE and BATCH requests; affinity keys drawn from a Zipf distribution
+(a few hot keys, a long cold tail); prompt and output lengths; and each class's deadline.
+``schedule(config)`` turns it into a list of ``Arrival``s: Poisson arrivals inside each phase (on the ramp,
+at the rate of that moment), every choice drawn from one seeded random source, so the same config always
 gives the same schedule and the baseline and the router see exactly the same traffic.
 """
 
@@ -12,9 +13,10 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import random
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -22,7 +24,7 @@ from hybrid import constants
 from hybrid.bench import defaults
 
 PRIORITIES = ("REALTIME", "INTERACTIVE", "BATCH")
-PHASES = ("steady", "burst", "recovery")
+PHASES = ("steady", "ramp", "burst", "recovery")
 # Schedules larger than this are refused: a typo in a rate should not eat the machine's memory.
 MAX_ARRIVALS = 1_000_000
 
@@ -41,7 +43,15 @@ class WorkloadConfig(BaseModel):
         default=defaults.BENCH_BURST_MULTIPLIER, ge=1, description="The burst's rate as a multiple of the steady rate."
     )
     steady_s: float = Field(default=defaults.BENCH_STEADY_S, ge=0, description="Steady phase before the burst.")
-    burst_s: float = Field(default=defaults.BENCH_BURST_S, ge=0, description="Length of the burst.")
+    ramp_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Seconds over which the rate climbs linearly from the steady rate to the burst's, between the "
+        "steady phase and the burst's plateau; 0: the burst starts at its full rate.",
+    )
+    burst_s: float = Field(
+        default=defaults.BENCH_BURST_S, ge=0, description="Length of the burst at its full rate (its plateau)."
+    )
     recovery_s: float = Field(
         default=defaults.BENCH_RECOVERY_S, ge=0, description="Steady phase after the burst (recovery)."
     )
@@ -129,7 +139,12 @@ class WorkloadConfig(BaseModel):
     @model_validator(mode="after")
     def _size(self) -> WorkloadConfig:
         if self.duration_s <= 0:
-            raise ValueError("steady_s, burst_s and recovery_s are all 0: give at least one phase a length")
+            raise ValueError("steady_s, ramp_s, burst_s and recovery_s are all 0: give at least one phase a length")
+        if self.ramp_s > 0 and self.burst_multiplier == 1:
+            raise ValueError(
+                f"ramp_s is {self.ramp_s:g} but burst_multiplier is 1, so there is nothing to ramp to: "
+                "raise burst_multiplier or set ramp_s to 0"
+            )
         expected = self.expected_requests()
         if expected > MAX_ARRIVALS:
             raise ValueError(
@@ -140,25 +155,58 @@ class WorkloadConfig(BaseModel):
 
     @property
     def duration_s(self) -> float:
-        return self.steady_s + self.burst_s + self.recovery_s
+        return self.steady_s + self.ramp_s + self.burst_s + self.recovery_s
 
-    def phases(self) -> list[tuple[str, float, float, float]]:
-        """(name, start_s, end_s, rate) of each phase, in order; phases of length 0 are left out."""
-        rates = (self.steady_rps, self.steady_rps * self.burst_multiplier, self.steady_rps)
-        lengths = (self.steady_s, self.burst_s, self.recovery_s)
+    def phases(self) -> list[Phase]:
+        """Each phase, in order; phases of length 0 are left out."""
+        steady, burst = self.steady_rps, self.steady_rps * self.burst_multiplier
+        shapes = (
+            ("steady", self.steady_s, steady, steady),
+            ("ramp", self.ramp_s, steady, burst),
+            ("burst", self.burst_s, burst, burst),
+            ("recovery", self.recovery_s, steady, steady),
+        )
         spans, start = [], 0.0
-        for name, length, rate in zip(PHASES, lengths, rates):
+        for name, length, rate, end_rate in shapes:
             if length > 0:
-                spans.append((name, start, start + length, rate))
+                spans.append(Phase(name, start, start + length, rate, end_rate))
             start += length
         return spans
 
     def burst_window(self) -> tuple[float, float]:
-        """Start and end of the burst, seconds from the run's start."""
-        return self.steady_s, self.steady_s + self.burst_s
+        """Start and end of the burst's plateau (the full rate, after any ramp), seconds from the run's start."""
+        start = self.steady_s + self.ramp_s
+        return start, start + self.burst_s
+
+    def ramp_window(self) -> tuple[float, float]:
+        """Start and end of the ramp up to the burst's rate, seconds from the run's start (equal where none)."""
+        return self.steady_s, self.steady_s + self.ramp_s
 
     def expected_requests(self) -> float:
-        return sum((end - start) * rate for _, start, end, rate in self.phases())
+        return sum(phase.expected_requests() for phase in self.phases())
+
+
+class Phase(NamedTuple):
+    """A stretch of the schedule whose rate goes linearly from ``rate`` at its start to ``end_rate`` at its end
+    (the same for all but the ramp)."""
+
+    name: str
+    start_s: float
+    end_s: float
+    rate: float
+    end_rate: float
+
+    def expected_requests(self) -> float:
+        return (self.end_s - self.start_s) * (self.rate + self.end_rate) / 2
+
+    def time_of(self, expected: float) -> float:
+        """When, counting from the phase's start, ``expected`` requests are due: the inverse of the rate's
+        integral, so that arrivals drawn on that count's scale follow the changing rate."""
+        climb = (self.end_rate - self.rate) / (self.end_s - self.start_s)
+        if climb == 0:
+            return expected / self.rate
+        # rate x t + climb x t^2 / 2 = expected, solved for t >= 0.
+        return (math.sqrt(self.rate**2 + 2 * climb * expected) - self.rate) / climb
 
 
 @dataclass(frozen=True)
@@ -203,12 +251,13 @@ def schedule(config: WorkloadConfig) -> list[Arrival]:
     priorities = [p for p in PRIORITIES if config.class_mix[p] > 0]
     cumulative = list(itertools.accumulate(config.class_mix[p] for p in priorities))
     arrivals: list[Arrival] = []
-    for phase, start, end, rate in config.phases():
-        at = start
+    for phase in config.phases():
+        due = 0.0  # requests due since the phase's start, on the scale of its rate's integral
         for index in itertools.count(1):
             # Uniform arrivals count from the phase's start, so rounding does not add up over a long phase.
-            at = at + rng.expovariate(rate) if config.arrivals == "poisson" else start + index / rate
-            if at >= end:
+            due = due + rng.expovariate(1.0) if config.arrivals == "poisson" else float(index)
+            at = phase.start_s + phase.time_of(due)
+            if at >= phase.end_s:
                 break
             priority = priorities[
                 min(len(priorities) - 1, bisect.bisect_left(cumulative, rng.random() * cumulative[-1]))
@@ -223,7 +272,7 @@ def schedule(config: WorkloadConfig) -> list[Arrival]:
                     prompt=_prompt(rng, key, rng.randint(*config.prompt_words)),
                     max_new_tokens=rng.randint(*config.max_new_tokens),
                     deadline_s=config.deadlines_s[priority],
-                    phase=phase,
+                    phase=phase.name,
                 )
             )
     return arrivals

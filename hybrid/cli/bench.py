@@ -38,7 +38,7 @@ def workload_fields(args: argparse.Namespace) -> dict:
     if args.seconds is not None:
         # The whole run in three equal phases: steady, burst, steady again.
         fields.update(steady_s=args.seconds / 3, burst_s=args.seconds / 3, recovery_s=args.seconds / 3)
-    for name in ("steady_s", "burst_s", "recovery_s", "seed"):
+    for name in ("steady_s", "ramp_s", "burst_s", "recovery_s", "seed"):
         if getattr(args, name) is not None:
             fields[name] = getattr(args, name)
     if args.mix:
@@ -74,6 +74,7 @@ def cmd_bench_overload(args: argparse.Namespace) -> int:
         ray_cpus=args.ray_cpus,
         cooldown_s=args.cooldown_s,
         plots=not args.no_plots,
+        status_screenshot=Path(args.status_screenshot) if args.status_screenshot else None,
         loadgen_processes=args.loadgen_processes,
     )
     report = run_overload(config, say=console.log, command=_command_line())
@@ -104,6 +105,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     overload.add_argument("--cooldown-s", type=float, default=defaults.BENCH_COOLDOWN_S)
     overload.add_argument("--no-plots", action="store_true")
     overload.add_argument(
+        "--status-screenshot",
+        default="",
+        metavar="PATH",
+        help="PNG of the router's /status page at the burst's height (and PATH's <stem>-recovered at the end), "
+        "taken in headless Chromium through Playwright (pip install playwright; apt-get install chromium)",
+    )
+    overload.add_argument(
         "--loadgen-processes",
         type=int,
         default=1,
@@ -121,7 +129,14 @@ def _add_workload_arguments(overload: argparse.ArgumentParser) -> None:
         "--seconds", type=float, default=None, help="whole run, split in thirds: steady, burst, steady"
     )
     overload.add_argument("--steady-s", type=float, default=None, help="steady phase before the burst")
-    overload.add_argument("--burst-s", type=float, default=None)
+    overload.add_argument(
+        "--ramp-s",
+        type=float,
+        default=None,
+        help="seconds the rate climbs linearly from the steady rate to the burst's, before the burst's plateau "
+        "(0: a step)",
+    )
+    overload.add_argument("--burst-s", type=float, default=None, help="the burst's plateau, at its full rate")
     overload.add_argument("--recovery-s", type=float, default=None, help="steady phase after the burst")
     overload.add_argument("--mix", default="", help="class mix, e.g. REALTIME=0.3,INTERACTIVE=0.5,BATCH=0.2")
     overload.add_argument("--max-new-tokens", type=int, default=None, help="longest answer asked for")

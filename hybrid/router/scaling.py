@@ -80,6 +80,12 @@ class HoltForecast:
         return max(0.0, self.level + steps_ahead * self.trend)
 
 
+def replicas_for(rate_per_s: float, request_s: float, slots_per_replica: float) -> int:
+    """Little's law: the replicas that hold ``rate_per_s`` arrivals each ``request_s`` long, at
+    ``slots_per_replica`` requests at once each."""
+    return math.ceil(rate_per_s * request_s / slots_per_replica - 1e-9)
+
+
 @dataclass
 class TierSignal:
     """One tier's figures at the last tick."""
@@ -88,6 +94,10 @@ class TierSignal:
     forecast_per_s: float = 0.0
     serving: int = 0
     desired: int = 0
+    # What Little's law works with: a request's mean time on the tier's replicas (as they report it, else the
+    # default), and the requests a replica holds at the target utilization.
+    request_ms: float = 0.0
+    slots_per_replica: float = 0.0
     # What raised the desired count to where it is: forecast, load, pressure, or idle.
     driver: str = "idle"
 
@@ -200,9 +210,10 @@ class ScalingSignal(CallHooks):
         capacity = sum(r.capacity for r in serving) / len(serving) if serving else 1.0
         per_replica = capacity * self.target_utilization
         reported_ms = [r.mean_request_ms for r in serving if r.mean_request_ms > 0]
-        request_s = (sum(reported_ms) / len(reported_ms) if reported_ms else defaults.ROUTING_DEFAULT_REQUEST_MS) / 1000
+        signal.request_ms = sum(reported_ms) / len(reported_ms) if reported_ms else defaults.ROUTING_DEFAULT_REQUEST_MS
+        signal.slots_per_replica = per_replica
         forecast_per_s = signal.forecast_per_s if signal.forecast_per_s >= IDLE_PER_S else 0.0
-        by_forecast = math.ceil(forecast_per_s * request_s / per_replica - 1e-9)
+        by_forecast = replicas_for(forecast_per_s, signal.request_ms / 1000, per_replica)
         by_load = math.ceil(sum(r.queue_depth + r.active for r in serving) / per_replica - 1e-9)
         pressure = self._pressure.get(tier, ())
         pressed = bool(pressure) and now - pressure[-1] <= PRESSURE_WINDOW_S

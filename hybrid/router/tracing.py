@@ -6,10 +6,11 @@ spillover, which try) and, where the request failed, its outcome. Its context tr
 replica's ``hybrid.stream`` span (``hybrid.engine.spans``), with its queue wait, prefill and decode, is its
 child. A try that failed before the one that answered is an event on it, naming the replica and the status.
 
-One span a request at the router, with three attributes: the SDK's span costs about 40 microseconds of CPU
-here and its OTLP encoding 30 more plus 10 for each attribute, where the router's whole budget for tracing is
-a tenth of a millisecond a request (``benchmarks/observability_overhead.py``). The request id, tokens and timings
-are on the replica's spans.
+One span a request at the router, with three attributes, started once the first decision names them and
+the trace headers for the replica written straight from its context: on the development VM the SDK takes
+about 35 to 45 microseconds of CPU to make and end it, its batching about 10 and its OTLP encoding about 30,
+where the router's whole budget for tracing is a tenth of a millisecond a request
+(``benchmarks/observability_overhead.py``). The request id, tokens and timings are on the replica's spans.
 """
 
 from __future__ import annotations
@@ -34,28 +35,51 @@ if TYPE_CHECKING:
 
 
 class RequestTrace:
-    """One request's span at the router."""
+    """One request's span at the router.
+
+    The span is started at the first routing decision (stamped with the request's arrival), not on arrival: its
+    attributes then go in with it at once, where setting them on a started span costs the SDK a second pass."""
 
     def __init__(self, tracer, request: GenerationRequest):
-        self.span = tracer.start_span(
-            "hybrid.route",
-            context=tracing.parent_of(request.trace_carrier),
-            kind=SpanKind.SERVER,
-            start_time=tracing.wall_ns(request.arrived_at),
-        )
+        self._tracer = tracer
+        self._parent = tracing.parent_of(request.trace_carrier)
+        self._started_ns = tracing.wall_ns(request.arrived_at)
+        self._span = None
         self._metadata: wire.Metadata | None = None
+
+    @property
+    def span(self):
+        """The request's span, started now if no decision has started it yet."""
+        if self._span is None:
+            self._start({})
+        return self._span
+
+    def _start(self, attributes: dict[str, str]) -> None:
+        self._span = self._tracer.start_span(
+            "hybrid.route",
+            context=self._parent,
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+            start_time=self._started_ns,
+        )
 
     def decided(self, decision: Decision, attempt: int) -> None:
         """The routing decision of try ``attempt``."""
         chosen = decision.chosen
         request_class = decision.request_class.value
         if chosen is None:
-            self.span.set_attribute("hybrid.reason", f"{request_class}: {refusal(decision)[1]}")
-            return
-        reason = f"{request_class}: {routing_reason(decision, chosen.record.tier, attempt)}"
-        self.span.set_attributes(
-            {"hybrid.tier": chosen.record.tier, "hybrid.replica": chosen.replica_id, "hybrid.reason": reason}
-        )
+            attributes = {"hybrid.reason": f"{request_class}: {refusal(decision)[1]}"}
+        else:
+            reason = f"{request_class}: {routing_reason(decision, chosen.record.tier, attempt)}"
+            attributes = {
+                "hybrid.tier": chosen.record.tier,
+                "hybrid.replica": chosen.replica_id,
+                "hybrid.reason": reason,
+            }
+        if self._span is None:
+            self._start(attributes)
+        else:
+            self._span.set_attributes(attributes)
 
     def trace_id(self) -> str:
         """The trace's id as collectors show it (32 hex digits), for the request log to point at the trace."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping
 
@@ -29,6 +30,12 @@ log = logging.getLogger(__name__)
 # The one tracer of this process while tracing is on; None while off.
 _tracer = None
 _propagator = None
+
+# A version-00 traceparent, the one form callers send today; any other form (a later version, a tracestate
+# beside it) goes through OpenTelemetry's propagator, which knows every rule of the format.
+_PLAIN_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_ZERO_TRACE_ID = "0" * 32
+_ZERO_SPAN_ID = "0" * 16
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 PROTOCOL_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
@@ -86,20 +93,18 @@ def configure(settings: TracingSettings, service_name: str, environ: Mapping[str
         raise ValueError(f"OTLP protocol {protocol!r} is not supported here: traces are exported over 'grpc'")
     try:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+        from hybrid.telemetry.sdk import batching, tracer_provider
     except ImportError as missing:
         raise ValueError(
             f"tracing needs OpenTelemetry's SDK and OTLP exporter ({missing.name} is missing): "
             "pip install 'hybrid-inference[tracing]', or leave --otlp-endpoint and OTEL_* unset"
         ) from None
 
-    attributes = {} if environ.get("OTEL_SERVICE_NAME") else {"service.name": service_name}
-    sampler = None if settings.sample_ratio is None else ParentBased(TraceIdRatioBased(settings.sample_ratio))
-    provider = TracerProvider(sampler=sampler, resource=Resource.create(attributes))
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint)))
+    named = None if environ.get("OTEL_SERVICE_NAME") else service_name
+    provider = batching(
+        tracer_provider(named, settings.sample_ratio), OTLPSpanExporter(endpoint=settings.otlp_endpoint)
+    )
     use_provider(provider)
     where = settings.otlp_endpoint or next((environ[v] for v in ENDPOINT_VARIABLES if environ.get(v)), "the default")
     log.info("tracing on: spans of %s go to %s over OTLP/gRPC", service_name, where)
@@ -131,17 +136,35 @@ def carrier_of(pairs: Iterable[tuple[str, str | bytes]] | None) -> dict[str, str
 
 
 def parent_of(carrier: dict[str, str] | None):
-    """The OpenTelemetry context a carrier names; None (a new trace) where there is none."""
-    return _propagator.extract(carrier) if carrier else None
+    """The OpenTelemetry context a carrier names; None (a new trace) where there is none.
+
+    A plain version-00 ``traceparent`` is read here directly: the propagator's general parse costs several
+    times as much, on every traced request of the router and of each replica."""
+    if not carrier:
+        return None
+    header = carrier.get("traceparent")
+    plain = _PLAIN_TRACEPARENT.fullmatch(header) if header and len(carrier) == 1 else None
+    if plain is None:
+        return _propagator.extract(carrier)
+    trace_id, span_id, flags = plain.groups()
+    if trace_id == _ZERO_TRACE_ID or span_id == _ZERO_SPAN_ID:
+        return None
+    from opentelemetry import trace
+
+    context = trace.SpanContext(int(trace_id, 16), int(span_id, 16), True, trace.TraceFlags(int(flags, 16)))
+    return trace.set_span_in_context(trace.NonRecordingSpan(context))
 
 
 def metadata_of(span) -> wire.Metadata:
-    """The trace headers that make the next hop's spans children of ``span``."""
-    from opentelemetry import trace
-
-    carrier: dict[str, str] = {}
-    _propagator.inject(carrier, context=trace.set_span_in_context(span))
-    return tuple(carrier.items())
+    """The trace headers that make the next hop's spans children of ``span``, written from its context as the
+    W3C format has them (what the propagator writes, without its context lookups)."""
+    context = span.get_span_context()
+    if not context.is_valid:
+        return ()
+    traceparent = ("traceparent", f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}")
+    if not context.trace_state:
+        return (traceparent,)
+    return traceparent, ("tracestate", context.trace_state.to_header())
 
 
 def wall_ns(monotonic_s: float) -> int:

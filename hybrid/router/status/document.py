@@ -88,6 +88,8 @@ def tier_rows(dataplane: RouterDataPlane, replicas: list[dict]) -> list[dict]:
                 "forecast_per_s": round(signal.forecast_per_s, 2),
                 "desired_replicas": signal.desired,
                 "scaling_driver": signal.driver,
+                "request_ms": round(signal.request_ms, 1),
+                "slots_per_replica": round(signal.slots_per_replica, 2),
             }
         )
     return rows

@@ -24,13 +24,13 @@ def test_the_same_config_gives_the_same_schedule_and_another_seed_another():
 def test_each_phase_runs_at_its_rate():
     arrivals = schedule(config())
     counts = Counter(a.phase for a in arrivals)
-    assert set(counts) == set(PHASES)
+    assert set(counts) == set(PHASES) - {"ramp"}, "no ramp unless asked for"
     # Expected 600, 1000 and 600 arrivals; Poisson's spread is about sqrt(n), 10% is over 4 sigma.
     assert counts["steady"] == pytest.approx(600, rel=0.10)
     assert counts["burst"] == pytest.approx(1000, rel=0.10)
     assert counts["recovery"] == pytest.approx(600, rel=0.10)
     for arrival in arrivals:
-        start, end = {name: (s, e) for name, s, e, _ in config().phases()}[arrival.phase]
+        start, end = {phase.name: (phase.start_s, phase.end_s) for phase in config().phases()}[arrival.phase]
         assert start <= arrival.at_s < end
     assert [a.at_s for a in arrivals] == sorted(a.at_s for a in arrivals)
     assert len({a.request_id for a in arrivals}) == len(arrivals)
@@ -95,6 +95,8 @@ def test_affinity_keys_are_zipf_distributed():
         ({"steady_s": 0, "burst_s": 0, "recovery_s": 0}, "give at least one phase a length"),
         ({"steady_rps": 1e6}, "lower steady_rps"),
         ({"steady_rps": 0}, "greater than 0"),
+        ({"ramp_s": -1}, "greater than or equal to 0"),
+        ({"ramp_s": 5, "burst_multiplier": 1}, "nothing to ramp to"),
     ],
 )
 def test_a_wrong_config_says_what_to_change(overrides, says):
@@ -107,3 +109,43 @@ def test_burst_window_and_expected_requests():
     assert cfg.burst_window() == (30.0, 40.0)
     assert cfg.duration_s == 70.0
     assert cfg.expected_requests() == pytest.approx(2200.0)
+
+
+def test_a_ramp_climbs_from_the_steady_rate_to_the_bursts_before_the_plateau():
+    cfg = config(ramp_s=20.0)
+    assert [(p.name, p.start_s, p.end_s) for p in cfg.phases()] == [
+        ("steady", 0.0, 30.0),
+        ("ramp", 30.0, 50.0),
+        ("burst", 50.0, 60.0),
+        ("recovery", 60.0, 90.0),
+    ]
+    assert cfg.burst_window() == (50.0, 60.0) and cfg.ramp_window() == (30.0, 50.0)
+    # 20/s climbing to 100/s over 20 s: 1200 requests due on the ramp, 2200 elsewhere.
+    assert cfg.expected_requests() == pytest.approx(3400.0)
+    arrivals = schedule(cfg)
+    ramp = [a.at_s for a in arrivals if a.phase == "ramp"]
+    assert len(ramp) == pytest.approx(1200, rel=0.10)
+    first_half = sum(1 for t in ramp if t < 40.0)
+    # Due in the first half: 20 x 10 + 4 x 10^2 / 2 = 400; in the second, 800.
+    assert first_half == pytest.approx(400, rel=0.15)
+    assert len(ramp) - first_half == pytest.approx(800, rel=0.15)
+    assert all(30.0 <= t < 50.0 for t in ramp)
+    assert schedule(cfg) == arrivals, "the same seed gives the same schedule"
+    assert len({a.request_id for a in arrivals}) == len(arrivals)
+
+
+def test_uniform_arrivals_on_a_ramp_come_closer_together_as_it_climbs():
+    cfg = config(arrivals="uniform", steady_rps=10, burst_multiplier=3, steady_s=0, ramp_s=2, burst_s=0, recovery_s=0)
+    ramp = [a.at_s for a in schedule(cfg)]
+    # 10/s to 30/s over 2 s: 40 due, the 40th exactly at the end (left out, as a phase's end is).
+    assert len(ramp) == 39
+    gaps = [b - a for a, b in zip(ramp, ramp[1:])]
+    assert gaps == sorted(gaps, reverse=True)
+    for (a, b), gap in zip(zip(ramp, ramp[1:]), gaps):
+        rate_between = 10 + 10 * (a + b) / 2  # 10/s climbing by 10/s each second
+        assert gap == pytest.approx(1 / rate_between, rel=0.01)
+
+
+def test_without_a_ramp_the_schedule_is_the_step_it_always_was():
+    assert schedule(config(ramp_s=0.0)) == schedule(config())
+    assert [p.name for p in config().phases()] == ["steady", "burst", "recovery"]

@@ -9,25 +9,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from hybrid.bench.status_shots import QUIET_CHROMIUM, chromium_path
 from tests.hybrid.router.status.fleet import REPLICAS, StatusFleet
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# Nothing but the page: no update checks, no safe-browsing lists, no sync, no metrics reports.
-QUIET_CHROMIUM = [
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-domain-reliability",
-    "--disable-client-side-phishing-detection",
-    "--disable-default-apps",
-    "--disable-sync",
-    "--metrics-recording-only",
-    "--no-first-run",
-    "--no-default-browser-check",
-    "--disable-dev-shm-usage",
-    "--no-sandbox",  # CI runs as root, where Chromium's sandbox refuses to start
-]
+CHROMIUM = chromium_path()
 # Where a copy of the last screenshot goes, for docs/ (the test's own copy goes to its tmp_path).
 SCREENSHOT_ENV = "HYBRID_STATUS_SCREENSHOT"
 
@@ -40,7 +27,7 @@ def browser():
         "playwright.sync_api", reason="playwright is not installed: pip install -e '.[dev]' installs it"
     )
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=QUIET_CHROMIUM)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=list(QUIET_CHROMIUM))
         yield browser
         browser.close()
 
