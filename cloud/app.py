@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 
 from grpc_health.v1 import health_pb2
 from pydantic import ValidationError
@@ -26,6 +25,7 @@ from ray import serve
 from ray.serve import Application
 
 from cloud import defaults
+from cloud.coalesce import coalesced
 from cloud.config import CloudConfigError, DeploymentSettings, ReplicaSettings
 from cloud.directory import ReplicaDirectory, ServeTarget, direct_ingress_enabled
 from cloud.replica_port import ReplicaPort
@@ -67,7 +67,12 @@ class InferenceDeployment:
         await self.engine.measure_pace(full_batch=self.engine.model.device.type == "cuda")
         self.own_port = None
         if self.settings.replica_port is not None:
-            self.own_port = ReplicaPort(self.engine, self.replica_id, self.settings.replica_port)
+            self.own_port = ReplicaPort(
+                self.engine,
+                self.replica_id,
+                self.settings.replica_port,
+                stream_interval_ms=self.settings.stream_interval_ms,
+            )
             log.info("replica %s serving on its own port %d (TLS %s)", self.replica_id, self.own_port.port,
                      "on" if self.own_port.tls else "off, loopback only")  # fmt: skip
         self.directory = self._follow_in_discovery(context.app_name, unique)
@@ -102,16 +107,10 @@ class InferenceDeployment:
     async def Generate(self, raw: bytes, grpc_context=None):
         try:
             request = request_of(parse_generate_request(raw), grpc_context)
-            # Every message a Serve replica streams costs a round of Ray's streaming protocol, so
-            # after the first one, chunks within stream_interval_ms of each other go out together.
+            # Every message a Serve replica streams costs a round of Ray's streaming protocol.
             interval_s = self.settings.stream_interval_ms / 1000
-            pending, sent_at = None, None
-            async for chunk in self.engine.generate(request):
-                pending = chunk if pending is None else pending.followed_by(chunk)
-                now = time.monotonic()
-                if sent_at is None or pending.is_last or now - sent_at >= interval_s:
-                    yield pending.to_proto()
-                    pending, sent_at = None, now
+            async for chunk in coalesced(self.engine.generate(request), interval_s):
+                yield chunk.to_proto()
         except HybridError as error:
             raise _fail(grpc_context, error) from None
 

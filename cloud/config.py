@@ -67,7 +67,8 @@ class ReplicaSettings(BaseModel):
         ge=0,
         le=1000,
         description="Least time between two streamed messages of one answer after the first; tokens produced "
-        "in between are sent together. Each message Ray Serve streams costs a round of its streaming protocol.",
+        "in between are sent together. Each message costs the replica a round of Ray Serve's streaming protocol, "
+        "or of gRPC's send path on its own port, and the router a relay.",
     )
     gil_switch_interval_ms: float = Field(
         default=defaults.CLOUD_GIL_SWITCH_INTERVAL_MS,

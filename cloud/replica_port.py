@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import grpc
 
+from cloud.coalesce import coalesced
 from hybrid.engine.continuous import ContinuousBatchingEngine
 from hybrid.security.tls import TlsSettings
 from hybrid.serving.background import BackgroundLoop
@@ -23,9 +24,17 @@ from hybrid.v1 import inference_pb2 as pb
 class ReplicaPort:
     """The port, open from construction until ``stop``."""
 
-    def __init__(self, engine: ContinuousBatchingEngine, replica_id: str, port: int, tls: TlsSettings | None = None):
+    def __init__(
+        self,
+        engine: ContinuousBatchingEngine,
+        replica_id: str,
+        port: int,
+        tls: TlsSettings | None = None,
+        stream_interval_ms: float = 0.0,
+    ):
         self.engine = engine
         self.replica_id = replica_id
+        self.stream_interval_s = stream_interval_ms / 1000
         tls = tls or TlsSettings.resolve()
         # With a certificate (or plaintext asked for) the router on another node must reach it; else loopback.
         host = "0.0.0.0" if tls.cert is not None or tls.plaintext else "127.0.0.1"
@@ -49,7 +58,7 @@ class ReplicaPort:
 
     async def _generate(self, message: pb.GenerateRequest, context: grpc.aio.ServicerContext):
         # A HybridError raised here is answered by inference_handler with its own code (and retry hint).
-        async for chunk in self.engine.generate(request_of(message, context)):
+        async for chunk in coalesced(self.engine.generate(request_of(message, context)), self.stream_interval_s):
             yield chunk.to_proto()
 
     async def _get_load(self, message: pb.GetLoadRequest, context: grpc.aio.ServicerContext) -> pb.LoadReport:

@@ -149,7 +149,9 @@ class CloudTier:
         self.advertise_host = advertise_host
         registry = None if direct else registry_from_spec(discovery)
         self.registration = (
-            None if registry is None else RegistrationUpkeep(registry, self.record, defaults.CLOUD_REREGISTER_INTERVAL_S)
+            None
+            if registry is None
+            else RegistrationUpkeep(registry, self.record, defaults.CLOUD_REREGISTER_INTERVAL_S)
         )
         self.num_cpus = num_cpus
         self.address = f"{advertise_host}:{self.port}"

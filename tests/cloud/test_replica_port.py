@@ -57,3 +57,16 @@ def test_without_certificates_the_port_binds_loopback_and_refuses_bad_input_by_n
         assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT and "temperature" in refused.value.details
     finally:
         port.stop(0)
+
+
+def test_a_stream_interval_sends_the_same_answer_in_fewer_messages(engine):
+    port = ReplicaPort(engine, "cloud-private-test-3", 0, tls=TlsSettings(), stream_interval_ms=50.0)
+    try:
+        with HybridClient(f"127.0.0.1:{port.port}", tls=TlsSettings(plaintext=True)) as client:
+            request = pb.GenerateRequest(prompt="a longer prompt", max_new_tokens=40)
+            messages = list(client.stub.Generate(request, timeout=10))
+        # 40 tokens at a 2 ms step take ~80 ms: the first message, one or two 50 ms groups, the last.
+        assert sum(len(m.token_ids) for m in messages) == 40 and len(messages) <= 4 and messages[-1].finish_reason
+        assert "".join(m.text for m in messages) == engine.default_answer[:40]
+    finally:
+        port.stop(0)

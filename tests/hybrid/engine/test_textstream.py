@@ -74,3 +74,15 @@ def test_text_that_only_starts_like_a_stop_string_is_released(tokenizer):
     deltas, stream = stream_all(tokenizer, "red, green, blue", stop=[", yellow"])
     assert "".join(deltas) == "red, green, blue"
     assert not stream.stopped
+
+
+def test_the_fast_tokenizers_stream_decodes_as_the_python_path_does(tokenizer):
+    """The Rust DecodeStream and the two-decodes path give the same deltas, token for token."""
+    text = "Héllo wörld — naïve café, 東京 and emojis 🙂 too.\nNew line.  Two spaces, a tab\tand <b>markup</b>."
+    ids = tokenizer(text).input_ids + [tokenizer.eos_token_id or 0]  # a special token skipped on the way
+    fast = TextStream(tokenizer)
+    assert fast._stream is not None, "the real tokenizer is a fast one"
+    slow = TextStream(tokenizer)
+    slow._stream = None
+    assert [fast.push(t) for t in ids] == [slow.push(t) for t in ids]
+    assert fast.finish() == slow.finish()
