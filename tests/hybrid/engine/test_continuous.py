@@ -249,8 +249,9 @@ async def test_a_failing_step_answers_every_running_row_and_the_engine_serves_on
 
 
 async def test_a_failing_prefill_answers_its_joiners_and_the_running_rows(make_engine):
-    engine = make_engine(scripts={"running": "r" * 40}, step_s=0.003)
-    running = asyncio.create_task(answer(engine, make_request("running")))
+    # Long enough (about 1.2 s) to be still running when the joiner comes, even on a busy machine.
+    engine = make_engine(scripts={"running": "r" * 400}, step_s=0.003, max_context_tokens=1024)
+    running = asyncio.create_task(answer(engine, make_request("running", max_new_tokens=400)))
     await until(lambda: engine.load().active == 1)
     engine.fail_prefill = True
     joiner = await failure_of(engine, make_request("joiner"))
