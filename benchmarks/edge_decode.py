@@ -1,6 +1,8 @@
 """Edge decode speed on this machine: transformers vs the edge runtime vs llama.cpp, in one run.
 
     python benchmarks/edge_decode.py [--batches 1 4 16] [--prompt-tokens 64] [--new-tokens 64] [--repeats 2]
+    python benchmarks/edge_decode.py --provider cuda --precisions lean-int4 lean-int8 --batches 1 32 \
+        --skip llama.cpp-Q4_1      # a GPU edge node: the edge-gpu extra (onnxruntime-gpu) installed
 
 For each engine and batch size: time to first token (prefill of the whole batch, ms) and decode
 tokens/s (all rows, after the first token), with forced lengths (EOS ignored) and greedy picks.
@@ -10,9 +12,11 @@ respected), and the peak resident memory of the process that ran the engine.
 Each engine runs in its own subprocess (clean peak memory, no shared thread pools), and the
 repeats are interleaved across engines so that drift on a shared 2-core machine hits all alike;
 the best repeat is kept. Engines: `transformers-fp32` (stock `generate`), `edge-<precision>` (the
-edge agent's OnnxCausalLM with its batch layout: left padding, KV cache kept in ONNX Runtime
-buffers) and `llama.cpp-Q4_1` (llama-cpp-python, low-level batched decode on the GGUF in the wheel).
-Needs `pip install -e '.[edge,export,bench]'`.
+edge agent's runtime for that artifact: for optimum's graphs OnnxCausalLM with its batch layout, left
+padding and the KV cache in ONNX Runtime buffers; for lean graphs LeanDecoder, one slot a row, the rows
+prefilled together in chunks) and `llama.cpp-Q4_1` (llama-cpp-python, low-level batched decode on the
+GGUF in the wheel). The size of each artifact on disk is reported beside it. Needs
+`pip install -e '.[edge,export,bench]'`.
 """
 
 from __future__ import annotations
@@ -154,6 +158,36 @@ class EdgeEngine(_LoopEngine):
         return ttft, time.perf_counter() - start, out
 
 
+class LeanEngine(_LoopEngine):
+    """The lean graph as the agent's LeanGenerationEngine drives it: slot i for row i, prefill, then decode."""
+
+    def __init__(self, artifact: Path, threads: int, device: str, context: int, rows: int):
+        from edge_agent.lean_runtime import LeanDecoder
+
+        self.model = LeanDecoder(
+            artifact / "model.onnx", num_threads=threads, device=device, max_slots=rows, max_context=context
+        )
+
+    def _run(
+        self, prompts: list[list[int]], new_tokens: int, end_id: int | None
+    ) -> tuple[float, float, list[list[int]]]:
+        slots = list(range(len(prompts)))
+        start = time.perf_counter()
+        tokens = self.model.prefill_many(slots, prompts).argmax(-1).tolist()
+        ttft = time.perf_counter() - start
+        out = [[t] for t in tokens]
+        lengths = [len(p) for p in prompts]
+        start = time.perf_counter()
+        for _ in range(new_tokens - 1):
+            if end_id is not None and tokens[0] == end_id:
+                break
+            tokens = self.model.decode(slots, tokens, lengths).argmax(-1).tolist()
+            lengths = [n + 1 for n in lengths]
+            for row, t in enumerate(tokens):
+                out[row].append(t)
+        return ttft, time.perf_counter() - start, out
+
+
 class LlamaCppEngine(_LoopEngine):
     """llama.cpp's own batched decoding: one sequence id per row, one llama_decode per step."""
 
@@ -238,6 +272,9 @@ def worker(args: argparse.Namespace) -> None:
     name = args.worker
     if name == "transformers-fp32":
         engine = TransformersEngine(resolved.hf_dir, args.threads)
+    elif name.startswith("edge-") and _is_lean(Path(args.artifact)):
+        context = args.prompt_tokens + args.new_tokens + 8
+        engine = LeanEngine(Path(args.artifact), args.threads, args.provider, context, max(args.batches))
     elif name.startswith("edge-"):
         engine = EdgeEngine(Path(args.artifact), args.threads)
     else:
@@ -256,6 +293,14 @@ def worker(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
+def _is_lean(artifact: Path) -> bool:
+    return json.loads((artifact / "manifest.json").read_text())["recipe"].get("graph") == "lean"
+
+
+def artifact_megabytes(artifact: Path) -> float:
+    return sum(p.stat().st_size for p in artifact.iterdir() if p.is_file()) / 1e6
+
+
 def common_prefix_fraction(tokens: list[int], reference: list[int]) -> float:
     n = 0
     for a, b in zip(tokens, reference):
@@ -263,6 +308,23 @@ def common_prefix_fraction(tokens: list[int], reference: list[int]) -> float:
             break
         n += 1
     return n / max(1, len(reference))
+
+
+def ratios_to_llama_cpp(best: dict[str, dict], batches: list[int]) -> list[str]:
+    """Each edge engine against llama.cpp of the same run: decode rate, first token, peak memory."""
+    reference = best.get("llama.cpp-Q4_1")
+    if reference is None:
+        return []
+    lines = []
+    for name, result in best.items():
+        if not name.startswith("edge-"):
+            continue
+        runs, base = result["runs"], reference["runs"]
+        decode = ", ".join(f"b{b} {runs[str(b)]['decode_tok_s'] / base[str(b)]['decode_tok_s']:.2f}x" for b in batches)
+        ttft = ", ".join(f"b{b} {runs[str(b)]['ttft_ms'] / base[str(b)]['ttft_ms']:.2f}x" for b in batches)
+        rss = result["peak_rss_mb"] / reference["peak_rss_mb"]
+        lines.append(f"{name} / llama.cpp: decode {decode}; first token time {ttft}; peak RSS {rss:.2f}x")
+    return lines
 
 
 def build_artifacts(precisions: list[str]) -> dict[str, Path]:
@@ -283,7 +345,12 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--precisions", nargs="+", default=["int8", "int4", "fp32"], help="edge artifacts to measure")
+    parser.add_argument(
+        "--precisions", nargs="+", default=["lean-int4", "lean-int8", "int8"], help="edge artifacts to measure"
+    )
+    parser.add_argument(
+        "--provider", choices=("cpu", "cuda"), default="cpu", help="where the lean edge graphs run (cuda: edge-gpu)"
+    )
     parser.add_argument("--skip", nargs="*", default=[], help="engines to leave out, e.g. llama.cpp-Q4_1")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "edge_decode.json"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -317,6 +384,8 @@ def main() -> None:
                 str(args.new_tokens),
                 "--threads",
                 str(args.threads),
+                "--provider",
+                args.provider,
             ] + (["--agreement"] if repeat == 0 else [])
             output = subprocess.run(command, capture_output=True, text=True, check=False)
             line = next((row for row in output.stdout.splitlines() if row.startswith("RESULT ")), None)
@@ -324,6 +393,8 @@ def main() -> None:
                 print(f"{name} failed:\n{output.stderr[-3000:]}", file=sys.stderr)
                 continue
             result = json.loads(line[len("RESULT ") :])
+            if extra:
+                result["artifact_mb"] = artifact_megabytes(Path(extra[1]))
             print(
                 f"repeat {repeat + 1}: {name}: "
                 + ", ".join(f"b{b} {r['decode_tok_s']:.1f} tok/s" for b, r in result["runs"].items()),
@@ -353,9 +424,9 @@ def main() -> None:
     header = (
         "| engine | "
         + " | ".join(f"b{b} decode tok/s | b{b} TTFT ms" for b in args.batches)
-        + " | greedy agreement with fp32 | peak RSS MB |"
+        + " | greedy agreement with fp32 | peak RSS MB | artifact MB |"
     )
-    lines = [header, "|" + "---|" * (2 * len(args.batches) + 3)]
+    lines = [header, "|" + "---|" * (2 * len(args.batches) + 4)]
     for name, result in best.items():
         cells = [
             f"{result['runs'][str(b)]['decode_tok_s']:.1f} | {result['runs'][str(b)]['ttft_ms']:.0f}"
@@ -367,18 +438,9 @@ def main() -> None:
             if agreement
             else "n/a"
         )
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {agree} | {result['peak_rss_mb']:.0f} |")
-    ratio_lines = []
-    if "llama.cpp-Q4_1" in best:
-        for name in best:
-            if name.startswith("edge-"):
-                ratios = [
-                    best[name]["runs"][str(b)]["decode_tok_s"] / best["llama.cpp-Q4_1"]["runs"][str(b)]["decode_tok_s"]
-                    for b in args.batches
-                ]
-                ratio_lines.append(
-                    f"{name} / llama.cpp decode: " + ", ".join(f"b{b} {r:.2f}x" for b, r in zip(args.batches, ratios))
-                )
+        size = f"{result['artifact_mb']:.0f}" if "artifact_mb" in result else "n/a"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {agree} | {result['peak_rss_mb']:.0f} | {size} |")
+    ratio_lines = ratios_to_llama_cpp(best, args.batches)
     report = {
         "machine": machine,
         "args": {k: v for k, v in vars(args).items() if k not in ("worker", "artifact", "agreement")},
