@@ -36,15 +36,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edge_agent.artifacts.quality import agreement_prompts  # noqa: E402
+from edge_agent.artifacts.quality import agreement_prompts, evaluation_text  # noqa: E402
 
 AGREEMENT_PROMPTS = agreement_prompts()
 AGREEMENT_TOKENS = 32
 
 
 def bench_prompt(tokenizer, length: int) -> list[int]:
-    text = (ROOT / "hybrid" / "models" / "data" / "quality_text.txt").read_text()
-    ids = tokenizer(text).input_ids
+    ids = tokenizer(evaluation_text()).input_ids
     return ids[:length]
 
 

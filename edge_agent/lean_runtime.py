@@ -33,7 +33,6 @@ DEFAULT_PREFILL_CHUNK = 256
 _PREFILL_PADDING_ALLOWANCE = 0.25
 # The CPU buffers' first capacity, in tokens a slot; they double from there.
 _FIRST_CAPACITY = 256
-_FLOAT_BYTES = 4
 
 
 def is_lean_model(model_path: Path) -> bool:
@@ -87,6 +86,8 @@ class LeanDecoder:
         self.max_context = min(max_context, self.max_positions)
         self.prefill_chunk = prefill_chunk
         self.cache_names = [f"{i}.{kind}" for i in range(self.num_layers) for kind in ("key", "value")]
+        past = {i.name: i.type for i in self.session.get_inputs()}[f"past_key_values.{self.cache_names[0]}"]
+        self.cache_dtype = np.float16 if past == "tensor(float16)" else np.float32
         self.slots = 0
         self.capacity = 0
         self._buffers: list = []
@@ -98,7 +99,7 @@ class LeanDecoder:
     def _allocate_device(self, slots: int, capacity: int) -> None:
         shape = [slots, self.kv_heads, capacity, self.head_dim]
         self._buffers = [
-            ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, "cuda", 0) for _ in self.cache_names
+            ort.OrtValue.ortvalue_from_shape_and_type(shape, self.cache_dtype, "cuda", 0) for _ in self.cache_names
         ]
         self.slots, self.capacity = slots, capacity
 
@@ -119,7 +120,7 @@ class LeanDecoder:
             new_capacity = min(self.max_context, max(_FIRST_CAPACITY, new_capacity * 2))
         grown = []
         for old in self._buffers or [None] * len(self.cache_names):
-            buffer = np.zeros((new_slots, self.kv_heads, new_capacity, self.head_dim), np.float32)
+            buffer = np.zeros((new_slots, self.kv_heads, new_capacity, self.head_dim), self.cache_dtype)
             if old is not None:
                 buffer[: old.shape[0], :, : old.shape[2]] = old
             grown.append(buffer)
@@ -128,7 +129,8 @@ class LeanDecoder:
 
     def _pointer(self, buffer, first_slot: int) -> int:
         base = buffer.ctypes.data if isinstance(buffer, np.ndarray) else buffer.data_ptr()
-        return base + first_slot * self.kv_heads * self.capacity * self.head_dim * _FLOAT_BYTES
+        slot_bytes = self.kv_heads * self.capacity * self.head_dim * np.dtype(self.cache_dtype).itemsize
+        return base + first_slot * slot_bytes
 
     # --- steps -------------------------------------------------------------------------------------
 
@@ -157,8 +159,8 @@ class LeanDecoder:
         shape = [rows, self.kv_heads, self.capacity, self.head_dim]
         for name, buffer in zip(self.cache_names, self._buffers):
             pointer = self._pointer(buffer, first_slot)
-            binding.bind_input(f"past_key_values.{name}", self.device, 0, np.float32, shape, pointer)
-            binding.bind_output(f"present.{name}", self.device, 0, np.float32, shape, pointer)
+            binding.bind_input(f"past_key_values.{name}", self.device, 0, self.cache_dtype, shape, pointer)
+            binding.bind_output(f"present.{name}", self.device, 0, self.cache_dtype, shape, pointer)
         self.session.run_with_iobinding(binding)
         return binding.get_outputs()[0].numpy()
 

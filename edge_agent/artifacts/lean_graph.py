@@ -47,6 +47,13 @@ class LeanWeights:
     block_size: int = 32
     # 4: int8 activations inside MatMulNBits, MLAS's fastest CPU kernels.
     accuracy_level: int = 4
+    # float16 for the CUDA provider, whose GroupQueryAttention runs in half precision only; the KV cache and
+    # every float constant take this type, the logits come out as float32 either way.
+    activations: str = "float32"
+
+    @property
+    def numpy_float(self) -> type:
+        return np.float16 if self.activations == "float16" else np.float32
 
 
 @dataclass(frozen=True)
@@ -95,8 +102,11 @@ class _GraphWriter:
         self._block_sums: dict[int, str] = {}
 
     def constant(self, name: str, array: np.ndarray) -> str:
+        """An initializer; float ones in the activations' type."""
         from onnx import numpy_helper
 
+        if array.dtype.kind == "f":
+            array = array.astype(self.weights.numpy_float)
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name=name))
         return name
 
@@ -302,8 +312,12 @@ def build_lean_model(tensors: dict[str, np.ndarray], config: dict, weights: Lean
         "Flatten",
     )
     writer.node("Gather", ["final_flat", "logit_rows"], ["final_rows"], "LogitRows", axis=0)
-    writer.node("Identity", [head("final_rows")], ["logits"], "Logits")
+    if weights.activations == "float16":
+        writer.node("Cast", [head("final_rows")], ["logits"], "Logits", to=TensorProto.FLOAT)
+    else:
+        writer.node("Identity", [head("final_rows")], ["logits"], "Logits")
 
+    cache_type = TensorProto.FLOAT16 if weights.activations == "float16" else TensorProto.FLOAT
     cache_dims = ["batch", shape.kv_heads, "capacity", shape.head_dim]
     inputs = [
         helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]),
@@ -315,10 +329,8 @@ def build_lean_model(tensors: dict[str, np.ndarray], config: dict, weights: Lean
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["rows", shape.vocab])]
     for index in range(shape.layers):
         for kind in ("key", "value"):
-            inputs.append(
-                helper.make_tensor_value_info(f"past_key_values.{index}.{kind}", TensorProto.FLOAT, cache_dims)
-            )
-            outputs.append(helper.make_tensor_value_info(f"present.{index}.{kind}", TensorProto.FLOAT, cache_dims))
+            inputs.append(helper.make_tensor_value_info(f"past_key_values.{index}.{kind}", cache_type, cache_dims))
+            outputs.append(helper.make_tensor_value_info(f"present.{index}.{kind}", cache_type, cache_dims))
     graph = helper.make_graph(writer.nodes, "lean_decoder", inputs, outputs, writer.initializers)
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(_MS, 1)], ir_version=8
