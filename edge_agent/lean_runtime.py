@@ -31,16 +31,11 @@ DEFAULT_PREFILL_CHUNK = 256
 # Joiners in neighbouring slots are prefilled in one call unless padding to the longest would add more than
 # this fraction of work: one call of 16 prompts ran 1.3-1.8x faster than 16 calls on 2 cores.
 _PREFILL_PADDING_ALLOWANCE = 0.25
+# ... and unless the call would hold more tokens than this: the activations of one call are the runtime's
+# peak memory beside its weights and cache.
+_PREFILL_TOKENS_PER_CALL = 512
 # The CPU buffers' first capacity, in tokens a slot; they double from there.
-_FIRST_CAPACITY = 256
-
-
-def is_lean_model(model_path: Path) -> bool:
-    """Whether ``model_path`` is a lean decoder graph (it carries the lean metadata)."""
-    import onnx
-
-    model = onnx.load(str(model_path), load_external_data=False)
-    return any(prop.key == LEAN_METADATA_KEY for prop in model.metadata_props)
+_FIRST_CAPACITY = 64
 
 
 def session_options(num_threads: int | None) -> ort.SessionOptions:
@@ -182,7 +177,7 @@ class LeanDecoder:
             if len(prompt) > self.max_context:
                 raise ValueError(f"a prompt of {len(prompt)} tokens exceeds the {self.max_context}-token context")
         logits = np.empty((len(prompts), self.vocab_size), np.float32)
-        for group in _prefill_groups(slots, prompts):
+        for group in _prefill_groups(slots, prompts, self.prefill_chunk):
             first = slots[group[0]]
             lengths = np.array([len(prompts[i]) for i in group])
             for start in range(0, int(lengths.max()), self.prefill_chunk):
@@ -210,14 +205,16 @@ class LeanDecoder:
         return self.run(0, ids, new_tokens, lengths, np.asarray(slots, np.int64))
 
 
-def _prefill_groups(slots: list[int], prompts: list[list[int]]) -> list[list[int]]:
+def _prefill_groups(slots: list[int], prompts: list[list[int]], chunk: int) -> list[list[int]]:
     """Indices of prompts to prefill together: neighbouring slots of similar lengths, in slot order."""
     groups: list[list[int]] = []
     for index in sorted(range(len(slots)), key=slots.__getitem__):
         group = groups[-1] if groups else None
         if group and slots[index] == slots[group[-1]] + 1:
             lengths = [len(prompts[i]) for i in group] + [len(prompts[index])]
-            if len(lengths) * max(lengths) <= (1 + _PREFILL_PADDING_ALLOWANCE) * sum(lengths):
+            padded = len(lengths) * max(lengths)
+            per_call = len(lengths) * min(max(lengths), chunk)
+            if padded <= (1 + _PREFILL_PADDING_ALLOWANCE) * sum(lengths) and per_call <= _PREFILL_TOKENS_PER_CALL:
                 group.append(index)
                 continue
         groups.append([index])

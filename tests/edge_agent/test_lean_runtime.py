@@ -64,7 +64,7 @@ def test_buffers_grow_in_slots_and_capacity_and_keep_what_they_hold(tiny, fp32_g
     decoder = LeanDecoder(fp32_graph, providers=["CPUExecutionProvider"], max_slots=4, max_context=600)
     early = prompt(6, seed=7)
     early_next = int(decoder.prefill(0, early).argmax())
-    assert (decoder.slots, decoder.capacity) == (1, 256)
+    assert (decoder.slots, decoder.capacity) == (1, 64)
     long = prompt(300, seed=8)
     np.testing.assert_allclose(decoder.prefill(3, long, all_logits=True), tiny.logits(long), atol=1e-4)
     assert decoder.slots == 4 and decoder.capacity == 512
@@ -84,9 +84,17 @@ def test_more_than_the_runtime_holds_is_refused_with_the_limits(fp32_graph):
 def test_prompts_in_neighbouring_slots_of_like_lengths_are_prefilled_together():
     lengths = {0: 64, 1: 60, 2: 64, 4: 64, 5: 8}
     slots = list(lengths)
-    groups = _prefill_groups(slots, [[1] * lengths[s] for s in slots])
+    groups = _prefill_groups(slots, [[1] * lengths[s] for s in slots], chunk=256)
     # 3 is not taken (4 starts a new group); 5 is far shorter than 4, padding it would waste most of its work.
     assert [[slots[i] for i in group] for group in groups] == [[0, 1, 2], [4], [5]]
+
+
+def test_a_prefill_call_holds_at_most_512_tokens_of_prompts():
+    slots = list(range(12))
+    groups = _prefill_groups(slots, [[1] * 100] * 12, chunk=256)
+    assert [len(group) for group in groups] == [5, 5, 2]
+    # Longer prompts go in chunks: the chunk, not the prompt, is what one call holds.
+    assert [len(g) for g in _prefill_groups(slots[:4], [[1] * 1000] * 4, chunk=256)] == [2, 2]
 
 
 def test_a_model_the_lean_graph_does_not_cover_is_refused_with_what_to_do():
