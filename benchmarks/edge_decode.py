@@ -173,7 +173,7 @@ class LeanEngine(_LoopEngine):
     ) -> tuple[float, float, list[list[int]]]:
         slots = list(range(len(prompts)))
         start = time.perf_counter()
-        tokens = self.model.prefill_many(slots, prompts).argmax(-1).tolist()
+        tokens = self.model.prefill_many(slots, prompts, room=new_tokens).argmax(-1).tolist()
         ttft = time.perf_counter() - start
         out = [[t] for t in tokens]
         lengths = [len(p) for p in prompts]

@@ -27,7 +27,8 @@ class LeanGenerationEngine(ContinuousBatchingEngine):
 
     def _prefill(self, joiners: list[Sequence]) -> list[int]:
         slots = self._free_slots(len(joiners))
-        logits = self.runtime.prefill_many(slots, [list(s.prompt_ids) for s in joiners])
+        room = max(s.request.max_new_tokens for s in joiners)
+        logits = self.runtime.prefill_many(slots, [list(s.prompt_ids) for s in joiners], room=room)
         self._slots.extend(slots)
         return pick_tokens([s.sampler for s in joiners], logits)
 

@@ -34,8 +34,8 @@ _PREFILL_PADDING_ALLOWANCE = 0.25
 # ... and unless the call would hold more tokens than this: the activations of one call are the runtime's
 # peak memory beside its weights and cache.
 _PREFILL_TOKENS_PER_CALL = 512
-# The CPU buffers' first capacity, in tokens a slot; they double from there.
-_FIRST_CAPACITY = 64
+# The CPU buffers grow in steps of this many tokens a slot, at least doubling each time.
+_CAPACITY_STEP = 64
 
 
 def session_options(num_threads: int | None) -> ort.SessionOptions:
@@ -111,8 +111,10 @@ class LeanDecoder:
             raise AssertionError("device buffers are allocated at their full size")
         new_slots = min(self.max_slots, max(slots, self.slots * 2, 1))
         new_capacity = self.capacity
-        while new_capacity < length:
-            new_capacity = min(self.max_context, max(_FIRST_CAPACITY, new_capacity * 2))
+        if length > self.capacity:
+            # What is asked for, in whole 64-token steps, or twice what there was: growing copies every slot.
+            rounded = -(-length // _CAPACITY_STEP) * _CAPACITY_STEP
+            new_capacity = min(self.max_context, max(rounded, 2 * self.capacity))
         grown = []
         for old in self._buffers or [None] * len(self.cache_names):
             buffer = np.zeros((new_slots, self.kv_heads, new_capacity, self.head_dim), self.cache_dtype)
@@ -171,11 +173,16 @@ class LeanDecoder:
             kept.append(self.run(slot, np.array([chunk]), np.array([len(chunk)]), np.array([start + len(chunk)]), rows))
         return np.concatenate(kept) if all_logits else kept[-1][0]
 
-    def prefill_many(self, slots: list[int], prompts: list[list[int]]) -> np.ndarray:
-        """Feeds each prompt into its empty slot; returns each one's last-token logits [len(prompts), vocab]."""
+    def prefill_many(self, slots: list[int], prompts: list[list[int]], room: int = 0) -> np.ndarray:
+        """Feeds each prompt into its empty slot; returns each one's last-token logits [len(prompts), vocab].
+
+        ``room``: tokens the answers will add, reserved now so that the buffers need not grow (and be copied)
+        while they are decoded."""
         for prompt in prompts:
             if len(prompt) > self.max_context:
                 raise ValueError(f"a prompt of {len(prompt)} tokens exceeds the {self.max_context}-token context")
+        longest = max(len(p) for p in prompts)
+        self.reserve(max(slots) + 1, min(self.max_context, max(longest + room, self.capacity)))
         logits = np.empty((len(prompts), self.vocab_size), np.float32)
         for group in _prefill_groups(slots, prompts, self.prefill_chunk):
             first = slots[group[0]]
