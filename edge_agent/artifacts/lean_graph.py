@@ -200,52 +200,40 @@ def _embedding_and_head(writer: _GraphWriter, shape: DecoderShape, table: np.nda
     return "embeds", head
 
 
-def _layer(writer: _GraphWriter, shape: DecoderShape, tensors: dict, index: int, stream: str, residual: str | None):
-    """One decoder layer; returns the names of its MLP output and of the residual stream before it."""
-    prefix = f"model.layers.{index}"
+def _input_norm(writer: _GraphWriter, tensors: dict, index: int, stream: str, residual: str | None, eps: float):
+    """The layer's input norm, with the residual add of the layer before folded in; (normed, residual)."""
     name = f"layers.{index}"
-    bits = writer.weights.projection_bits
-    eps = shape.rms_epsilon
     normed = f"{name}/input_norm"
-    gamma = writer.constant(f"{name}.input_norm.weight", tensors[f"{prefix}.input_layernorm.weight"])
+    gamma = writer.constant(f"{name}.input_norm.weight", tensors[f"model.layers.{index}.input_layernorm.weight"])
     if residual is None:
         writer.node("SimplifiedLayerNormalization", [stream, gamma], [normed], f"{name}/InputNorm", epsilon=eps)
-        residual = stream
-    else:
-        summed = f"{name}/residual_in"
-        writer.node(
-            "SkipSimplifiedLayerNormalization",
-            [stream, residual, gamma],
-            [normed, "", "", summed],
-            f"{name}/InputNorm",
-            domain=_MS,
-            epsilon=eps,
-        )
-        residual = summed
-    qkv_weight = np.concatenate([tensors[f"{prefix}.self_attn.{p}_proj.weight"] for p in ("q", "k", "v")])
+        return normed, stream
+    summed = f"{name}/residual_in"
+    writer.node(
+        "SkipSimplifiedLayerNormalization",
+        [stream, residual, gamma],
+        [normed, "", "", summed],
+        f"{name}/InputNorm",
+        domain=_MS,
+        epsilon=eps,
+    )
+    return normed, summed
+
+
+def _attention(writer: _GraphWriter, shape: DecoderShape, tensors: dict, index: int, normed: str) -> str:
+    """Fused QKV projection, GroupQueryAttention over the layer's KV buffer, output projection."""
+    prefix, name = f"model.layers.{index}.self_attn", f"layers.{index}"
+    bits = writer.weights.projection_bits
+    qkv_weight = np.concatenate([tensors[f"{prefix}.{p}_proj.weight"] for p in ("q", "k", "v")])
     qkv = writer.linear(normed, qkv_weight, f"{name}/qkv_proj", bits)
+    past = [f"past_key_values.{index}.key", f"past_key_values.{index}.value"]
+    # Inputs by position: packed QKV (no separate key and value), the cache, lengths, rotary caches, seven
+    # optional inputs left out, and the valid tokens of each row.
+    inputs = [qkv, "", "", *past, "seqlens_k", "total_sequence_length", "cos_cache", "sin_cache", *[""] * 7]
     attention = f"{name}/attention"
     writer.node(
         "GroupQueryAttention",
-        [
-            qkv,
-            "",
-            "",
-            f"past_key_values.{index}.key",
-            f"past_key_values.{index}.value",
-            "seqlens_k",
-            "total_sequence_length",
-            "cos_cache",
-            "sin_cache",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "query_seqlens",
-        ],
+        [*inputs, "query_seqlens"],
         [attention, f"present.{index}.key", f"present.{index}.value"],
         f"{name}/GroupQueryAttention",
         domain=_MS,
@@ -255,30 +243,42 @@ def _layer(writer: _GraphWriter, shape: DecoderShape, tensors: dict, index: int,
         rotary_interleaved=0,
         scale=float(shape.head_dim**-0.5),
     )
-    projected = writer.linear(attention, tensors[f"{prefix}.self_attn.o_proj.weight"], f"{name}/o_proj", bits)
-    post_normed, post_residual = f"{name}/post_attention_norm", f"{name}/residual_mid"
-    writer.node(
-        "SkipSimplifiedLayerNormalization",
-        [
-            projected,
-            residual,
-            writer.constant(f"{name}.post_norm.weight", tensors[f"{prefix}.post_attention_layernorm.weight"]),
-        ],
-        [post_normed, "", "", post_residual],
-        f"{name}/PostAttentionNorm",
-        domain=_MS,
-        epsilon=eps,
-    )
-    gate_up_weight = np.concatenate([tensors[f"{prefix}.mlp.{p}_proj.weight"] for p in ("gate", "up")])
-    gate_up = writer.linear(post_normed, gate_up_weight, f"{name}/gate_up_proj", bits)
+    return writer.linear(attention, tensors[f"{prefix}.o_proj.weight"], f"{name}/o_proj", bits)
+
+
+def _mlp(writer: _GraphWriter, shape: DecoderShape, tensors: dict, index: int, normed: str) -> str:
+    """Fused gate-and-up projection, SiLU(gate) * up, down projection."""
+    prefix, name = f"model.layers.{index}.mlp", f"layers.{index}"
+    bits = writer.weights.projection_bits
+    gate_up_weight = np.concatenate([tensors[f"{prefix}.{p}_proj.weight"] for p in ("gate", "up")])
+    gate_up = writer.linear(normed, gate_up_weight, f"{name}/gate_up_proj", bits)
     gate, up = f"{name}/gate", f"{name}/up"
     split = writer.constant(f"{name}.split", np.array([shape.intermediate, shape.intermediate], np.int64))
     writer.node("Split", [gate_up, split], [gate, up], f"{name}/SplitGateUp", axis=-1)
     writer.node("Sigmoid", [gate], [f"{name}/gate_sigmoid"], f"{name}/Sigmoid")
     writer.node("Mul", [gate, f"{name}/gate_sigmoid"], [f"{name}/gate_silu"], f"{name}/Silu")
     writer.node("Mul", [f"{name}/gate_silu", up], [f"{name}/activated"], f"{name}/GateTimesUp")
-    down = writer.linear(f"{name}/activated", tensors[f"{prefix}.mlp.down_proj.weight"], f"{name}/down_proj", bits)
-    return down, post_residual
+    return writer.linear(f"{name}/activated", tensors[f"{prefix}.down_proj.weight"], f"{name}/down_proj", bits)
+
+
+def _layer(writer: _GraphWriter, shape: DecoderShape, tensors: dict, index: int, stream: str, residual: str | None):
+    """One decoder layer; returns the names of its MLP output and of the residual stream before it."""
+    name = f"layers.{index}"
+    normed, residual = _input_norm(writer, tensors, index, stream, residual, shape.rms_epsilon)
+    projected = _attention(writer, shape, tensors, index, normed)
+    post_normed, post_residual = f"{name}/post_attention_norm", f"{name}/residual_mid"
+    gamma = writer.constant(
+        f"{name}.post_norm.weight", tensors[f"model.layers.{index}.post_attention_layernorm.weight"]
+    )
+    writer.node(
+        "SkipSimplifiedLayerNormalization",
+        [projected, residual, gamma],
+        [post_normed, "", "", post_residual],
+        f"{name}/PostAttentionNorm",
+        domain=_MS,
+        epsilon=shape.rms_epsilon,
+    )
+    return _mlp(writer, shape, tensors, index, post_normed), post_residual
 
 
 def build_lean_model(tensors: dict[str, np.ndarray], config: dict, weights: LeanWeights):
