@@ -5,16 +5,16 @@ GroupQueryAttention reads and updates in place: past and present are bound to th
 copies nothing but one token per row. A sequence keeps its slot for its whole life; a decode step binds the
 slots from 0 to the highest in use, and a free slot among them sits the step out (``query_seqlens`` 0), so
 nothing moves when a row leaves. A prompt is prefilled in its own slot in chunks of ``prefill_chunk`` tokens
-through the same graph.
+through the same graph, together with prompts in neighbouring slots of like length.
 
-On the CPU the buffers are numpy arrays that grow (slots and capacity, doubling) as the batch and the
-contexts need them; on CUDA they are device memory allocated once for ``max_slots`` x ``max_context``.
+On the CPU the buffers are numpy arrays that grow (slots, and capacity in 64-token steps, at least doubling)
+as the batch and the contexts need them, a joiner reserving its answer's room at prefill; on CUDA they are
+device memory allocated once for ``max_slots`` x ``max_context``.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +22,6 @@ import onnxruntime as ort
 
 from edge_agent.artifacts.lean_graph import LEAN_METADATA_KEY
 from edge_agent.runtime import check_placement, default_thread_count, pick_providers
-
-log = logging.getLogger(__name__)
 
 # Tokens a prompt is fed in per call: long enough for MatMulNBits to run at GEMM speed, short enough that a
 # long prompt does not hold the running batch's next step for long.
