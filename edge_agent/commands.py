@@ -140,6 +140,8 @@ def cmd_edge_serve(args: argparse.Namespace) -> int:
         cost_per_hour=args.cost_per_hour,
         trust_key=Path(args.trust) if args.trust else None,
         tls=tls_from_args(args),
+        num_threads=args.num_threads,
+        device=args.device,
     )
     tracing.configure(tracing_settings(args), "hybrid-edge")
     asyncio.run(serve_forever(config))
@@ -167,6 +169,13 @@ def add_commands(commands: argparse._SubParsersAction, plugin: tiers.TierPlugin)
     add_discovery_argument(serve)
     serve.add_argument("--cost-per-hour", type=float, default=0.0)
     serve.add_argument("--trust", metavar="PUBKEY", help="serve only an artifact this key signed (its .pub)")
+    serve.add_argument("--num-threads", type=int, default=0, help="ONNX Runtime threads; 0: the physical cores")
+    serve.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="auto: ONNX Runtime's CUDA provider where the edge-gpu extra is installed and a GPU answers, else the CPU",
+    )
     add_tracing_arguments(serve)
     add_tls_arguments(serve)
     serve.set_defaults(func=tiers.requiring(plugin, cmd_edge_serve))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -51,6 +52,12 @@ class EdgeAgentSettings(BaseModel):
         default=defaults.EDGE_MAX_CONTEXT_TOKENS, ge=16, description="Longest prompt + answer accepted."
     )
     num_threads: int = Field(default=0, ge=0, description="ONNX Runtime threads; 0 uses the physical cores.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="Where the model runs: auto takes ONNX Runtime's CUDA provider when it is installed (the "
+        "edge-gpu extra) and a GPU answers, else the CPU with a logged warning on a node that has a GPU; cuda "
+        "refuses to start without it; cpu never tries.",
+    )
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535, description="Prometheus /metrics port; None turns it off."
     )

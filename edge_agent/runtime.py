@@ -7,14 +7,20 @@ inputs, so no per-step copy goes through numpy. Only the last position's logits 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+log = logging.getLogger("hybrid.edge")
+
+_CUDA = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
 _PAST_RE = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 _ORT_TO_NUMPY = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
@@ -34,11 +40,43 @@ def default_thread_count() -> int:
     return max(1, min(available, physical))
 
 
-def pick_providers(prefer_gpu: bool = True) -> list[str]:
-    available = ort.get_available_providers()
-    if prefer_gpu and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
+def gpu_present() -> bool:
+    """Whether this machine shows an NVIDIA GPU (its driver's device node or tool)."""
+    return Path("/dev/nvidiactl").exists() or shutil.which("nvidia-smi") is not None
+
+
+def pick_providers(prefer_gpu: bool = True, device: str = "auto") -> list[str]:
+    """ONNX Runtime providers for ``device`` (auto, cpu or cuda); the CPU always last, as the fallback."""
+    if device == "cpu" or not prefer_gpu:
+        return [_CPU]
+    if _CUDA in ort.get_available_providers():
+        return [_CUDA, _CPU]
+    if device == "cuda":
+        raise RuntimeError(
+            "device cuda asked, but this ONNX Runtime has no CUDA provider: install the edge-gpu extra "
+            "(onnxruntime-gpu in place of onnxruntime), or set device to auto or cpu"
+        )
+    if gpu_present():
+        log.warning(
+            "this node has an NVIDIA GPU, but its ONNX Runtime has no CUDA provider: the model runs on the CPU. "
+            "Install the edge-gpu extra (onnxruntime-gpu in place of onnxruntime) to use the GPU"
+        )
+    return [_CPU]
+
+
+def check_placement(session: ort.InferenceSession, providers: list[str], device: str = "auto") -> str:
+    """The device the session runs on ("cuda" or "cpu"); warns (or, for device cuda, raises) when the CUDA
+    provider was asked for and ONNX Runtime fell back to the CPU, as it does when CUDA or cuDNN fail to load."""
+    placed = "cuda" if session.get_providers()[0] == _CUDA else "cpu"
+    if _CUDA in providers and placed == "cpu":
+        message = (
+            "ONNX Runtime could not start its CUDA provider (check that the CUDA 12 and cuDNN 9 libraries and "
+            "the driver are there; its log above says which failed)"
+        )
+        if device == "cuda":
+            raise RuntimeError(message + "; device cuda refuses to run on the CPU")
+        log.warning(message + ": the model runs on the CPU")
+    return placed
 
 
 @dataclass
@@ -60,15 +98,21 @@ class KVCache:
 
 
 class OnnxCausalLM:
-    def __init__(self, model_path: Path, num_threads: int | None = None, providers: list[str] | None = None):
+    def __init__(
+        self,
+        model_path: Path,
+        num_threads: int | None = None,
+        providers: list[str] | None = None,
+        device: str = "auto",
+    ):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = num_threads or default_thread_count()
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self.providers = providers or pick_providers()
+        self.providers = providers or pick_providers(device=device)
         self.session = ort.InferenceSession(str(model_path), sess_options=options, providers=self.providers)
-        self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        self.device = check_placement(self.session, self.providers, device)
 
         inputs = {i.name: i for i in self.session.get_inputs()}
         layers: dict[int, dict[str, str]] = {}

@@ -22,8 +22,11 @@ from prometheus_client import start_http_server
 from edge_agent.artifacts.manifest import MODEL_FILE, Manifest, manifest_sha256, verify_artifact
 from edge_agent.config import EdgeAgentConfig, EdgeAgentSettings
 from edge_agent.engine import GenerationEngine
+from edge_agent.lean_engine import LeanGenerationEngine
+from edge_agent.lean_runtime import LeanDecoder
 from edge_agent.runtime import OnnxCausalLM
 from hybrid.discovery import ReplicaRecord, registry_from_spec
+from hybrid.engine.continuous import ContinuousBatchingEngine
 from hybrid.engine.metrics import ReplicaMetrics
 from hybrid.errors import HybridError
 from hybrid.models.registry import end_token_ids, load_tokenizer
@@ -42,7 +45,7 @@ class LoadedArtifact:
     folder: Path
     manifest: Manifest
     sha256: str
-    engine: GenerationEngine
+    engine: ContinuousBatchingEngine
 
     def describe(self) -> str:
         return f"{self.sha256[:12]} ({self.manifest.model}, {self.manifest.precision})"
@@ -59,13 +62,27 @@ def load_artifact(
     folder = Path(folder).resolve()  # a `current` symlink may be flipped later; keep what was loaded
     manifest = verify_artifact(folder, expected_sha256, settings.trusted_key())
     tokenizer = load_tokenizer(folder)
-    runtime = OnnxCausalLM(folder / MODEL_FILE, num_threads=settings.num_threads or None)
-    engine = GenerationEngine(
+    max_context = min(settings.max_context_tokens, manifest.context_window)
+    threads = settings.num_threads or None
+    if manifest.recipe.get("graph") == "lean":
+        runtime = LeanDecoder(
+            folder / MODEL_FILE,
+            num_threads=threads,
+            max_slots=settings.max_batch_size,
+            max_context=max_context,
+            device=settings.device,
+        )
+        engine_type = LeanGenerationEngine
+    else:
+        runtime = OnnxCausalLM(folder / MODEL_FILE, num_threads=threads, device=settings.device)
+        engine_type = GenerationEngine
+    log.info("artifact %s runs on %s (%s)", folder.name, runtime.device, ", ".join(runtime.providers))
+    engine = engine_type(
         runtime=runtime,
         tokenizer=tokenizer,
         served_by=ServedBy(Tier.EDGE, replica_id, settings.region, manifest.precision),
         model_name=manifest.model,
-        max_context_tokens=min(settings.max_context_tokens, manifest.context_window),
+        max_context_tokens=max_context,
         full_precision=manifest.full_precision,
         metrics=metrics,
         end_ids=end_token_ids(folder, tokenizer),
@@ -76,7 +93,7 @@ def load_artifact(
     return LoadedArtifact(folder, manifest, manifest_sha256(folder), engine)
 
 
-def drain(engine: GenerationEngine, grace_s: float) -> bool:
+def drain(engine: ContinuousBatchingEngine, grace_s: float) -> bool:
     """Waits (blocking) until no answer is open on ``engine``; False when grace_s ran out first."""
     deadline = time.monotonic() + grace_s
     while engine.open_requests and time.monotonic() < deadline:
@@ -149,7 +166,7 @@ class EdgeAgent:
         self.metrics_address: str | None = None
 
     @property
-    def engine(self) -> GenerationEngine:
+    def engine(self) -> ContinuousBatchingEngine:
         return self.serving.engine
 
     @property

@@ -37,8 +37,11 @@ HEAVY_FIXTURES = {
     # exported artifacts, and the agents that serve them
     "int8_artifact",
     "fp32_artifact",
+    "lean_int4_artifact",
+    "lean_fp32_artifact",
     "edge_agent",
     "fp32_agent",
+    "lean_agent",
     # a local Ray cluster with Serve
     "serve_cluster",
     "private_app",
@@ -125,6 +128,22 @@ def fp32_artifact(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="session")
+def lean_int4_artifact(tmp_path_factory):
+    from edge_agent.artifacts.export import export_artifact
+
+    folder, _ = export_artifact(precision="lean-int4", out=tmp_path_factory.mktemp("artifacts") / "lean-int4")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def lean_fp32_artifact(tmp_path_factory):
+    from edge_agent.artifacts.export import export_artifact
+
+    folder, _ = export_artifact(precision="lean-fp32", out=tmp_path_factory.mktemp("artifacts") / "lean-fp32")
+    return folder
+
+
 def start_agent(artifact, tmp_path, **overrides):
     from edge_agent.config import EdgeAgentConfig
     from edge_agent.server import BackgroundEdgeAgent
@@ -143,6 +162,13 @@ def edge_agent(int8_artifact, tmp_path_factory):
 @pytest.fixture(scope="session")
 def fp32_agent(fp32_artifact, tmp_path_factory):
     agent = start_agent(fp32_artifact, tmp_path_factory.mktemp("edge-fp32"))
+    yield agent
+    agent.stop()
+
+
+@pytest.fixture(scope="session")
+def lean_agent(lean_int4_artifact, tmp_path_factory):
+    agent = start_agent(lean_int4_artifact, tmp_path_factory.mktemp("edge-lean"))
     yield agent
     agent.stop()
 

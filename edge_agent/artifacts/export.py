@@ -4,7 +4,8 @@
 2. The tied output projection is untied into its own initializer, so that it can be quantized:
    optimum leaves it as Transpose(embedding), which no weight quantizer touches, and at 49152x576
    it is the largest matrix read at every decode step.
-3. The model is converted to the asked precision (``quantize``: weight-only block quantization).
+3. The model is converted to the asked precision (``quantize``: weight-only block quantization). A lean
+   recipe skips steps 1 to 3: its graph is written straight from the checkpoint (``lean_graph``).
 4. The artifact passes the quality gate against the full PyTorch model (``quality``). An artifact more
    than 3% worse in perplexity is refused unless forced, and then labelled.
 5. With a signing key, the manifest of the placed artifact is signed (``signing``): nodes that trust
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_agent import defaults
+from edge_agent.artifacts.lean_graph import LEAN_GRAPH_VERSION
 from edge_agent.artifacts.manifest import (
     MODEL_FILE,
     Manifest,
@@ -47,7 +49,9 @@ from edge_agent.artifacts.quantize import (
     PRECISION_CHOICES,
     RECIPE_VERSION,
     RECIPES,
+    LeanRecipe,
     PrecisionRecipe,
+    build_lean,
     quantize,
 )
 from edge_agent.artifacts.signing import load_private_key, sign_artifact
@@ -167,38 +171,54 @@ def _opset(path: Path) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def artifact_key(model: ResolvedModel, recipe: PrecisionRecipe) -> str:
-    payload = json.dumps(
-        {"source": model.fingerprint, "recipe": asdict(recipe), "version": RECIPE_VERSION}, sort_keys=True
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()
+def artifact_key(model: ResolvedModel, recipe: PrecisionRecipe | LeanRecipe) -> str:
+    content = {"source": model.fingerprint, "recipe": asdict(recipe), "version": RECIPE_VERSION}
+    if isinstance(recipe, LeanRecipe):
+        content["lean_graph_version"] = LEAN_GRAPH_VERSION
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _write_model(model: ResolvedModel, recipe: PrecisionRecipe | LeanRecipe, cache_dir: Path, partial: Path) -> Path:
+    """Writes model.onnx and the side files into ``partial``; returns the folder the side files came from."""
+    if isinstance(recipe, LeanRecipe):
+        source = Path(model.hf_dir)
+        build_lean(source, recipe, partial)
+    else:
+        source = base_onnx(model, cache_dir)
+        quantize(source, recipe, partial)
+    for name in _SIDE_FILES:
+        if (source / name).is_file():
+            shutil.copy2(source / name, partial / name)
+    return source
 
 
 def _build(
-    model: ResolvedModel, recipe: PrecisionRecipe, cache_dir: Path, reference: ReferenceQuality, max_increase: float
+    model: ResolvedModel,
+    recipe: PrecisionRecipe | LeanRecipe,
+    cache_dir: Path,
+    reference: ReferenceQuality,
+    max_increase: float,
 ) -> Path:
     """Builds (or finds) the artifact for one recipe in the cache. Its manifest records whether it passed."""
     key = artifact_key(model, recipe)
     target = cache_dir / "artifacts" / f"{model.name}-{recipe.name}-{key[:16]}"
     if (target / "manifest.json").is_file():
         return target
-    base = base_onnx(model, cache_dir)
     partial = target.with_name(target.name + f".partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    for name in _SIDE_FILES:
-        if (base / name).is_file():
-            shutil.copy2(base / name, partial / name)
-    quantize(base, recipe, partial)
-    quality = measure_quality(partial, reference, max_increase)
-    config = json.loads((base / "config.json").read_text())
+    source = _write_model(model, recipe, cache_dir, partial)
+    lean = isinstance(recipe, LeanRecipe)
+    quality = measure_quality(partial, reference, max_increase, lean=lean)
+    config = json.loads((source / "config.json").read_text())
+    exporter = "hybrid lean decoder" if lean else "optimum text-generation-with-past"
     manifest = Manifest(
         model=model.name,
         source_fingerprint=model.fingerprint,
         precision=recipe.name,
         full_precision=recipe.full_precision,
         opset=_opset(partial / MODEL_FILE),
-        recipe={**asdict(recipe), "recipe_version": RECIPE_VERSION, "exporter": "optimum text-generation-with-past"},
+        recipe={**asdict(recipe), "recipe_version": RECIPE_VERSION, "exporter": exporter},
         context_window=int(config.get("max_position_embeddings", defaults.EDGE_MAX_CONTEXT_TOKENS)),
         quality=quality,
         files=hash_files(partial),
@@ -229,7 +249,7 @@ def _copy_artifact(source: Path, out: Path) -> None:
     partial.rename(out)
 
 
-def measure_decode_speed(folder: Path, prompt_tokens: int = 32, steps: int = 24) -> float:
+def measure_decode_speed(folder: Path, prompt_tokens: int = 32, steps: int = 24, lean: bool = False) -> float:
     """Greedy batch-1 decode tokens/s of an artifact on this machine, after a short warm-up."""
     import time
 
@@ -237,6 +257,8 @@ def measure_decode_speed(folder: Path, prompt_tokens: int = 32, steps: int = 24)
     from hybrid.models.registry import load_tokenizer
 
     ids = load_tokenizer(folder)(evaluation_text()).input_ids[:prompt_tokens]
+    if lean:
+        return _lean_decode_speed(folder, ids, steps)
     runtime = OnnxCausalLM(folder / MODEL_FILE)
     logits, cache = runtime.forward(
         np.array([ids]), np.ones((1, len(ids)), np.int64), np.arange(len(ids))[None, :], runtime.empty_cache(1)
@@ -252,6 +274,30 @@ def measure_decode_speed(folder: Path, prompt_tokens: int = 32, steps: int = 24)
     return steps / (time.perf_counter() - started)
 
 
+def _lean_decode_speed(folder: Path, ids: list[int], steps: int) -> float:
+    import time
+
+    from edge_agent.lean_runtime import LeanDecoder
+
+    runtime = LeanDecoder(folder / MODEL_FILE, max_slots=1, max_context=len(ids) + steps + 2)
+    token = int(runtime.prefill(0, ids).argmax())
+    started = 0.0
+    for step in range(steps + 2):
+        if step == 2:
+            started = time.perf_counter()
+        token = int(runtime.decode([0], [token], [len(ids) + step])[0].argmax())
+    return steps / (time.perf_counter() - started)
+
+
+def _auto_record(model: ResolvedModel, cache_dir: Path, max_increase: float) -> Path:
+    """Where auto's choice is remembered: per source model, recipes, candidates and gate."""
+    candidates = hashlib.sha256(
+        json.dumps({name: asdict(RECIPES[name]) for name in AUTO_ORDER}, sort_keys=True).encode()
+    ).hexdigest()[:8]
+    name = f"auto-{model.fingerprint[:16]}-r{RECIPE_VERSION}-l{LEAN_GRAPH_VERSION}-{candidates}-gate{max_increase}.json"
+    return cache_dir / "quality" / name
+
+
 def _choose_fastest(
     model: ResolvedModel, cache_dir: Path, reference: ReferenceQuality, max_increase: float, say
 ) -> Path:
@@ -260,7 +306,7 @@ def _choose_fastest(
     The choice is cached with its measurements, so that a re-run neither rebuilds nor re-measures
     (and cannot flip between two close candidates on a noisy machine).
     """
-    record = cache_dir / "quality" / f"auto-{model.fingerprint[:16]}-r{RECIPE_VERSION}-gate{max_increase}.json"
+    record = _auto_record(model, cache_dir, max_increase)
     if record.is_file():
         chosen = json.loads(record.read_text())["chosen"]
         return _build(model, RECIPES[chosen], cache_dir, reference, max_increase)
@@ -276,7 +322,7 @@ def _choose_fastest(
             rejected[name] = failure
             say(f"skipped {failure}")
             continue
-        speeds[name] = measure_decode_speed(folders[name])
+        speeds[name] = measure_decode_speed(folders[name], lean=isinstance(recipe, LeanRecipe))
         say(f"{recipe.name} passes the gate; {speeds[name]:.1f} tokens/s at batch 1 on this machine")
     if not speeds:
         raise QualityGateError("no precision passed the quality gate: " + "; ".join(rejected.values()))
@@ -289,7 +335,7 @@ def _choose_fastest(
 
 def _build_gated(
     model: ResolvedModel,
-    recipe: PrecisionRecipe,
+    recipe: PrecisionRecipe | LeanRecipe,
     cache_dir: Path,
     reference: ReferenceQuality,
     max_increase: float,

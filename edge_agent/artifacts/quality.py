@@ -84,9 +84,10 @@ def compare(logits: np.ndarray, ids: list[int], reference: ReferenceQuality, max
     )
 
 
-def measure_quality(folder: Path, reference: ReferenceQuality, max_increase: float) -> QualityReport:
-    """Runs the evaluation text through the artifact with ONNX Runtime and compares it with the reference."""
-    from edge_agent.runtime import OnnxCausalLM
+def measure_quality(folder: Path, reference: ReferenceQuality, max_increase: float, lean: bool = False) -> QualityReport:
+    """Runs the evaluation text through the artifact with ONNX Runtime and compares it with the reference.
+
+    A lean graph takes the text in its serving chunks, so the gate measures the path that serves."""
     from hybrid.models.registry import load_tokenizer
 
     ids = load_tokenizer(folder)(evaluation_text()).input_ids
@@ -94,8 +95,15 @@ def measure_quality(folder: Path, reference: ReferenceQuality, max_increase: flo
         raise QualityGateError(
             f"artifact tokenizer gives {len(ids)} tokens for the evaluation text, the full model {reference.tokens}"
         )
-    runtime = OnnxCausalLM(folder / MODEL_FILE, providers=["CPUExecutionProvider"])
     n = len(ids)
+    if lean:
+        from edge_agent.lean_runtime import LeanDecoder
+
+        runtime = LeanDecoder(folder / MODEL_FILE, providers=["CPUExecutionProvider"], max_slots=1, max_context=n)
+        return compare(runtime.prefill(0, ids, all_logits=True), ids, reference, max_increase)
+    from edge_agent.runtime import OnnxCausalLM
+
+    runtime = OnnxCausalLM(folder / MODEL_FILE, providers=["CPUExecutionProvider"])
     logits, _ = runtime.forward(
         np.array([ids]), np.ones((1, n), np.int64), np.arange(n)[None, :], runtime.empty_cache(1), all_logits=True
     )

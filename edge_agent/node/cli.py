@@ -101,6 +101,7 @@ def _install_request(args: argparse.Namespace):
         cost_per_hour=args.cost_per_hour,
         replica_id=args.replica_id,
         num_threads=args.num_threads,
+        device=args.device,
         update=UpdateSettings(probation_s=args.probation_s, min_speed_ratio=args.min_speed_ratio),
     )
     return InstallRequest(
@@ -264,6 +265,12 @@ def _add_agent_arguments(install: argparse.ArgumentParser) -> None:
     agent.add_argument("--cost-per-hour", type=float, default=0.0)
     agent.add_argument("--replica-id", default="", help="default: edge-REGION-HOSTNAME-PORT")
     agent.add_argument("--num-threads", type=int, default=0, help="ONNX Runtime threads; 0: the physical cores")
+    agent.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="cuda installs the edge-gpu extra (onnxruntime-gpu) and refuses to run on the CPU",
+    )
     agent.add_argument("--probation-s", type=float, default=defaults.EDGE_PROBATION_S, help="of every update")
     agent.add_argument("--min-speed-ratio", type=float, default=defaults.EDGE_GATE_MIN_SPEED_RATIO)
 

@@ -63,7 +63,12 @@ from edge_agent.node.status import probe_agent
 DISTRIBUTION = "hybrid-inference"
 SERVICE_NAME = defaults.EDGE_SYSTEMD_UNIT.stem
 # Modules each extra brings, to tell whether a venv has them.
-EXTRA_MODULES = {"edge": ("onnxruntime", "transformers", "jinja2"), "consul": ("consul",)}
+# onnxruntime-gpu (edge-gpu) brings the same onnxruntime module as onnxruntime does, and replaces it.
+EXTRA_MODULES = {
+    "edge": ("onnxruntime", "transformers", "jinja2"),
+    "edge-gpu": ("onnxruntime", "transformers", "jinja2"),
+    "consul": ("consul",),
+}
 REUSE_PTH_NAME = "hybrid-edge-reuse-site-packages.pth"
 
 
@@ -140,7 +145,8 @@ def systemd_running() -> bool:
 
 
 def extras_for(node: NodeConfig) -> list[str]:
-    return ["edge", "consul"] if node.discovery.startswith("consul") else ["edge"]
+    runtime = "edge-gpu" if node.device == "cuda" else "edge"
+    return [runtime, "consul"] if node.discovery.startswith("consul") else [runtime]
 
 
 def run_command(layout: NodeLayout, config_path: Path) -> list[str]:

@@ -33,7 +33,17 @@ def run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
 
 
 def test_precision_choices():
-    assert PRECISION_CHOICES == ("auto", "int4", "int8", "fp16", "fp32")
+    assert PRECISION_CHOICES == (
+        "auto",
+        "int4",
+        "int8",
+        "fp16",
+        "fp32",
+        "lean-int4",
+        "lean-int8",
+        "lean-fp32",
+        "lean-int4-fp16",
+    )
     assert "fp16" not in AUTO_ORDER, "fp16 has no fast CPU kernels: auto must not build it"
     assert [RECIPES[name].full_precision for name in ("int4", "int8", "fp16", "fp32")] == [False, False, True, True]
 
