@@ -58,6 +58,8 @@ async def serve_bare_relay(port: int, target: str) -> None:
 
     from hybrid.serving.grpc_shell import INFERENCE_SERVICE
 
+    if not target.startswith("127.0.0.1:"):
+        raise ValueError(f"the bare relay speaks plaintext, so it reaches loopback only: {target} is not 127.0.0.1")
     channel = grpc.aio.insecure_channel(target)
     relay = channel.unary_stream(f"/{INFERENCE_SERVICE}/Generate")
 

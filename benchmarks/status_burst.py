@@ -85,6 +85,8 @@ def sent_per_s(sends: collections.deque, now: float, tier: str | None = None) ->
 
 
 async def send(stub, priority: str, index: int, tokens: int, outcomes: dict[str, int]) -> None:
+    """Sends one request of ``priority`` to the router, reads its answer to the end, and counts how it ended in
+    ``outcomes`` ("ok" or the gRPC status's name)."""
     request = build_request(f"{priority} request {index}", priority=priority, max_new_tokens=tokens)
     try:
         async for _ in stub.Generate(request, timeout=20):

@@ -70,7 +70,7 @@ def check_placement(session: ort.InferenceSession, providers: list[str], device:
     placed = "cuda" if session.get_providers()[0] == _CUDA else "cpu"
     if _CUDA in providers and placed == "cpu":
         message = (
-            "ONNX Runtime could not start its CUDA provider (check that the CUDA 12 and cuDNN 9 libraries and "
+            "ONNX Runtime could not start its CUDA provider (check that the CUDA and cuDNN libraries its build needs and "
             "the driver are there; its log above says which failed)"
         )
         if device == "cuda":

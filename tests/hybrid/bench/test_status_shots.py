@@ -71,7 +71,7 @@ def test_screenshots_of_a_running_routers_page_at_their_moments(tmp_path):
     try:
         check_browser()
     except ValueError as missing:
-        pytest.skip(str(missing))
+        pytest.skip(f"the screenshots need Playwright and Chromium, which are not here: {missing}")
     from tests.hybrid.router.status.fleet import StatusFleet
 
     fleet = StatusFleet()
