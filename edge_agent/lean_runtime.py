@@ -21,7 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edge_agent.artifacts.lean_graph import LEAN_METADATA_KEY
-from edge_agent.runtime import check_placement, default_thread_count, pick_providers
+from edge_agent.runtime import check_placement, pick_providers, session_options
 
 # Tokens a prompt is fed in per call: long enough for MatMulNBits to run at GEMM speed, short enough that a
 # long prompt does not hold the running batch's next step for long.
@@ -34,20 +34,6 @@ _PREFILL_PADDING_ALLOWANCE = 0.25
 _PREFILL_TOKENS_PER_CALL = 512
 # The CPU buffers grow in steps of this many tokens a slot, at least doubling each time.
 _CAPACITY_STEP = 64
-
-
-def session_options(num_threads: int | None) -> ort.SessionOptions:
-    """One intra-op thread per physical core, spinning between the operators of a step, none between steps."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = num_threads or default_thread_count()
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # Decode steps follow each other back to back: workers that spin through a step's ~400 short operators
-    # save a wake-up each; between steps the engine thread's own work is short too.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return options
 
 
 class LeanDecoder:
@@ -63,7 +49,7 @@ class LeanDecoder:
     ):
         self.providers = providers or pick_providers(device=device)
         self.session = ort.InferenceSession(
-            str(model_path), sess_options=session_options(num_threads), providers=self.providers
+            str(model_path), sess_options=session_options(num_threads, spinning=True), providers=self.providers
         )
         self.device = check_placement(self.session, self.providers, device)
         metadata = self.session.get_modelmeta().custom_metadata_map

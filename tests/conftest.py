@@ -112,36 +112,32 @@ def torch_greedy(torch_model, tokenizer):
     return run
 
 
-@pytest.fixture(scope="session")
-def int8_artifact(tmp_path_factory):
+def exported(tmp_path_factory, precision: str):
+    """The default model's artifact of ``precision``, exported once a test session."""
     from edge_agent.artifacts.export import export_artifact
 
-    folder, _ = export_artifact(precision="int8", out=tmp_path_factory.mktemp("artifacts") / "int8")
+    folder, _ = export_artifact(precision=precision, out=tmp_path_factory.mktemp("artifacts") / precision)
     return folder
+
+
+@pytest.fixture(scope="session")
+def int8_artifact(tmp_path_factory):
+    return exported(tmp_path_factory, "int8")
 
 
 @pytest.fixture(scope="session")
 def fp32_artifact(tmp_path_factory):
-    from edge_agent.artifacts.export import export_artifact
-
-    folder, _ = export_artifact(precision="fp32", out=tmp_path_factory.mktemp("artifacts") / "fp32")
-    return folder
+    return exported(tmp_path_factory, "fp32")
 
 
 @pytest.fixture(scope="session")
 def lean_int4_artifact(tmp_path_factory):
-    from edge_agent.artifacts.export import export_artifact
-
-    folder, _ = export_artifact(precision="lean-int4", out=tmp_path_factory.mktemp("artifacts") / "lean-int4")
-    return folder
+    return exported(tmp_path_factory, "lean-int4")
 
 
 @pytest.fixture(scope="session")
 def lean_fp32_artifact(tmp_path_factory):
-    from edge_agent.artifacts.export import export_artifact
-
-    folder, _ = export_artifact(precision="lean-fp32", out=tmp_path_factory.mktemp("artifacts") / "lean-fp32")
-    return folder
+    return exported(tmp_path_factory, "lean-fp32")
 
 
 def start_agent(artifact, tmp_path, **overrides):

@@ -115,6 +115,12 @@ class _GraphWriter:
 
         self.nodes.append(helper.make_node(op, inputs, outputs, name=name, domain=domain or None, **attributes))
 
+    def skip_norm(self, x: str, residual: str, gamma: str, outputs: list[str], name: str, eps: float) -> None:
+        """RMS norm of ``x + residual``, fused: ``outputs`` are the normed sum and, where a second name is given,
+        the sum itself (the residual stream onward)."""
+        fused = outputs[:1] if len(outputs) == 1 else [outputs[0], "", "", outputs[1]]
+        self.node("SkipSimplifiedLayerNormalization", [x, residual, gamma], fused, name, domain=_MS, epsilon=eps)
+
     def linear(self, x: str, weight: np.ndarray, name: str, bits: int | None) -> str:
         """x @ weight.T for a [N, K] weight, stored as the recipe says."""
         out = f"{name}/out"
@@ -209,14 +215,7 @@ def _input_norm(writer: _GraphWriter, tensors: dict, index: int, stream: str, re
         writer.node("SimplifiedLayerNormalization", [stream, gamma], [normed], f"{name}/InputNorm", epsilon=eps)
         return normed, stream
     summed = f"{name}/residual_in"
-    writer.node(
-        "SkipSimplifiedLayerNormalization",
-        [stream, residual, gamma],
-        [normed, "", "", summed],
-        f"{name}/InputNorm",
-        domain=_MS,
-        epsilon=eps,
-    )
+    writer.skip_norm(stream, residual, gamma, [normed, summed], f"{name}/InputNorm", eps)
     return normed, summed
 
 
@@ -270,14 +269,8 @@ def _layer(writer: _GraphWriter, shape: DecoderShape, tensors: dict, index: int,
     gamma = writer.constant(
         f"{name}.post_norm.weight", tensors[f"model.layers.{index}.post_attention_layernorm.weight"]
     )
-    writer.node(
-        "SkipSimplifiedLayerNormalization",
-        [projected, residual, gamma],
-        [post_normed, "", "", post_residual],
-        f"{name}/PostAttentionNorm",
-        domain=_MS,
-        epsilon=shape.rms_epsilon,
-    )
+    writer.skip_norm(projected, residual, gamma, [post_normed, post_residual], f"{name}/PostAttentionNorm",
+                     shape.rms_epsilon)  # fmt: skip
     return _mlp(writer, shape, tensors, index, post_normed), post_residual
 
 
@@ -297,14 +290,8 @@ def build_lean_model(tensors: dict[str, np.ndarray], config: dict, weights: Lean
     residual = None
     for index in range(shape.layers):
         stream, residual = _layer(writer, shape, tensors, index, stream, residual)
-    writer.node(
-        "SkipSimplifiedLayerNormalization",
-        [stream, residual, writer.constant("final_norm.weight", tensors["model.norm.weight"])],
-        ["final_norm"],
-        "FinalNorm",
-        domain=_MS,
-        epsilon=shape.rms_epsilon,
-    )
+    final_gamma = writer.constant("final_norm.weight", tensors["model.norm.weight"])
+    writer.skip_norm(stream, residual, final_gamma, ["final_norm"], "FinalNorm", shape.rms_epsilon)
     writer.node(
         "Reshape",
         ["final_norm", writer.constant("flat_shape", np.array([-1, shape.hidden], np.int64))],
