@@ -22,11 +22,13 @@ def record(tracer, parent, sequence: Sequence, served_by: ServedBy, outcome: str
 
     request = sequence.request
     ended_at = time.monotonic()
+    # One offset for all of them, so that a child never starts before its parent by the clocks' jitter.
+    offset = tracing.wall_offset_ns()
     replica_span = tracer.start_span(
         "hybrid.stream",
         context=parent,
         kind=SpanKind.SERVER,
-        start_time=tracing.wall_ns(request.arrived_at),
+        start_time=tracing.wall_ns(request.arrived_at, offset),
         attributes={
             "hybrid.request_id": request.request_id,
             "hybrid.replica": served_by.replica_id,
@@ -39,14 +41,15 @@ def record(tracer, parent, sequence: Sequence, served_by: ServedBy, outcome: str
         replica_span.set_status(Status(StatusCode.ERROR, outcome))
     inside = trace.set_span_in_context(replica_span)
     dispatched_at = sequence.dispatched_at or None
-    _child(tracer, inside, "hybrid.queue_wait", request.arrived_at, dispatched_at or ended_at)
+    _child(tracer, inside, "hybrid.queue_wait", request.arrived_at, dispatched_at or ended_at, offset)
     if sequence.prefill_started_at is not None:
-        _child(tracer, inside, "hybrid.prefill", sequence.prefill_started_at, sequence.prefill_ended_at or ended_at)
+        prefill_ended_at = sequence.prefill_ended_at or ended_at
+        _child(tracer, inside, "hybrid.prefill", sequence.prefill_started_at, prefill_ended_at, offset)
     if sequence.first_token_at is not None:
-        _child(tracer, inside, "hybrid.decode", sequence.first_token_at, sequence.finished_at or ended_at)
-    replica_span.end(end_time=tracing.wall_ns(ended_at))
+        _child(tracer, inside, "hybrid.decode", sequence.first_token_at, sequence.finished_at or ended_at, offset)
+    replica_span.end(end_time=tracing.wall_ns(ended_at, offset))
 
 
-def _child(tracer, parent, name: str, start: float, end: float) -> None:
-    span = tracer.start_span(name, context=parent, start_time=tracing.wall_ns(start))
-    span.end(end_time=tracing.wall_ns(end))
+def _child(tracer, parent, name: str, start: float, end: float, offset_ns: int) -> None:
+    span = tracer.start_span(name, context=parent, start_time=tracing.wall_ns(start, offset_ns))
+    span.end(end_time=tracing.wall_ns(end, offset_ns))

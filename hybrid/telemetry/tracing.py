@@ -167,6 +167,14 @@ def metadata_of(span) -> wire.Metadata:
     return traceparent, ("tracestate", context.trace_state.to_header())
 
 
-def wall_ns(monotonic_s: float) -> int:
-    """A time.monotonic() reading as the wall-clock nanoseconds spans are stamped with."""
-    return time.time_ns() - int((time.monotonic() - monotonic_s) * 1e9)
+def wall_offset_ns() -> int:
+    """Wall-clock nanoseconds minus time.monotonic()'s, read now: one offset for every time of one set of spans."""
+    return time.time_ns() - int(time.monotonic() * 1e9)
+
+
+def wall_ns(monotonic_s: float, offset_ns: int | None = None) -> int:
+    """A time.monotonic() reading as the wall-clock nanoseconds spans are stamped with. Times converted with one
+    ``offset_ns`` keep their order exactly; each conversion without it reads both clocks afresh, a few
+    nanoseconds apart."""
+    offset = wall_offset_ns() if offset_ns is None else offset_ns
+    return offset + int(monotonic_s * 1e9)
