@@ -3,9 +3,10 @@
 Each layer's keys and values live in one preallocated buffer [slots, kv_heads, capacity, head_dim] that
 GroupQueryAttention reads and updates in place: past and present are bound to the same memory, so a step
 copies nothing but one token per row. A sequence keeps its slot for its whole life; a decode step binds the
-slots from 0 to the highest in use, and a free slot among them sits the step out (``query_seqlens`` 0), so
-nothing moves when a row leaves. A prompt is prefilled in its own slot in chunks of ``prefill_chunk`` tokens
-through the same graph, together with prompts in neighbouring slots of like length.
+slots from 0 to the highest in use, and a free slot among them sits the step out (its one position is padding
+past its end, which nothing reads), so nothing moves when a row leaves. A prompt is prefilled in its own
+slot in chunks of ``prefill_chunk`` tokens through the same graph: its first chunk together with prompts in
+neighbouring slots of like length, the rest one row a call.
 
 On the CPU the buffers are numpy arrays that grow (slots, and capacity in 64-token steps, at least doubling)
 as the batch and the contexts need them, a joiner reserving its answer's room at prefill; on CUDA they are
@@ -125,15 +126,27 @@ class LeanDecoder:
     ) -> np.ndarray:
         """One call over the slots ``first_slot ..``: ``ids`` [rows, S] right-padded, ``new_tokens`` valid in
         each row, ``lengths_after`` each row's cached tokens after the call; returns the logits of ``logit_rows``
-        (flat indices into rows x S)."""
+        (flat indices into rows x S).
+
+        GroupQueryAttention takes several rows of several tokens only as their first chunk (every row's cache
+        empty); a later chunk goes one row a call, and a decode step (one token a row) any number of rows."""
         rows, width = ids.shape
-        self.reserve(first_slot + rows, int((lengths_after - new_tokens).max()) + width)
+        lengths_before = lengths_after - new_tokens
+        first_chunk = not lengths_before.any()
+        if rows > 1 and width > 1 and not first_chunk:
+            raise ValueError("a chunk after a prompt's first goes one row a call: GroupQueryAttention takes no more")
+        self.reserve(first_slot + rows, int(lengths_before.max()) + width)
         binding = self.session.io_binding()
         binding.bind_cpu_input("input_ids", np.ascontiguousarray(ids, dtype=np.int64))
-        binding.bind_cpu_input("query_seqlens", np.ascontiguousarray(new_tokens, dtype=np.int32))
-        # A row that sits the call out (no new tokens) still needs a length of at least one.
-        binding.bind_cpu_input("seqlens_k", np.maximum(lengths_after, 1).astype(np.int32) - 1)
-        binding.bind_cpu_input("total_sequence_length", np.array(self.capacity, np.int32))
+        if first_chunk:
+            # GroupQueryAttention's prompt mode: each row's valid tokens from position 0, right-padded to S.
+            seqlens_k, total = np.maximum(new_tokens, 1) - 1, width
+        else:
+            # Every row writes all S positions: a row that sits a decode step out (no new token) writes padding
+            # past its end, which no valid token attends to and its next call overwrites.
+            seqlens_k, total = lengths_before + width - 1, self.capacity
+        binding.bind_cpu_input("seqlens_k", np.ascontiguousarray(seqlens_k, dtype=np.int32))
+        binding.bind_cpu_input("total_sequence_length", np.array(total, np.int32))
         binding.bind_cpu_input("logit_rows", np.ascontiguousarray(logit_rows, dtype=np.int64))
         # Outputs come back in the order they were bound: logits first.
         binding.bind_output("logits", "cpu")
@@ -150,16 +163,23 @@ class LeanDecoder:
         if len(prompt) > self.max_context:
             raise ValueError(f"a prompt of {len(prompt)} tokens exceeds the {self.max_context}-token context")
         self.reserve(slot + 1, len(prompt))
-        kept = []
-        for start in range(0, len(prompt), self.prefill_chunk):
-            chunk = prompt[start : start + self.prefill_chunk]
-            rows = np.arange(len(chunk)) if all_logits else np.array([len(chunk) - 1])
-            kept.append(self.run(slot, np.array([chunk]), np.array([len(chunk)]), np.array([start + len(chunk)]), rows))
+        kept = self._feed(slot, prompt, 0, all_logits)
         return np.concatenate(kept) if all_logits else kept[-1][0]
+
+    def _feed(self, slot: int, prompt: list[int], start: int, all_logits: bool = False) -> list[np.ndarray]:
+        """Feeds ``prompt[start:]`` into ``slot`` (which holds the tokens before ``start``) in chunks, one row a
+        call; each chunk's logits: of every token, or of its last."""
+        kept = []
+        for begin in range(start, len(prompt), self.prefill_chunk):
+            chunk = prompt[begin : begin + self.prefill_chunk]
+            rows = np.arange(len(chunk)) if all_logits else np.array([len(chunk) - 1])
+            kept.append(self.run(slot, np.array([chunk]), np.array([len(chunk)]), np.array([begin + len(chunk)]), rows))
+        return kept
 
     def prefill_many(self, slots: list[int], prompts: list[list[int]], room: int = 0) -> np.ndarray:
         """Feeds each prompt into its empty slot; returns each one's last-token logits [len(prompts), vocab].
 
+        Prompts in neighbouring slots share their first chunk's call; what is longer goes on one row a call.
         ``room``: tokens the answers will add, reserved now so that the buffers need not grow (and be copied)
         while they are decoded."""
         for prompt in prompts:
@@ -169,19 +189,16 @@ class LeanDecoder:
         self.reserve(max(slots) + 1, min(self.max_context, max(longest + room, self.capacity)))
         logits = np.empty((len(prompts), self.vocab_size), np.float32)
         for group in _prefill_groups(slots, prompts, self.prefill_chunk):
-            first = slots[group[0]]
             lengths = np.array([len(prompts[i]) for i in group])
-            for start in range(0, int(lengths.max()), self.prefill_chunk):
-                width = int(min(self.prefill_chunk, lengths.max() - start))
-                new_tokens = np.clip(lengths - start, 0, width)
-                ids = np.zeros((len(group), width), np.int64)
-                for row, index in enumerate(group):
-                    ids[row, : new_tokens[row]] = prompts[index][start : start + new_tokens[row]]
-                finishing = [row for row in range(len(group)) if start < lengths[row] <= start + width]
-                rows = [row * width + lengths[row] - start - 1 for row in finishing] or [0]
-                out = self.run(first, ids, new_tokens, np.minimum(lengths, start + width), np.array(rows))
-                for row, values in zip(finishing, out):
-                    logits[group[row]] = values
+            width = int(min(self.prefill_chunk, lengths.max()))
+            new_tokens = np.minimum(lengths, width)
+            ids = np.zeros((len(group), width), np.int64)
+            for row, index in enumerate(group):
+                ids[row, : new_tokens[row]] = prompts[index][:width]
+            out = self.run(slots[group[0]], ids, new_tokens, new_tokens, np.arange(len(group)) * width + new_tokens - 1)
+            for row, index in enumerate(group):
+                rest = self._feed(slots[index], prompts[index], width) if lengths[row] > width else None
+                logits[index] = rest[-1][0] if rest else out[row]
         return logits
 
     def decode(self, slots: list[int], tokens: list[int], lengths_before: list[int]) -> np.ndarray:
@@ -202,10 +219,10 @@ def _prefill_groups(slots: list[int], prompts: list[list[int]], chunk: int) -> l
     for index in sorted(range(len(slots)), key=slots.__getitem__):
         group = groups[-1] if groups else None
         if group and slots[index] == slots[group[-1]] + 1:
-            lengths = [len(prompts[i]) for i in group] + [len(prompts[index])]
-            padded = len(lengths) * max(lengths)
-            per_call = len(lengths) * min(max(lengths), chunk)
-            if padded <= (1 + _PREFILL_PADDING_ALLOWANCE) * sum(lengths) and per_call <= _PREFILL_TOKENS_PER_CALL:
+            # What the shared first chunk holds of each prompt.
+            lengths = [min(len(prompts[i]), chunk) for i in (*group, index)]
+            per_call = len(lengths) * max(lengths)
+            if per_call <= (1 + _PREFILL_PADDING_ALLOWANCE) * sum(lengths) and per_call <= _PREFILL_TOKENS_PER_CALL:
                 group.append(index)
                 continue
         groups.append([index])

@@ -7,6 +7,7 @@ needs no edge extra: the agent's code is imported when a command or a start call
 from __future__ import annotations
 
 import argparse
+import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,6 +40,10 @@ class EdgeTierPlugin:
 
         console = stack.console
         artifact = stack.state_dir / "artifact"
+        stale = _outdated(artifact)
+        if stale:
+            console.log(f"the edge artifact from an earlier run is rebuilt: {stale}")
+            shutil.rmtree(artifact)
         if not (artifact / "manifest.json").is_file():
             with console.status("building the edge artifact (first run only)") as status:
                 export_artifact(out=artifact, progress=lambda m: (status.update(m), console.log(m)))
@@ -92,3 +97,14 @@ class EdgeTierPlugin:
 
 
 plugin = EdgeTierPlugin()
+
+
+def _outdated(artifact: Path) -> str | None:
+    """Why this version cannot serve the artifact an earlier run left in the state folder, or None (also where
+    there is none)."""
+    from edge_agent.artifacts.lean_graph import outdated
+    from edge_agent.artifacts.manifest import MODEL_FILE, read_manifest
+
+    if not (artifact / "manifest.json").is_file():
+        return None
+    return outdated(read_manifest(artifact).recipe, artifact / MODEL_FILE)

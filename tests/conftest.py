@@ -94,7 +94,7 @@ def torch_greedy(torch_model, tokenizer):
         key = (prompt, max_new_tokens)
         if key not in cache:
             ids = tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt"
+                [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=False
             )
             with torch.inference_mode():
                 out = torch_model.generate(

@@ -218,7 +218,12 @@ def _build(
         precision=recipe.name,
         full_precision=recipe.full_precision,
         opset=_opset(partial / MODEL_FILE),
-        recipe={**asdict(recipe), "recipe_version": RECIPE_VERSION, "exporter": exporter},
+        recipe={
+            **asdict(recipe),
+            "recipe_version": RECIPE_VERSION,
+            "exporter": exporter,
+            **({"lean_graph_version": LEAN_GRAPH_VERSION} if lean else {}),
+        },
         context_window=int(config.get("max_position_embeddings", defaults.EDGE_MAX_CONTEXT_TOKENS)),
         quality=quality,
         files=hash_files(partial),

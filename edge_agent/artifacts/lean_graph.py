@@ -11,9 +11,13 @@ GatherBlockQuantized over the head's own 8-bit blocks, so the two share one copy
 The graph's interface, every call prefill or decode:
 
 - ``input_ids`` [B, S] int64: a right-padded chunk of each row's next tokens;
-- ``query_seqlens`` [B] int32: valid tokens of each row in this chunk (0: the row sits this call out);
-- ``seqlens_k`` [B] int32: each row's total cached length after this call, minus one;
-- ``total_sequence_length`` [] int32: the cache capacity (an upper bound of every row's length);
+- ``seqlens_k`` [B] int32 and ``total_sequence_length`` [] int32, in GroupQueryAttention's two modes:
+  - a prompt's first chunk (every row's cache empty): each row's valid tokens minus one, and S;
+  - any later call: each row's cached length before the call plus S, minus one, and the cache capacity.
+    Every row writes all S positions, so a row that sits a decode step out writes padding past its end, which
+    nothing attends to and its next token overwrites; and several rows of several tokens cannot share such
+    a call (ONNX Runtime refuses it), so a later chunk goes one row a call. Per-row query lengths would lift
+    both limits, but ONNX Runtime has them only from 1.32, and onnxruntime-gpu stops at 1.31;
 - ``logit_rows`` [R] int64: which of the B*S positions get logits (the last valid one of each row when
   serving, all of them for the quality gate);
 - ``past_key_values.{i}.key|value`` [B, kv_heads, capacity, head_dim], bound to the same memory as the
@@ -33,9 +37,28 @@ from edge_agent.artifacts.blocks import PackedWeight, block_sum_matrix, quantize
 
 # Metadata key of the model's shapes, read by the runtime.
 LEAN_METADATA_KEY = "hybrid.lean_decoder"
-# Bump when the graph changes, so that cached lean artifacts are rebuilt.
-LEAN_GRAPH_VERSION = 2
+# Bump when the graph changes, so that cached lean artifacts are rebuilt; artifacts record it in their recipe.
+LEAN_GRAPH_VERSION = 3
+# An input of version 2's graph that version 3 dropped: it dates an artifact exported before the version was
+# recorded.
+_VERSION_2_INPUT = b"query_seqlens"
 _MS = "com.microsoft"
+
+
+def outdated(recipe: dict, model_path: Path) -> str | None:
+    """Why this version cannot run the lean graph at ``model_path``, exported with ``recipe`` (a manifest's), or
+    None where it can or the artifact is not a lean graph."""
+    if recipe.get("graph") != "lean":
+        return None
+    version = recipe.get("lean_graph_version")
+    if version is None:  # exported before artifacts recorded it: read its inputs' names (no onnx on a node)
+        version = 2 if _VERSION_2_INPUT in model_path.read_bytes() else LEAN_GRAPH_VERSION
+    if version == LEAN_GRAPH_VERSION:
+        return None
+    return (
+        f"its lean graph is version {version}, and this hybrid runs version {LEAN_GRAPH_VERSION}: export the "
+        "artifact again with this hybrid (hybrid export)"
+    )
 
 
 @dataclass(frozen=True)
@@ -226,13 +249,12 @@ def _attention(writer: _GraphWriter, shape: DecoderShape, tensors: dict, index: 
     qkv_weight = np.concatenate([tensors[f"{prefix}.{p}_proj.weight"] for p in ("q", "k", "v")])
     qkv = writer.linear(normed, qkv_weight, f"{name}/qkv_proj", bits)
     past = [f"past_key_values.{index}.key", f"past_key_values.{index}.value"]
-    # Inputs by position: packed QKV (no separate key and value), the cache, lengths, rotary caches, seven
-    # optional inputs left out, and the valid tokens of each row.
-    inputs = [qkv, "", "", *past, "seqlens_k", "total_sequence_length", "cos_cache", "sin_cache", *[""] * 7]
+    # Inputs by position: packed QKV (no separate key and value), the cache, lengths and rotary caches.
+    inputs = [qkv, "", "", *past, "seqlens_k", "total_sequence_length", "cos_cache", "sin_cache"]
     attention = f"{name}/attention"
     writer.node(
         "GroupQueryAttention",
-        [*inputs, "query_seqlens"],
+        inputs,
         [attention, f"present.{index}.key", f"present.{index}.value"],
         f"{name}/GroupQueryAttention",
         domain=_MS,
@@ -308,7 +330,6 @@ def build_lean_model(tensors: dict[str, np.ndarray], config: dict, weights: Lean
     cache_dims = ["batch", shape.kv_heads, "capacity", shape.head_dim]
     inputs = [
         helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]),
-        helper.make_tensor_value_info("query_seqlens", TensorProto.INT32, ["batch"]),
         helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, ["batch"]),
         helper.make_tensor_value_info("total_sequence_length", TensorProto.INT32, []),
         helper.make_tensor_value_info("logit_rows", TensorProto.INT64, ["rows"]),

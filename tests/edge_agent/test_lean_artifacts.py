@@ -24,7 +24,9 @@ def folder_bytes(folder) -> int:
 
 def lean_greedy(folder, tokenizer, device: str = "cpu") -> dict[str, list[int]]:
     """Every agreement prompt's greedy answer, all decoded together, one slot each, as the agent batches them."""
-    prompts = [list(tokenizer.apply_chat_template(chat(p), add_generation_prompt=True)) for p in PROMPTS]
+    prompts = [
+        list(tokenizer.apply_chat_template(chat(p), add_generation_prompt=True, return_dict=False)) for p in PROMPTS
+    ]
     runtime = LeanDecoder(folder / MODEL_FILE, max_slots=len(prompts), max_context=256, device=device)
     slots = list(range(len(prompts)))
     tokens = runtime.prefill_many(slots, prompts).argmax(-1).tolist()
