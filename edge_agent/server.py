@@ -19,7 +19,9 @@ from pathlib import Path
 import grpc
 from prometheus_client import start_http_server
 
+from edge_agent.artifacts.lean_graph import outdated
 from edge_agent.artifacts.manifest import MODEL_FILE, Manifest, manifest_sha256, verify_artifact
+from edge_agent.artifacts.quality import check_tokenizer
 from edge_agent.config import EdgeAgentConfig, EdgeAgentSettings
 from edge_agent.engine import GenerationEngine
 from edge_agent.lean_engine import LeanGenerationEngine
@@ -28,7 +30,7 @@ from edge_agent.runtime import OnnxCausalLM
 from hybrid.discovery import ReplicaRecord, registry_from_spec
 from hybrid.engine.continuous import ContinuousBatchingEngine
 from hybrid.engine.metrics import ReplicaMetrics
-from hybrid.errors import HybridError
+from hybrid.errors import ArtifactError, HybridError
 from hybrid.models.registry import end_token_ids, load_tokenizer
 from hybrid.protocol import ServedBy, Tier
 from hybrid.serving.background import BackgroundLoop, serve_until_signalled
@@ -61,7 +63,11 @@ def load_artifact(
     """Verifies ``folder`` (against the pinned manifest hash when given) and builds its engine, not started."""
     folder = Path(folder).resolve()  # a `current` symlink may be flipped later; keep what was loaded
     manifest = verify_artifact(folder, expected_sha256, settings.trusted_key())
+    stale = outdated(manifest.recipe, folder / MODEL_FILE)
+    if stale:
+        raise ArtifactError(f"{folder}: {stale}")
     tokenizer = load_tokenizer(folder)
+    check_tokenizer(tokenizer, manifest.quality)
     max_context = min(settings.max_context_tokens, manifest.context_window)
     threads = settings.num_threads or None
     if manifest.recipe.get("graph") == "lean":

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_agent.artifacts.manifest import MODEL_FILE, Manifest, QualityReport
-from hybrid.errors import QualityGateError
+from hybrid.errors import ArtifactError, QualityGateError
 from hybrid.models.registry import ResolvedModel
 
 
@@ -121,3 +121,22 @@ def gate_failure(manifest: Manifest, max_increase: float) -> str | None:
         f"{manifest.precision}: perplexity {quality.perplexity:.2f} vs {quality.reference_perplexity:.2f} for the full "
         f"model (+{increase:.1%}, limit +{max_increase:.0%})"
     )
+
+
+def check_tokenizer(tokenizer, quality: QualityReport | None) -> None:
+    """Refuses a tokenizer that splits the evaluation text otherwise than the one the artifact was gated with.
+
+    The same tokenizer files can be read differently by another major version of transformers (4.57's files under
+    5.x: 355 tokens for the evaluation text instead of 301, different from the first): the model would then be
+    fed ids it was never gated on, and answer nonsense without an error."""
+    if quality is None:
+        return
+    counted = len(tokenizer(evaluation_text()).input_ids)
+    if counted != quality.text_tokens:
+        import transformers
+
+        raise ArtifactError(
+            f"this node's tokenizer splits the evaluation text into {counted} tokens, where the artifact was gated "
+            f"on {quality.text_tokens} tokens: its transformers {transformers.__version__} reads the artifact's tokenizer "
+            "otherwise than the exporter's did. Install the transformers the edge extra pins, or re-export the artifact"
+        )

@@ -9,11 +9,13 @@ from edge_agent.artifacts.manifest import Manifest, QualityReport
 from edge_agent.artifacts.quality import (
     ReferenceQuality,
     agreement_prompts,
+    check_tokenizer,
     compare,
     evaluation_text,
     gate_failure,
     perplexity,
 )
+from hybrid.errors import ArtifactError
 
 VOCAB = 10
 
@@ -82,3 +84,35 @@ def test_the_shipped_evaluation_text_and_prompts():
     assert len(evaluation_text().split()) > 150
     prompts = agreement_prompts()
     assert len(prompts) >= 4 and all(p.strip() == p and p for p in prompts)
+
+
+class WordTokenizer:
+    """Splits on spaces: enough to count the evaluation text's tokens one way."""
+
+    def __call__(self, text: str):
+        class Encoded:
+            input_ids = text.split()
+
+        return Encoded()
+
+
+def gated_on(tokens: int) -> QualityReport:
+    return QualityReport(
+        text_tokens=tokens,
+        reference_perplexity=29.0,
+        perplexity=29.1,
+        perplexity_increase=0.003,
+        next_token_agreement=0.95,
+        max_perplexity_increase=0.03,
+        passed=True,
+    )
+
+
+def test_a_tokenizer_that_splits_the_evaluation_text_as_the_exporter_did_is_accepted():
+    check_tokenizer(WordTokenizer(), gated_on(len(evaluation_text().split())))
+    check_tokenizer(WordTokenizer(), None)  # an artifact without a quality report has nothing to check against
+
+
+def test_a_tokenizer_that_splits_it_otherwise_is_refused_saying_what_to_do():
+    with pytest.raises(ArtifactError, match="splits the evaluation text into .* gated on 301 tokens.*transformers"):
+        check_tokenizer(WordTokenizer(), gated_on(301))
