@@ -50,7 +50,8 @@ def bench_prompt(tokenizer, length: int) -> list[int]:
 
 
 def chat_ids(tokenizer, prompt: str) -> list[int]:
-    return list(tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True))
+    messages = [{"role": "user", "content": prompt}]
+    return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False))
 
 
 # --- worker and driver ---
@@ -84,8 +85,20 @@ def worker(args: argparse.Namespace) -> None:
         result["greedy"] = {
             p: engine.greedy(chat_ids(tokenizer, p), AGREEMENT_TOKENS, end_id) for p in AGREEMENT_PROMPTS
         }
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     print("RESULT " + json.dumps(result), flush=True)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory since it started its program. Linux's VmHWM begins afresh at exec,
+    where ru_maxrss keeps the peak of the process it was forked from (the driver, large after an export)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _is_lean(artifact: Path) -> bool:

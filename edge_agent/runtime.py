@@ -67,6 +67,7 @@ def pick_providers(prefer_gpu: bool = True, device: str = "auto") -> list[str]:
     if device == "cpu" or not prefer_gpu:
         return [_CPU]
     if _CUDA in ort.get_available_providers():
+        _load_cuda_libraries()
         return [_CUDA, _CPU]
     if device == "cuda":
         raise RuntimeError(
@@ -79,6 +80,24 @@ def pick_providers(prefer_gpu: bool = True, device: str = "auto") -> list[str]:
             "Install the edge-gpu extra (onnxruntime-gpu in place of onnxruntime) to use the GPU"
         )
     return [_CPU]
+
+
+_cuda_libraries_loaded = False
+
+
+def _load_cuda_libraries() -> None:
+    """Loads the CUDA and cuDNN libraries that onnxruntime-gpu's ``cuda`` and ``cudnn`` extras install as wheels
+    (ONNX Runtime's own ``preload_dlls``): the CUDA provider finds them by name, and a wheel's folder is on no
+    search path. Libraries already on the node's search path serve too; what is missing shows when the session
+    starts (``check_placement``)."""
+    global _cuda_libraries_loaded
+    if _cuda_libraries_loaded or not hasattr(ort, "preload_dlls"):
+        return
+    _cuda_libraries_loaded = True
+    try:
+        ort.preload_dlls()
+    except Exception as error:  # noqa: BLE001 - a failed preload leaves the default search, which check_placement reports
+        log.debug("onnxruntime.preload_dlls failed: %s", error)
 
 
 def check_placement(session: ort.InferenceSession, providers: list[str], device: str = "auto") -> str:

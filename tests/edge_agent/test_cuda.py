@@ -3,6 +3,9 @@ edge-gpu extra) is installed; skipped elsewhere, saying so."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import onnxruntime as ort
 import pytest
 
@@ -20,8 +23,13 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def gpu_artifact(tmp_path_factory):
+    """The lean-int4-fp16 artifact: exported here, or, as a GPU node gets it, exported elsewhere and named by
+    HYBRID_TEST_GPU_ARTIFACT."""
     from edge_agent.artifacts.export import export_artifact
 
+    given = os.environ.get("HYBRID_TEST_GPU_ARTIFACT")
+    if given:
+        return Path(given)
     folder, _ = export_artifact(precision="lean-int4-fp16", out=tmp_path_factory.mktemp("artifacts") / "gpu")
     return folder
 
