@@ -84,7 +84,7 @@ def sent_per_s(sends: collections.deque, now: float, tier: str | None = None) ->
     return sum(1 for _, first in sends if tier is None or first == tier)
 
 
-async def send(stub, priority: str, index: int, tokens: int, outcomes: dict[str, int]) -> None:
+async def send_and_count(stub, priority: str, index: int, tokens: int, outcomes: dict[str, int]) -> None:
     """Sends one request of ``priority`` to the router, reads its answer to the end, and counts how it ended in
     ``outcomes`` ("ok" or the gRPC status's name)."""
     request = build_request(f"{priority} request {index}", priority=priority, max_new_tokens=tokens)
@@ -138,7 +138,7 @@ async def run(args: argparse.Namespace) -> dict:
             owed -= 1
             priority = rng.choices([m[0] for m in MIX], [m[1] for m in MIX])[0]
             sends.append((time.monotonic(), first_tier[priority]))
-            task = asyncio.ensure_future(send(stub, priority, sent, args.max_new_tokens, outcomes))
+            task = asyncio.ensure_future(send_and_count(stub, priority, sent, args.max_new_tokens, outcomes))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             sent += 1

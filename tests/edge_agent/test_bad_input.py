@@ -62,11 +62,15 @@ def test_malformed_bytes_on_the_wire(edge_agent):
     assert "not a valid hybrid.v1.GenerateRequest" in failure.value.details()
 
 
+# A count the model carries on to the token limit (seconds on the CPU), so that the slot stays taken while the
+# test queues behind it; a question's answer can end within the deadlines below.
+LONG_ANSWER = "1, 2, 3, 4, 5, 6, 7, 8,"
+
 def test_overload_answers_resource_exhausted_with_a_retry_hint(int8_artifact, tmp_path):
     agent = start_agent(int8_artifact, tmp_path, max_batch_size=1, max_queued_requests=1, max_wait_ms=0)
     try:
         with HybridClient(agent.address) as client:
-            running = client.stream(prompt="Count to one hundred:", max_new_tokens=200)
+            running = client.stream(prompt=LONG_ANSWER, max_new_tokens=200)
             next(running)  # occupies the only slot
             queued = client.stream(prompt="Hello", max_new_tokens=2)
             results: list = []
@@ -93,7 +97,7 @@ def test_request_whose_deadline_passes_in_the_queue_is_dropped_before_compute(in
     agent = start_agent(int8_artifact, tmp_path, max_batch_size=1, max_wait_ms=0)
     try:
         with HybridClient(agent.address) as client:
-            running = client.stream(prompt="Count to one hundred:", max_new_tokens=200)
+            running = client.stream(prompt=LONG_ANSWER, max_new_tokens=200)
             next(running)
             with pytest.raises(RequestFailed) as failure:
                 client.complete(prompt="Hello", max_new_tokens=2, timeout_s=0.3)
