@@ -1,8 +1,8 @@
 """The scheduling half of every replica's engine: continuous batching, independent of the model runtime.
 
 One engine thread owns the model. Each iteration it takes newly ready requests from the
-DynamicBatcher (REALTIME first, at most the free slots), prefills them together, adds them to the
-running batch, and runs one decode step for every running sequence. Finished and cancelled
+DynamicBatcher (REALTIME first, at most the free slots), prefills them together, hands out their first
+tokens at once, adds them to the running batch, and runs one decode step for every running sequence. Finished and cancelled
 sequences leave the batch at once, so new ones join it at the next step instead of waiting for the
 whole batch to finish.
 
@@ -282,10 +282,12 @@ class ContinuousBatchingEngine(ABC):
                 self.last_failure = f"{type(exc).__name__}: {exc}"
                 if self.metrics:
                     self.metrics.requests.labels("error").inc(len(self.rows))
-                for row in self.rows:
-                    row.send_now(HybridError(f"generation failed on this replica: {exc}"))
-                self.rows = []
+                # The batch is emptied before its clients hear of the failure: one that retries at once finds
+                # the engine ready for it.
+                failed, self.rows = self.rows, []
                 self._keep([])
+                for row in failed:
+                    row.send_now(HybridError(f"generation failed on this replica: {exc}"))
             finally:
                 self._flush()
 
@@ -297,7 +299,12 @@ class ContinuousBatchingEngine(ABC):
             ticket.item.dispatched_at = ticket.dispatched_at or time.monotonic()
             if self.metrics:
                 self.metrics.queue_seconds.labels(ticket.priority.name).observe(ticket.queue_time_s or 0.0)
-        prefill_s = self._admit(joiners) if joiners else 0.0
+        prefill_s = 0.0
+        if joiners:
+            prefill_s = self._admit(joiners)
+            # The joiners' first tokens go out now, not after the decode step that follows: under load that step
+            # is the largest part of a first token's wait that the engine controls.
+            self._flush()
         if self.rows:
             rows = len(self.rows)
             self._pace.observe(rows, self._step() * 1000, prefill_s * 1000)

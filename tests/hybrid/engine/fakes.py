@@ -82,6 +82,7 @@ class ScriptedEngine(ContinuousBatchingEngine):
         self._lock = threading.Lock()
         self._unpaused = threading.Event()
         self._unpaused.set()
+        self._pause_after_prefill = False
 
     def pause(self) -> None:
         """Holds the next decode step until ``resume``: the batch stays as it is while a test lines up requests."""
@@ -89,6 +90,10 @@ class ScriptedEngine(ContinuousBatchingEngine):
 
     def resume(self) -> None:
         self._unpaused.set()
+
+    def pause_after_next_prefill(self) -> None:
+        """Holds the decode step that follows the next prefill until ``resume``."""
+        self._pause_after_prefill = True
 
     def answer_to(self, request: GenerationRequest) -> str:
         key = request.prompt if request.prompt is not None else request.messages[-1]["content"]
@@ -103,6 +108,9 @@ class ScriptedEngine(ContinuousBatchingEngine):
             self._script[id(seq)] = [ord(c) for c in self.answer_to(seq.request)] + [END]
             self._position[id(seq)] = 0
         self.state.extend(joiners)
+        if self._pause_after_prefill:
+            self._pause_after_prefill = False
+            self.pause()
         return [self._advance(seq) for seq in joiners]
 
     def _decode(self, rows: list[Sequence]) -> list[int]:

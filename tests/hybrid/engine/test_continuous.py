@@ -87,6 +87,20 @@ async def test_realtime_skips_the_batch_wait(make_engine):
     await waiting
 
 
+async def test_a_joiners_first_token_goes_out_before_the_decode_step_that_follows_its_prefill(make_engine):
+    engine = make_engine(scripts={"long": "x" * 40, "now": "ok"}, max_wait_ms=0)
+    running = engine.generate(make_request("long"))
+    await running.__anext__()
+    engine.pause_after_next_prefill()
+    joiner = engine.generate(make_request("now", priority=Priority.REALTIME))
+    first = await asyncio.wait_for(joiner.__anext__(), timeout=2)
+    assert first.text == "o", "the first token waited for the next decode step"
+    assert engine.prefilled() == [["long"], ["now"]]
+    engine.resume()
+    assert text_of([first, *await rest_of(joiner)]) == "ok"
+    await rest_of(running)
+
+
 async def test_realtime_jumps_the_queue(make_engine):
     engine = make_engine(max_batch_size=1)
     running = engine.generate(make_request("running", max_new_tokens=5))
