@@ -22,6 +22,9 @@ ROUTER_DISCOVERY_WAIT_S = 10.0
 ROUTING_DEFAULT_BUDGET_MS = 30_000.0
 # Assumed duration of one request on a replica that has not reported its own yet.
 ROUTING_DEFAULT_REQUEST_MS = 1_000.0
+# A REALTIME request tries the tiers nearest first, by measured round trip; tiers whose round trips differ by less
+# than this are equally near (a loopback's or one site's jitter must not reorder them) and keep the table's order.
+ROUTING_NEAREST_BAND_MS = 5.0
 # A REALTIME request goes to the nearest tier expected to give its first token within this (less the
 # headroom below); where none is, to the replica of any tier whose first token is expected soonest.
 ROUTING_REALTIME_TTFT_MS = 250.0

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from enum import Enum
 
 from hybrid.protocol import GenerationRequest, Priority, Tier
+from hybrid.router import defaults
 from hybrid.router.policy.replica import ReplicaState
 
 
@@ -42,9 +43,17 @@ def classify(request: GenerationRequest, hot: bool) -> RequestClass:
 def tier_order(request_class: RequestClass, replicas: Iterable[ReplicaState]) -> list[Tier]:
     if request_class != RequestClass.REALTIME:
         return list(TIER_TABLE[request_class])
-    # Nearest first, by the best measured RTT among each tier's replicas; unmeasured tiers last.
+    # Nearest first, by the best measured RTT among each tier's replicas; unmeasured tiers last. Tiers within
+    # ROUTING_NEAREST_BAND_MS of the nearest one not yet placed are equally near, and keep the table's order.
     best: dict[Tier, float] = {}
     for replica in replicas:
         rtt = replica.rtt_ms if replica.rtt_ms is not None else float("inf")
         best[replica.tier] = min(best.get(replica.tier, float("inf")), rtt)
-    return sorted(NEAREST_FIRST, key=lambda tier: (best.get(tier, float("inf")), NEAREST_FIRST.index(tier)))
+    left = sorted(NEAREST_FIRST, key=lambda tier: (best.get(tier, float("inf")), NEAREST_FIRST.index(tier)))
+    order: list[Tier] = []
+    while left:
+        nearest = best.get(left[0], float("inf"))
+        band = [t for t in left if best.get(t, float("inf")) <= nearest + defaults.ROUTING_NEAREST_BAND_MS]
+        order += sorted(band, key=NEAREST_FIRST.index)
+        left = [t for t in left if t not in band]
+    return order

@@ -19,6 +19,14 @@ def test_realtime_orders_the_tiers_by_measured_rtt_not_by_their_names(fleet):
     assert tier_order(RequestClass.REALTIME, fleet) == [Tier.PRIVATE, Tier.PUBLIC, Tier.EDGE]
 
 
+def test_realtime_takes_tiers_whose_round_trips_differ_by_jitter_alone_in_the_tables_order():
+    # All on one host: the private replica answered its load polls a little sooner than the busier edge agent.
+    fleet = [replica("edge-1", "edge", rtt=3.5), replica("priv-1", "private", rtt=1.2), replica("pub-1", "public", rtt=2)]
+    assert tier_order(RequestClass.REALTIME, fleet) == [Tier.EDGE, Tier.PRIVATE, Tier.PUBLIC]
+    fleet = [replica("edge-1", "edge", rtt=12), replica("priv-1", "private", rtt=3), replica("pub-1", "public", rtt=6)]
+    assert tier_order(RequestClass.REALTIME, fleet) == [Tier.PRIVATE, Tier.PUBLIC, Tier.EDGE], "7 ms is a real gap"
+
+
 def test_realtime_puts_tiers_it_has_not_measured_last():
     fleet = [replica("edge-1", "edge"), replica("pub-1", "public", rtt=80)]
     assert tier_order(RequestClass.REALTIME, fleet) == [Tier.PUBLIC, Tier.EDGE, Tier.PRIVATE]
