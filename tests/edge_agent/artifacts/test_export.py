@@ -60,14 +60,20 @@ def test_auto_keeps_the_fastest_that_passes_and_remembers_why(int8_artifact, lea
     shutil.copytree(
         constants.CACHE_DIR, cache, ignore=shutil.ignore_patterns("auto-*", "up", "*.yaml*"), copy_function=os.link
     )
-    # A gate lean-int8 (+0.6%) fails and lean-int4 (+0.4%) passes, so that the record shows a refusal too.
-    gate = 0.005
+    # A gate just under the worse of two candidates' recorded increases, so that the record shows a refusal too
+    # (their figures move by tenths of a percent with ONNX Runtime's kernels and the graph's version).
+    increases = {
+        name: read_manifest(artifact).quality.perplexity_increase
+        for name, artifact in (("int8", int8_artifact), ("lean-int4", lean_int4_artifact))
+    }
+    worse = max(increases, key=increases.get)
+    gate = increases[worse] - 0.0002
     messages: list[str] = []
     folder, manifest = export_artifact(
         precision="auto", cache_dir=cache, progress=messages.append, max_perplexity_increase=gate
     )
     record = json.loads(next((cache / "quality").glob("auto-*.json")).read_text())
-    assert "lean-int8" in record["rejected"] and any(m.startswith("skipped lean-int8-b32") for m in messages)
+    assert worse in record["rejected"] and any(m.startswith(f"skipped {RECIPES[worse].name}") for m in messages)
     assert set(record["tokens_per_second"]) | set(record["rejected"]) == set(AUTO_ORDER)
     fastest = max(record["tokens_per_second"], key=record["tokens_per_second"].get)
     assert manifest.precision == RECIPES[fastest].name
