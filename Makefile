@@ -30,8 +30,9 @@ unit: lint
 	$(PY) -m pytest -m "not slow"
 
 test: lint
-	# -rs: every skipped test says why (the browser test, where Chromium cannot be had).
-	$(PY) -m pytest -rs
+	# -rs: every skipped test says why (the browser test, where Chromium cannot be had); the slowest tests are
+	# listed, to keep the suite fast.
+	$(PY) -m pytest -rs --durations=20
 
 protos: install
 	$(PY) scripts/generate_protos.py
