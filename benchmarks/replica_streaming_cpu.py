@@ -79,6 +79,31 @@ async def engine_alone(engine, texts: list[str], new: int) -> tuple[float, int]:
     return time.perf_counter() - began, sum(produced)
 
 
+async def joiner_first_tokens(engine, texts: list[str], new: int, pause_s: float) -> list[float]:
+    """Each REALTIME probe's time to its first token (ms), sent one after another while the other ``texts`` stream
+    ``new`` tokens each in the running batch: what a joiner of a busy batch waits."""
+    from hybrid.protocol import GenerationRequest, Priority
+
+    running = asyncio.ensure_future(engine_alone(engine, texts[:-1], new))
+    while engine.load().active < len(texts) - 1:
+        await asyncio.sleep(0.001)
+    waits = []
+    while not running.done():
+        request = GenerationRequest(
+            request_id=f"probe{len(waits)}", model="", prompt=texts[-1], messages=None, max_new_tokens=2,
+            temperature=0.0, top_p=1.0, seed=None, stop=[], priority=Priority.REALTIME,
+        )  # fmt: skip
+        began = time.perf_counter()
+        answer = engine.generate(request)
+        await answer.__anext__()
+        waits.append((time.perf_counter() - began) * 1000)
+        async for _ in answer:
+            pass
+        await asyncio.sleep(pause_s)
+    await running
+    return waits
+
+
 def client(address: str, texts: list[str], new: int, results) -> None:
     from hybrid.client import AsyncHybridClient, build_request
 
@@ -113,6 +138,30 @@ def measure(args: argparse.Namespace) -> dict:
         finally:
             engine.stop()
         print(name, f"{results[name]['tokens_per_s']:.0f} tok/s", flush=True)
+    if args.joiners:
+        engine = build_engine(tokenizer, args.batch, context)
+        engine.start()
+        try:
+            asyncio.run(engine_alone(engine, texts, args.new_tokens))  # warm-up
+            steps_before, seconds_before = engine.decode_steps, engine.decode_seconds
+            waits = [
+                w
+                for _ in range(args.repeats)
+                for w in asyncio.run(joiner_first_tokens(engine, texts, args.new_tokens, 0.01))
+            ]
+            step_ms = (engine.decode_seconds - seconds_before) / max(1, engine.decode_steps - steps_before) * 1000
+        finally:
+            engine.stop()
+        waits.sort()
+        results["joiner, time to first token"] = {
+            "probes": len(waits),
+            "p50_ms": waits[len(waits) // 2],
+            "p90_ms": waits[int(len(waits) * 0.9)],
+            "decode_step_ms": step_ms,
+        }
+        print(
+            f"a joiner's first token: p50 {waits[len(waits) // 2]:.1f} ms over {len(waits)} probes; a step {step_ms:.1f} ms"
+        )
     spawn = multiprocessing.get_context("spawn")
     for interval in [float(v) for v in args.stream_intervals_ms.split(",")]:
         engine = build_engine(tokenizer, args.batch, context)
@@ -143,6 +192,9 @@ def main() -> int:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--stream-intervals-ms", default="0,20", help="the own port's stream intervals to measure")
+    parser.add_argument(
+        "--joiners", action="store_true", help="also time REALTIME joiners' first tokens while a full batch streams"
+    )
     parser.add_argument("--out", default="replica_streaming_cpu.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -158,6 +210,8 @@ def main() -> int:
     Path(args.out).write_text(json.dumps(report, indent=2))
     base = results["engine, stream decoder"]["tokens_per_s"]
     for name, figures in results.items():
+        if "tokens_per_s" not in figures:
+            continue
         extra = f", {figures['messages_per_answer']:.0f} messages an answer" if "messages_per_answer" in figures else ""
         print(f"{name}: {figures['tokens_per_s']:.0f} tok/s = {figures['tokens_per_s'] / base:.2f}x{extra}")
     return 0
