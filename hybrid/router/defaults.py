@@ -25,6 +25,9 @@ ROUTING_DEFAULT_REQUEST_MS = 1_000.0
 # A REALTIME request tries the tiers nearest first, by measured round trip; tiers whose round trips differ by less
 # than this are equally near (a loopback's or one site's jitter must not reorder them) and keep the table's order.
 ROUTING_NEAREST_BAND_MS = 5.0
+# How near a replica is comes from its fastest load polls: a slower poll moves that floor up by this share of the
+# gap (at a poll each 0.5 s, a lasting change is 90% followed in about two minutes).
+ROUTING_DISTANCE_RISE = 0.01
 # A REALTIME request goes to the nearest tier expected to give its first token within this (less the
 # headroom below); where none is, to the replica of any tier whose first token is expected soonest.
 ROUTING_REALTIME_TTFT_MS = 250.0

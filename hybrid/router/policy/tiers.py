@@ -43,11 +43,11 @@ def classify(request: GenerationRequest, hot: bool) -> RequestClass:
 def tier_order(request_class: RequestClass, replicas: Iterable[ReplicaState]) -> list[Tier]:
     if request_class != RequestClass.REALTIME:
         return list(TIER_TABLE[request_class])
-    # Nearest first, by the best measured RTT among each tier's replicas; unmeasured tiers last. Tiers within
+    # Nearest first, by the least distance among each tier's replicas; unmeasured tiers last. Tiers within
     # ROUTING_NEAREST_BAND_MS of the nearest one not yet placed are equally near, and keep the table's order.
     best: dict[Tier, float] = {}
     for replica in replicas:
-        rtt = replica.rtt_ms if replica.rtt_ms is not None else float("inf")
+        rtt = replica.distance_ms if replica.distance_ms is not None else float("inf")
         best[replica.tier] = min(best.get(replica.tier, float("inf")), rtt)
     left = sorted(NEAREST_FIRST, key=lambda tier: (best.get(tier, float("inf")), NEAREST_FIRST.index(tier)))
     order: list[Tier] = []
