@@ -91,6 +91,32 @@ def summarize_records(records: list[Record], duration_s: float) -> dict:
     }
 
 
+def by_replica(records: list[Record], priority: str = "REALTIME") -> list[dict]:
+    """The answered requests of ``priority``, replica by replica: how many, their first tokens, and their pace (ms
+    between tokens after the first, p50 over answers of more than one token). Where a class's tail comes from."""
+    groups: dict[tuple[str, str], list[Record]] = {}
+    for record in records:
+        if record.ok and record.priority == priority:
+            groups.setdefault((record.tier, record.replica_id), []).append(record)
+    rows = []
+    for (tier, replica), group in sorted(groups.items()):
+        paces = [
+            (r.end_s - r.first_token_s) / (r.completion_tokens - 1)
+            for r in group
+            if r.first_token_s is not None and r.completion_tokens > 1
+        ]
+        rows.append(
+            {
+                "tier": tier,
+                "replica": replica,
+                "answered": len(group),
+                "ttft_ms": _quantiles_ms([r.ttft_s for r in group if r.ttft_s is not None]),
+                "token_ms_p50": None if not paces else round(percentile(paces, 50) * 1000, 3),
+            }
+        )
+    return rows
+
+
 def cost_summary(records: list[Record], duration_s: float, tiers: dict[str, TierCost]) -> dict:
     """Provisioned cost of the run and cost per million completion tokens (see the module's docstring)."""
     tokens_by_tier: Counter[str] = Counter()
@@ -155,6 +181,7 @@ def summarize_run(run: RunResult, tiers: dict[str, TierCost], bin_s: float = 1.0
         "send_lag_ms": {"p99": _quantiles_ms(lags)["p99"], "max": round(max(lags) * 1000, 3) if lags else None},
         ALL: summarize_records(run.records, run.duration_s),
         "classes": classes,
+        "realtime_by_replica": by_replica(run.records),
         "cost": cost,
         "timeline": timeline(run.records, run.duration_s, bin_s),
     }
@@ -262,6 +289,17 @@ def markdown(report: dict) -> str:
             f"| {name} | {cost['duration_s']:.1f} | {cost['completion_tokens']} | {cost['dollars']:.4f} "
             f"| {_fmt(cost['cost_per_million_tokens'], 2)} |"
         )
+    lines += [
+        "",
+        "| configuration | REALTIME answered by | tier | answered | TTFT p50 / p95 / p99 ms | ms a token, p50 |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for name, summary in report["configurations"].items():
+        for row in summary.get("realtime_by_replica", []):
+            lines.append(
+                f"| {name} | {row['replica'] or '–'} | {row['tier'] or '–'} | {row['answered']} "
+                f"| {_triple(row['ttft_ms'])} | {_fmt(row['token_ms_p50'], 1)} |"
+            )
     goal = report.get("goal")
     if goal is not None:
         lines += [

@@ -10,6 +10,7 @@ from hybrid.bench.loadgen import Record, RunResult
 from hybrid.bench.report import (
     TierCost,
     build_report,
+    by_replica,
     cost_summary,
     markdown,
     percentile,
@@ -147,6 +148,26 @@ def test_goal_check_compares_router_and_baseline():
     assert build_report([RunResult("router", "r", router, duration_s=60.0)], TIERS)["goal"] is None
 
 
+def test_realtime_answers_are_told_replica_by_replica_with_their_first_tokens_and_pace():
+    def answered(index: int, replica: str, ttft: float, latency: float, tokens: int, **fields) -> Record:
+        made = record(index, ttft=ttft, latency=latency, tokens=tokens, tier="public", **fields)
+        made.replica_id = replica
+        return made
+
+    records = [
+        answered(0, "pub-a", 0.1, 1.1, 11),  # 10 tokens after the first in 1.0 s: 100 ms a token
+        answered(1, "pub-a", 0.3, 0.8, 6),
+        answered(2, "pub-b", 0.2, 0.2, 1),  # one token: no pace
+        answered(3, "pub-b", 0.2, 0.5, 4, priority="BATCH"),
+        answered(4, "pub-b", 0.2, 0.5, 4, status="RESOURCE_EXHAUSTED"),
+    ]
+    rows = by_replica(records)
+    assert [(r["replica"], r["answered"]) for r in rows] == [("pub-a", 2), ("pub-b", 1)]
+    assert rows[0]["ttft_ms"] == {"p50": 100.0, "p95": 300.0, "p99": 300.0}
+    assert rows[0]["token_ms_p50"] == pytest.approx(100.0)
+    assert rows[1]["token_ms_p50"] is None
+
+
 def test_write_report_writes_json_markdown_records_and_plots(tmp_path):
     workload = WorkloadConfig(steady_rps=1, steady_s=2, burst_s=2, recovery_s=2)
     runs = []
@@ -173,6 +194,7 @@ def test_write_report_writes_json_markdown_records_and_plots(tmp_path):
     assert text == markdown(report)
     assert "| baseline | BATCH | 11 | 10 | 1 (RESOURCE_EXHAUSTED 1) | 90.9% |" in text
     assert "| router | all | 31 | 30 |" in text
+    assert "| router | – | edge | 10 | 100 / 100 / 100 |" in text, "REALTIME by replica (these records name none)"
     stored = json.loads((tmp_path / "records.json").read_text())
     assert [len(run["records"]) for run in stored] == [31, 31]
     assert Record.from_dict(stored[0]["records"][0]) == runs[0].records[0]
