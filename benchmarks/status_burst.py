@@ -84,12 +84,12 @@ def sent_per_s(sends: collections.deque, now: float, tier: str | None = None) ->
     return sum(1 for _, first in sends if tier is None or first == tier)
 
 
-async def send_and_count(stub, priority: str, index: int, tokens: int, outcomes: dict[str, int]) -> None:
-    """Sends one request of ``priority`` to the router, reads its answer to the end, and counts how it ended in
-    ``outcomes`` ("ok" or the gRPC status's name)."""
+async def send_and_count(inference, priority: str, index: int, tokens: int, outcomes: dict[str, int]) -> None:
+    """Sends one request of ``priority`` to the router through ``inference`` (its hybrid.v1.Inference client),
+    reads the answer to the end, and counts how it ended in ``outcomes`` ("ok" or the gRPC status's name)."""
     request = build_request(f"{priority} request {index}", priority=priority, max_new_tokens=tokens)
     try:
-        async for _ in stub.Generate(request, timeout=20):
+        async for _ in inference.Generate(request, timeout=20):
             pass
         outcomes["ok"] = outcomes.get("ok", 0) + 1
     except grpc.aio.AioRpcError as error:
@@ -123,7 +123,7 @@ async def run(args: argparse.Namespace) -> dict:
     router.dataplane.scaling.horizon_s = args.horizon_s
     await router.start()
     channel = grpc.aio.insecure_channel(router.address)
-    stub = pb_grpc.InferenceStub(channel)
+    inference = pb_grpc.InferenceStub(channel)
     rng, outcomes, tasks, samples = random.Random(args.seed), {}, set(), []
     sends: collections.deque = collections.deque()
     first_tier = {priority: tier for priority, _, tier in MIX}
@@ -138,7 +138,7 @@ async def run(args: argparse.Namespace) -> dict:
             owed -= 1
             priority = rng.choices([m[0] for m in MIX], [m[1] for m in MIX])[0]
             sends.append((time.monotonic(), first_tier[priority]))
-            task = asyncio.ensure_future(send_and_count(stub, priority, sent, args.max_new_tokens, outcomes))
+            task = asyncio.ensure_future(send_and_count(inference, priority, sent, args.max_new_tokens, outcomes))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             sent += 1
