@@ -7,6 +7,7 @@ inputs, so no per-step copy goes through numpy. Only the last position's logits 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -82,18 +83,14 @@ def pick_providers(prefer_gpu: bool = True, device: str = "auto") -> list[str]:
     return [_CPU]
 
 
-_cuda_libraries_loaded = False
-
-
+@functools.cache
 def _load_cuda_libraries() -> None:
     """Loads the CUDA and cuDNN libraries that onnxruntime-gpu's ``cuda`` and ``cudnn`` extras install as wheels
     (ONNX Runtime's own ``preload_dlls``): the CUDA provider finds them by name, and a wheel's folder is on no
     search path. Libraries already on the node's search path serve too; what is missing shows when the session
     starts (``check_placement``)."""
-    global _cuda_libraries_loaded
-    if _cuda_libraries_loaded or not hasattr(ort, "preload_dlls"):
+    if not hasattr(ort, "preload_dlls"):
         return
-    _cuda_libraries_loaded = True
     try:
         ort.preload_dlls()
     except Exception as error:  # noqa: BLE001 - a failed preload leaves the default search, which check_placement reports
