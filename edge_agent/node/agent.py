@@ -235,9 +235,11 @@ class NodeAgent:
             self._give_up(record, f"it failed the canary in the agent: {canary.errors[0]}")
             return
 
+        # Taken before the call: requests go to the candidate at its start, before the registration's sync.
+        switched_at = time.time()
         old = await self.agent.switch_to(candidate)
         self._standby = old
-        record = self.state.save(record.model_copy(update={"outcome": "probation", "switched_at": time.time()}))
+        record = self.state.save(record.model_copy(update={"outcome": "probation", "switched_at": switched_at}))
         await self._report()
         probation = self.node.update.probation_s if record.probation_s is None else record.probation_s
         failure = await self._watch(candidate, probation)

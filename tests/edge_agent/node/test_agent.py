@@ -3,6 +3,9 @@ its probation, which must leave the node on the artifact that served before."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
 from edge_agent.artifacts.manifest import MANIFEST_NAME, manifest_sha256, read_manifest, write_manifest
@@ -59,12 +62,24 @@ def test_stop_during_probation_returns_to_the_artifact_that_served_before(node):
     state = StateFile(config.layout.state_file)
     running = BackgroundNodeAgent(config)
     try:
-        assert running.agent.agent.serving.sha256 == first
+        edge = running.agent.agent
+        assert edge.serving.sha256 == first
+        # A slow discovery: the switch's registration sync takes a second after requests have moved.
+        moved_at: list[float] = []
+
+        async def slow_sync_registration() -> None:
+            if edge.serving.sha256 == second and not moved_at:
+                moved_at.append(time.time())
+                await asyncio.sleep(1.0)
+
+        edge.sync_registration = slow_sync_registration
         store.flip(second)  # an operator flips `current` by hand, then `systemctl reload hybrid-edge`
         running.hang_up()
         wait_for(lambda: state.read().last is not None and state.read().last.outcome == "probation", 120, "probation")
         last = state.read().last
         assert (last.source, last.from_sha256, last.to_sha256) == ("SIGHUP", first, second)
+        # The record tells when new requests began to go to the new artifact, not when discovery heard of it.
+        assert moved_at and last.switched_at <= moved_at[0], (last.switched_at, moved_at)
         assert running.agent.agent.serving.sha256 == second
         with HybridClient(running.agent.address) as client:
             assert client.complete(prompt="Hello", max_new_tokens=2).token_ids
