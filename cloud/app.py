@@ -16,6 +16,7 @@ environment variables and ``args`` may override them.
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 
@@ -31,6 +32,7 @@ from cloud.directory import ReplicaDirectory, ServeTarget, direct_ingress_enable
 from cloud.replica_port import ReplicaPort
 from hybrid import constants
 from hybrid.discovery import ReplicaRecord, registry_from_spec
+from hybrid.engine import gc_pauses
 from hybrid.errors import HybridError
 from hybrid.serving.grpc_shell import parse_generate_request, request_of
 from hybrid.telemetry import tracing
@@ -76,6 +78,9 @@ class InferenceDeployment:
             log.info("replica %s serving on its own port %d (TLS %s)", self.replica_id, self.own_port.port,
                      "on" if self.own_port.tls else "off, loopback only")  # fmt: skip
         self.directory = self._follow_in_discovery(context.app_name, unique)
+        # Ray Serve freezes what the constructor made once it returns (RAY_SERVE_FREEZE_GC_ON_STARTUP); the
+        # watch logs any long collection that is left.
+        gc_pauses.watch_pauses()
         log.info("replica %s serving %s on %s", self.replica_id, self.engine.model_name, self.engine.model.device)
 
     def _follow_in_discovery(self, app_name: str, serve_replica: str) -> ReplicaDirectory | None:
@@ -132,6 +137,7 @@ class InferenceDeployment:
             "rows_decoded": engine.rows_decoded,
             "max_rows_in_step": engine.max_rows_in_step,
             "device": str(engine.model.device),
+            "frozen_objects": gc.get_freeze_count(),
         }
 
     def reset_stats(self) -> None:

@@ -28,6 +28,7 @@ from edge_agent.lean_engine import LeanGenerationEngine
 from edge_agent.lean_runtime import LeanDecoder
 from edge_agent.runtime import OnnxCausalLM
 from hybrid.discovery import ReplicaRecord, registry_from_spec
+from hybrid.engine import gc_pauses
 from hybrid.engine.continuous import ContinuousBatchingEngine
 from hybrid.engine.metrics import ReplicaMetrics
 from hybrid.errors import ArtifactError, HybridError
@@ -202,6 +203,7 @@ class EdgeAgent:
         """Serves; ``announce=False`` leaves the "ready on" line to a caller with more to set up first."""
         self.engine.start()
         await self.engine.measure_pace()
+        gc_pauses.watch_pauses(self.metrics.gc_pause_seconds)
         await self.shell.start()
         if self.config.metrics_port is not None:
             self._metrics_server, _ = start_http_server(
@@ -300,6 +302,8 @@ class EdgeAgent:
         # Its gauges would otherwise overwrite the serving engine's.
         loaded.engine.metrics = None
         await asyncio.to_thread(loaded.engine.stop, 0.0)
+        # A frozen artifact is never collected, and its engine sits in reference cycles.
+        gc_pauses.thaw_for(loaded.describe())
 
     # --- shutdown ----------------------------------------------------------------------------
 
@@ -324,7 +328,7 @@ class EdgeAgent:
 
 async def serve_forever(config: EdgeAgentConfig) -> None:
     """Runs an edge agent until SIGINT or SIGTERM, then drains and exits."""
-    await serve_until_signalled(EdgeAgent(config))
+    await serve_until_signalled(EdgeAgent(config), freeze_start_heap=True)
 
 
 class BackgroundEdgeAgent(BackgroundLoop):

@@ -211,7 +211,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     tracing.configure(tracing.TracingSettings(), "hybrid-edge")
 
     async def run() -> None:
-        await serve_until_signalled(NodeAgent(node))
+        await serve_until_signalled(NodeAgent(node), freeze_start_heap=True)
 
     asyncio.run(run())
     return 0

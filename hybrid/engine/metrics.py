@@ -41,3 +41,11 @@ class ReplicaMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=r,
         )
+        self.gc_pause_seconds = Histogram(
+            f"{prefix}_gc_pause_seconds",
+            "Pauses of the whole process for a garbage collection while it serves, by generation: every stream "
+            "stops for them.",
+            ["generation"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+            registry=r,
+        )

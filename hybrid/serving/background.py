@@ -8,6 +8,8 @@ import threading
 from collections.abc import Coroutine
 from typing import Any
 
+from hybrid.engine import gc_pauses
+
 
 class BackgroundLoop:
     def __init__(self, name: str):
@@ -39,13 +41,18 @@ class BackgroundLoop:
         self._thread.join(timeout=10)
 
 
-async def serve_until_signalled(server) -> None:
-    """Starts ``server``, then drains and stops it on SIGINT or SIGTERM."""
+async def serve_until_signalled(server, freeze_start_heap: bool = False) -> None:
+    """Starts ``server``, then drains and stops it on SIGINT or SIGTERM.
+
+    ``freeze_start_heap``: the process is the server's own, so what its start made can be frozen out of the
+    garbage collector's walks (``gc_pauses.freeze_start_heap``), before any request is handled."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # Before start: a signal that comes right after the "ready" line must stop it cleanly, not kill it.
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
+    if freeze_start_heap:  # no await in between: no request has run on this loop yet
+        gc_pauses.freeze_start_heap()
     await stop.wait()
     await server.stop()

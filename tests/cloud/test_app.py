@@ -53,6 +53,12 @@ def test_concurrent_requests_share_decode_steps(serve_cluster, private_app, torc
     assert stats["max_rows_in_step"] > 1, f"concurrent requests never shared a decode step: {stats}"
 
 
+def test_the_replica_keeps_its_start_heap_out_of_garbage_collections(serve_cluster, private_app):
+    stats = serve_cluster.handle(private_app).stats.remote().result()
+    # Ray Serve, torch, transformers and the model: hundreds of thousands of objects that no collection walks.
+    assert stats["frozen_objects"] > 100_000, stats
+
+
 def test_health_check_through_the_proxy(serve_cluster, private_app):
     """What Consul's native gRPC check sees: the proxy routes grpc.health.v1 Check to the deployment."""
     with grpc.insecure_channel(serve_cluster.address) as channel:

@@ -4,12 +4,15 @@ well it agrees, and an edge agent serving it (streaming, continuous batching, th
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import json
 import threading
+import weakref
 
 from edge_agent.artifacts.manifest import MODEL_FILE, read_manifest
 from edge_agent.lean_runtime import LeanDecoder
 from hybrid.client import HybridClient
+from hybrid.engine import gc_pauses
 from hybrid.v1 import inference_pb2 as pb
 from tests.conftest import PROMPTS
 from tests.edge_agent.test_server import chat, common_prefix
@@ -94,6 +97,7 @@ def test_the_agent_switches_from_optimum_int8_to_the_lean_graph_with_an_answer_i
     background = start_agent(int8_artifact, tmp_path)
     try:
         agent = background.agent
+        gc_pauses.freeze_start_heap()  # as `hybrid edge serve` does once its agent has started
         with HybridClient(background.address, timeout_s=120) as client:
             running = client.stream(messages=chat(PROMPTS[1]), max_new_tokens=40)
             first = next(running)
@@ -108,5 +112,11 @@ def test_the_agent_switches_from_optimum_int8_to_the_lean_graph_with_an_answer_i
         assert rest[-1].finish_reason in (pb.STOP, pb.LENGTH)
         assert after.served_by.precision == "lean-int4-b32" and after.token_ids
         assert not previous.engine.running
+        # The retired artifact was frozen with the start's heap; retiring it lets the collector free it.
+        retired_engine = weakref.ref(previous.engine)
+        del previous
+        gc.collect()
+        assert retired_engine() is None, "the retired artifact's engine outlived its retirement"
     finally:
+        gc.unfreeze()
         background.stop()

@@ -1,0 +1,67 @@
+"""The garbage collector in a replica's process: the start's heap frozen out of its walks, and its pauses watched."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import weakref
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from hybrid.engine import gc_pauses
+from hybrid.engine.metrics import ReplicaMetrics
+
+
+class Node:
+    def __init__(self):
+        self.other: Node | None = None
+
+
+@pytest.fixture
+def unfrozen():
+    yield
+    gc.unfreeze()  # the test process keeps collecting what the next tests leave behind
+
+
+def test_the_start_garbage_is_collected_before_the_rest_is_frozen(unfrozen):
+    garbage, kept = Node(), Node()
+    garbage.other, kept.other = garbage, kept  # two cycles: one dropped, one held
+    dropped = weakref.ref(garbage)
+    del garbage
+    frozen = gc_pauses.freeze_start_heap()
+    assert dropped() is None, "a cycle left by the start was frozen for good instead of collected"
+    assert frozen == gc.get_freeze_count() > 0
+    assert not any(o is kept for o in gc.get_objects()), "a live object of the start is still walked"
+
+
+def test_thawing_lets_a_frozen_cycle_that_was_let_go_be_collected(unfrozen):
+    held = Node()
+    held.other = held
+    gc_pauses.freeze_start_heap()
+    released = weakref.ref(held)
+    del held
+    gc.collect()
+    assert released() is not None, "frozen: no collection walks it"
+    gc_pauses.thaw_for("a retired engine")
+    gc.collect()
+    assert released() is None and gc.get_freeze_count() == 0
+
+
+def test_a_replica_s_metrics_count_the_process_s_collections_by_generation():
+    metrics = ReplicaMetrics(CollectorRegistry())
+    gc_pauses.watch_pauses(metrics.gc_pause_seconds)
+    before = metrics.registry.get_sample_value("hybrid_replica_gc_pause_seconds_count", {"generation": "2"}) or 0
+    gc.collect()
+    after = metrics.registry.get_sample_value("hybrid_replica_gc_pause_seconds_count", {"generation": "2"})
+    assert after == before + 1
+
+
+def test_a_slow_collection_is_logged_and_the_freeze_s_own_is_not(monkeypatch, caplog, unfrozen):
+    gc_pauses.watch_pauses()
+    monkeypatch.setattr(gc_pauses._watch(), "slow_ms", 0.0)
+    with caplog.at_level(logging.WARNING, logger="hybrid.engine.gc"):
+        gc_pauses.freeze_start_heap()
+        assert not caplog.records, "the freeze's collection, before any request, was logged as a stall"
+        gc.collect()
+    assert any("generation-2 garbage collection held this process" in r.getMessage() for r in caplog.records)
