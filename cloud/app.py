@@ -79,7 +79,7 @@ class InferenceDeployment:
                      "on" if self.own_port.tls else "off, loopback only")  # fmt: skip
         self.directory = self._follow_in_discovery(context.app_name, unique)
         # Ray Serve freezes what the constructor made once it returns (RAY_SERVE_FREEZE_GC_ON_STARTUP); the
-        # watch logs any long collection that is left.
+        # watch logs any long collection that is left, for as long as the replica's process lives.
         gc_pauses.watch_pauses()
         log.info("replica %s serving %s on %s", self.replica_id, self.engine.model_name, self.engine.model.device)
 

@@ -171,6 +171,7 @@ class EdgeAgent:
         self._stopping = asyncio.Event()
         self._metrics_server = None
         self.metrics_address: str | None = None
+        self._stop_gc_watch = lambda: None
 
     @property
     def engine(self) -> ContinuousBatchingEngine:
@@ -203,7 +204,7 @@ class EdgeAgent:
         """Serves; ``announce=False`` leaves the "ready on" line to a caller with more to set up first."""
         self.engine.start()
         await self.engine.measure_pace()
-        gc_pauses.watch_pauses(self.metrics.gc_pause_seconds)
+        self._stop_gc_watch = gc_pauses.watch_pauses(self.metrics.gc_pause_seconds)
         await self.shell.start()
         if self.config.metrics_port is not None:
             self._metrics_server, _ = start_http_server(
@@ -323,6 +324,7 @@ class EdgeAgent:
         await self.shell.stop(grace)
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
+        self._stop_gc_watch()
         log.info("edge agent %s stopped", self.replica_id)
 
 

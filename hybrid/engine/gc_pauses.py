@@ -16,6 +16,7 @@ import gc
 import logging
 import time
 import weakref
+from collections.abc import Callable
 
 from prometheus_client import Histogram
 
@@ -60,6 +61,7 @@ class _PauseWatch:
     def __init__(self, slow_ms: float):
         self.slow_ms = slow_ms
         self.histograms: weakref.WeakSet[Histogram] = weakref.WeakSet()
+        self.serving = 0  # servers of this process that are watching
         self._began: float | None = None
 
     def __call__(self, phase: str, info: dict) -> None:
@@ -70,7 +72,7 @@ class _PauseWatch:
         if self._began is None:
             return
         seconds, self._began = time.perf_counter() - self._began, None
-        if _collecting_on_purpose:
+        if _collecting_on_purpose or not self.serving:
             return
         generation = info.get("generation", 2)
         for histogram in list(self.histograms):
@@ -92,10 +94,22 @@ def _watch() -> _PauseWatch:
     return watch
 
 
-def watch_pauses(histogram: Histogram | None = None) -> None:
-    """From now on, logs every collection of this process that takes ``SLOW_COLLECTION_MS`` or longer, and
-    observes each one's duration into ``histogram`` (labelled by generation) while it lives. Call it when serving
-    begins: the collections of a start that loads a model are long and harm no one. Installed once per process."""
+def watch_pauses(histogram: Histogram | None = None) -> Callable[[], None]:
+    """While something in this process serves, logs every collection that takes ``SLOW_COLLECTION_MS`` or longer,
+    and observes each one's duration into ``histogram`` (labelled by generation). Call it when
+    serving begins, and the function it returns when serving ends: the collections of a start that loads a model,
+    or of an exit, are long and harm no one. The callback is installed once per process."""
     watch = _watch()
     if histogram is not None:
         watch.histograms.add(histogram)
+    watch.serving += 1
+    done = False
+
+    def stop_watching() -> None:
+        nonlocal done
+        if not done:
+            done, watch.serving = True, watch.serving - 1
+            if histogram is not None:
+                watch.histograms.discard(histogram)
+
+    return stop_watching
