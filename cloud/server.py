@@ -38,6 +38,10 @@ def free_port(host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
+# What Ray says when a local head missed one of its fixed start-up waits.
+_SLOW_HEAD_START = ("Timed out waiting for file", "timed out during startup")
+
+
 def init_ray(num_cpus: int | None = None, direct: bool = False) -> None:
     """Joins RAY_ADDRESS's cluster, or starts a local one with settings tuned for a small machine.
 
@@ -63,9 +67,10 @@ def init_ray(num_cpus: int | None = None, direct: bool = False) -> None:
                 configure_logging=False,
             )
             return
-        except RuntimeError as error:
-            # On a busy small machine a local head can miss Ray's fixed wait for its GCS port file: once more.
-            if address or attempt == 2 or "Timed out waiting for file" not in str(error):
+        except Exception as error:  # Ray raises a bare Exception for the raylet's wait
+            # On a busy small machine a local head can miss one of Ray's fixed waits (30 s for the raylet to
+            # register, some for the GCS's port file): once more.
+            if address or attempt == 2 or not any(slow in str(error) for slow in _SLOW_HEAD_START):
                 raise
             log.warning("Ray's head did not start in time (%s); starting it once more", error)
             ray.shutdown()

@@ -31,7 +31,7 @@ def test_the_start_garbage_is_collected_before_the_rest_is_frozen(unfrozen):
     del garbage
     frozen = gc_pauses.freeze_start_heap()
     assert dropped() is None, "a cycle left by the start was frozen for good instead of collected"
-    assert frozen == gc.get_freeze_count() > 0
+    assert frozen > 0 and gc.get_freeze_count() > 0  # frozen objects still leave when their last reference goes
     assert not any(o is kept for o in gc.get_objects()), "a live object of the start is still walked"
 
 
