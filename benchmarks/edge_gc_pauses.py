@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,9 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from router_overhead_servers import free_port  # noqa: E402
 
 from hybrid import constants  # noqa: E402
 from hybrid.client import HybridClient  # noqa: E402
@@ -52,12 +54,6 @@ QUESTIONS = [
     "Write a short poem about autumn.",
     "How do plants make their food?",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def gc_pauses(metrics_port: int) -> dict:
