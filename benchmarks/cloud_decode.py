@@ -7,11 +7,14 @@ forced new tokens each (random weights, end tokens ignored), greedy. Paths:
 * ``static``  transformers ``generate(cache_implementation="static")``, which compiles the step;
 * ``cb``      transformers ``generate_batch`` (its continuous batching), where the version has it;
 * ``engine``  hybrid's TorchEngine (StaticCacheLlama + CUDA graphs) driven through its public
-  ``generate`` stream, scheduler and text streaming included;
+  ``generate`` stream, scheduler and text streaming included; each decode step starts before the host's
+  work on the last one, as a replica runs it;
+* ``engine-serial`` the same engine with each step waiting for the host's work on the last one;
 * ``serve``   the same engine inside one Ray Serve replica, reached with hybrid's async client on
   loopback each way ``--serve-ways`` names, one after the other in this run (135M shape only):
   ``proxy`` (Serve's gRPC proxy), ``direct`` (the replica's own port: Serve's direct ingress) and
-  ``router`` (`hybrid router serve` in a process of its own, reaching the replica on its own port).
+  ``router`` (`hybrid router serve` in a process of its own, reaching the replica on its own port);
+  ``--serve-serial`` runs them all once more with the replica's steps one after the other.
 
 tokens/s = B * new tokens / wall time of the whole call (prefill included, on every path).
 Weights are random (the packaged model is too big to carry to the GPU machine); decode speed does
@@ -111,7 +114,9 @@ def engine_run(engine, tokenizer, ids: torch.Tensor, news: list[int]) -> tuple[f
     return time.perf_counter() - started, sum(counts)
 
 
-def engine_path(model, tokenizer, ids: torch.Tensor, news: list[int], repeats: int, max_batch: int) -> dict:
+def engine_path(
+    model, tokenizer, ids: torch.Tensor, news: list[int], repeats: int, max_batch: int, overlap_steps: bool = True
+) -> dict:
     from cloud.engine import TorchEngine
     from cloud.model import StaticCacheLlama
     from hybrid.protocol import ServedBy, Tier
@@ -120,6 +125,7 @@ def engine_path(model, tokenizer, ids: torch.Tensor, news: list[int], repeats: i
     engine = TorchEngine(
         static,
         tokenizer,
+        overlap_steps=overlap_steps,
         served_by=ServedBy(Tier.PRIVATE, "bench", "local", "bf16-random"),
         model_name="bench",
         full_precision=True,
@@ -190,6 +196,11 @@ def main() -> int:
         help="serve path: one run per replica GIL switch interval given (comma-separated ms), each way named "
         "way@Nms; empty runs the replica's default once",
     )
+    parser.add_argument(
+        "--serve-serial",
+        action="store_true",
+        help="serve path: every way once more with the replica's decode steps not overlapped, named way@serial",
+    )
     parser.add_argument("--out", default="cloud_decode.json")
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -229,9 +240,10 @@ def main() -> int:
                         row[path] = hf_generate(model, ids, args.new_tokens, args.repeats, static=True)
                     elif path == "cb":
                         row[path] = hf_continuous(model, ids, args.new_tokens, args.repeats)
-                    elif path == "engine":
+                    elif path in ("engine", "engine-serial"):
                         news = answer_lengths(batch, args.new_tokens, args.stagger)
-                        row[path] = engine_path(model, tokenizer, ids, news, args.repeats, max(batches))
+                        overlap = path == "engine"
+                        row[path] = engine_path(model, tokenizer, ids, news, args.repeats, max(batches), overlap)
                 except Exception as error:  # one failing path must not lose the others' figures
                     row[path] = {"error": f"{type(error).__name__}: {error}"[:600]}
                     traceback.print_exc()
@@ -245,9 +257,11 @@ def main() -> int:
         torch.cuda.empty_cache()
         if "serve" in paths and shape == "smollm2-135m":
             intervals = [float(v) for v in args.gil_switch_intervals_ms.split(",") if v] or [None]
+            variants = [(interval, True) for interval in intervals]
+            variants += [(None, False)] if args.serve_serial else []
             served = report["results"][shape].setdefault("serve", {})
-            for interval in intervals:
-                suffix = "" if interval is None else f"@{interval:g}ms"
+            for interval, overlap in variants:
+                suffix = ("" if interval is None else f"@{interval:g}ms") + ("" if overlap else "@serial")
                 try:
                     ways = serve_path(
                         shape,
@@ -262,6 +276,7 @@ def main() -> int:
                         args.stagger,
                         interval,
                         args.client_processes,
+                        overlap,
                     )
                     served.update({f"{way}{suffix}" if isinstance(v, dict) else way: v for way, v in ways.items()})
                 except Exception as error:
@@ -285,7 +300,7 @@ def print_table(report: dict) -> None:
                 if "tokens_per_s" in result:
                     extra = (
                         f" ({result['decode_step_ms']:.2f}/{result['graph_step_ms']:.2f} ms)"
-                        if path == "engine"
+                        if path.startswith("engine")
                         else ""
                     )
                     cells.append(f"{path} {result['tokens_per_s']:.0f}{extra}")

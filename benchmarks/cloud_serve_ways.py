@@ -96,12 +96,14 @@ def serve_path(
     stagger: bool = False,
     gil_switch_interval_ms: float | None = None,
     client_processes: int = 1,
+    overlap_steps: bool = True,
 ) -> dict:
     """The engine in one Serve replica, reached each way in ``ways``, all in this one run:
     ``proxy`` (Serve's gRPC proxy), ``direct`` (the replica's port from Serve's direct ingress), ``own``
     (the port the replica opens itself, ``replica_port``, serving from its engine without Serve's request path)
     and ``router`` (hybrid's router, which reaches the replica at the port it registered: its own where
-    ``own`` is asked for, else Serve's). The client sends from ``client_processes`` processes."""
+    ``own`` is asked for, else Serve's). The client sends from ``client_processes`` processes; without
+    ``overlap_steps`` the replica's decode steps wait for its host work."""
     from transformers import LlamaConfig
 
     from cloud.config import DeploymentSettings, ReplicaSettings
@@ -121,6 +123,7 @@ def serve_path(
         max_context_tokens=prompt_tokens + 2 * new + 8,
         **({} if gil_switch_interval_ms is None else {"gil_switch_interval_ms": gil_switch_interval_ms}),
         replica_port=0 if "own" in ways else None,
+        overlap_decode_steps=overlap_steps,
     )
     deployment = DeploymentSettings(
         num_gpus=1 if torch.cuda.is_available() else 0,

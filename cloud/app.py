@@ -19,6 +19,7 @@ from __future__ import annotations
 import gc
 import logging
 import sys
+from collections.abc import Callable
 
 from grpc_health.v1 import health_pb2
 from pydantic import ValidationError
@@ -78,9 +79,9 @@ class InferenceDeployment:
             log.info("replica %s serving on its own port %d (TLS %s)", self.replica_id, self.own_port.port,
                      "on" if self.own_port.tls else "off, loopback only")  # fmt: skip
         self.directory = self._follow_in_discovery(context.app_name, unique)
-        # Ray Serve freezes what the constructor made once it returns (RAY_SERVE_FREEZE_GC_ON_STARTUP); the
-        # watch logs any long collection that is left, for as long as the replica's process lives.
-        gc_pauses.watch_pauses()
+        # The watch on the garbage collector's pauses begins at the first health check (check_health).
+        self._stop_watching_gc: Callable[[], None] | None = None
+        self._frozen_when_watch_began = 0
         log.info("replica %s serving %s on %s", self.replica_id, self.engine.model_name, self.engine.model.device)
 
     def _follow_in_discovery(self, app_name: str, serve_replica: str) -> ReplicaDirectory | None:
@@ -138,6 +139,7 @@ class InferenceDeployment:
             "max_rows_in_step": engine.max_rows_in_step,
             "device": str(engine.model.device),
             "frozen_objects": gc.get_freeze_count(),
+            "frozen_when_gc_watch_began": self._frozen_when_watch_began,
         }
 
     def reset_stats(self) -> None:
@@ -148,11 +150,20 @@ class InferenceDeployment:
         return thread is not None and thread.is_alive()
 
     def check_health(self) -> None:
+        if self._stop_watching_gc is None:
+            # Serve checks a new replica's health once it has collected and frozen the start's heap
+            # (RAY_SERVE_FREEZE_GC_ON_STARTUP) and before it sends it traffic. From then on, a long collection is a
+            # stall clients see; that start-up collection, watched, would be logged as one (~300 ms on a GPU host).
+            self._frozen_when_watch_began = gc.get_freeze_count()
+            self._stop_watching_gc = gc_pauses.watch_pauses()
         # Serve replaces a replica whose health check raises: a dead engine thread is a crash.
         if not self._engine_alive():
             raise RuntimeError(f"the engine thread of {self.replica_id} has stopped")
 
     def __del__(self) -> None:
+        stop_watching_gc = getattr(self, "_stop_watching_gc", None)
+        if stop_watching_gc is not None:
+            stop_watching_gc()
         directory = getattr(self, "directory", None)
         if directory is not None:
             directory.stop()

@@ -78,6 +78,13 @@ class ReplicaSettings(BaseModel):
         "waits for the GPU with the GIL released; getting it back from Serve's busy event loops takes up to "
         "this long, which at a few ms per step is a large share of the step.",
     )
+    overlap_decode_steps: bool = Field(
+        default=True,
+        description="On a GPU, start each decode step before the host's work on the last one (picking, "
+        "detokenizing, streaming), so that work runs while the GPU computes; a row's last token then costs one "
+        "step of GPU time for nothing. Off: each step waits for the host. No effect on a CPU, where a step's call "
+        "blocks until it is done.",
+    )
     replica_port: int | None = Field(
         default=None,
         ge=0,

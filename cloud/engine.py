@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from cloud.config import CloudConfigError, ReplicaSettings
-from cloud.model import StaticCacheLlama
+from cloud.model import StaticCacheLlama, StepOutput
 from hybrid.engine.continuous import ContinuousBatchingEngine, Sequence
 from hybrid.engine.metrics import ReplicaMetrics
 from hybrid.models.registry import end_token_ids, load_tokenizer, resolve_model
@@ -21,7 +21,7 @@ from hybrid.protocol import ServedBy, Tier
 class TorchEngine(ContinuousBatchingEngine):
     thread_name = "cloud-engine"
 
-    def __init__(self, model: StaticCacheLlama, tokenizer, **settings):
+    def __init__(self, model: StaticCacheLlama, tokenizer, overlap_steps: bool | None = None, **settings):
         settings.setdefault("max_batch_size", model.max_batch)
         if settings["max_batch_size"] > model.max_batch:
             raise ValueError(
@@ -30,6 +30,8 @@ class TorchEngine(ContinuousBatchingEngine):
         settings.setdefault("max_context_tokens", model.max_context)
         super().__init__(tokenizer, **settings)
         self.model = model
+        # A GPU's launches return at once; on a CPU a step is done when its call returns.
+        self.overlaps_steps = model.device.type == "cuda" if overlap_steps is None else overlap_steps
 
     def _pick(self, rows: list[Sequence], logits: torch.Tensor, greedy: torch.Tensor | None) -> list[int]:
         if greedy is None:
@@ -45,8 +47,13 @@ class TorchEngine(ContinuousBatchingEngine):
         return self._pick(joiners, logits, None)
 
     def _decode(self, rows: list[Sequence]) -> list[int]:
-        output = self.model.decode([s.next_token for s in rows], [s.cached for s in rows])
-        return self._pick(rows, output.logits, output.tokens)
+        return self._finish_decode(rows, self._start_decode(rows))
+
+    def _start_decode(self, rows: list[Sequence]) -> StepOutput:
+        return self.model.decode([s.next_token for s in rows], [s.cached for s in rows])
+
+    def _finish_decode(self, rows: list[Sequence], started: StepOutput) -> list[int]:
+        return self._pick(rows, started.logits, started.tokens)
 
     def _keep(self, indices: list[int]) -> None:
         # Called after self.rows was narrowed to the kept rows, in the same order as indices.
@@ -94,6 +101,7 @@ def build_engine(settings: ReplicaSettings, replica_id: str, metrics: ReplicaMet
     return TorchEngine(
         model,
         tokenizer,
+        overlap_steps=None if settings.overlap_decode_steps else False,
         served_by=ServedBy(tier, replica_id, settings.region, label),
         model_name=resolved.name,
         full_precision=not settings.random_weights,

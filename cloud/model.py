@@ -128,6 +128,11 @@ class StaticCacheLlama:
         self._ids, self._positions = self._step_inputs[0], self._step_inputs[1]
         self._host_inputs = torch.zeros(2, self.slots, dtype=torch.long, pin_memory=self.device.type == "cuda")
         self._host_view = self._host_inputs.numpy()
+        # The same for compaction's row moves: targets and sources. Reused once the engine has read a step back,
+        # which waits for every copy queued before it.
+        self._moves = torch.zeros(2, self.slots, dtype=torch.long, device=self.device)
+        self._host_moves = torch.zeros(2, self.slots, dtype=torch.long, pin_memory=self.device.type == "cuda")
+        self._host_moves_view = self._host_moves.numpy()
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, StepOutput]] = {}
         self._pool = None
 
@@ -182,8 +187,13 @@ class StaticCacheLlama:
         ]
         if not moves:
             return
-        targets = torch.tensor([m[0] for m in moves], device=self.device)
-        froms = torch.tensor([m[1] for m in moves], device=self.device)
+        # Through the pinned buffer, as a step's inputs: a copy from pageable memory would wait for the decode
+        # step the engine has in flight, which this move is queued behind anyway.
+        count = len(moves)
+        self._host_moves_view[0, :count] = [m[0] for m in moves]
+        self._host_moves_view[1, :count] = [m[1] for m in moves]
+        self._moves[:, :count].copy_(self._host_moves[:, :count], non_blocking=True)
+        targets, froms = self._moves[0, :count], self._moves[1, :count]
         length = max(m[2] for m in moves)
         for cache in (self.k_cache, self.v_cache):
             cache[:, targets, :, :length] = cache[:, froms, :, :length]

@@ -21,6 +21,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from hybrid import constants
 from hybrid.engine import spans
@@ -54,8 +55,22 @@ log = logging.getLogger(__name__)
 _SHUTTING_DOWN = "this replica is shutting down; retry on another replica"
 
 
+@dataclass
+class _InFlight:
+    """A decode step started on the device and not yet read back: the rows it feeds, in its row order."""
+
+    rows: list[Sequence]
+    handle: object
+    started_at: float
+
+
 class ContinuousBatchingEngine(ABC):
     thread_name = "engine"
+    # Whether ``_start_decode`` returns while the device still runs the step (a GPU's queue). The engine then
+    # starts each step before its host work on the last one (emitting, detokenizing, handing chunks over), so
+    # that work runs while the device computes. Off where a call blocks until done: there the overlap would only
+    # hold every token back by one step.
+    overlaps_steps = False
 
     def __init__(
         self,
@@ -106,6 +121,8 @@ class ContinuousBatchingEngine(ABC):
         # Failed steps (prefill or decode) and the last one's error: an edge update's probation watches them.
         self.failures = 0
         self.last_failure = ""
+        self._in_flight: _InFlight | None = None
+        self._prefill_ended_at = 0.0
 
     # --- what a model runtime supplies --------------------------------------------------------
 
@@ -116,6 +133,16 @@ class ContinuousBatchingEngine(ABC):
     @abstractmethod
     def _decode(self, rows: list[Sequence]) -> list[int]:
         """Feeds each row's ``next_token`` and returns the token after it, one per row."""
+
+    def _start_decode(self, rows: list[Sequence]) -> object:
+        """With ``overlaps_steps``: starts the step that feeds each row's ``next_token`` at position ``cached`` and
+        returns at once, with what ``_finish_decode`` reads its tokens from. Rows that leave meanwhile are still
+        computed; ``_keep`` may move the state of the others before the step is read."""
+        raise NotImplementedError
+
+    def _finish_decode(self, rows: list[Sequence], started: object) -> list[int]:
+        """With ``overlaps_steps``: waits for the step ``_start_decode(rows)`` started; its token for each row."""
+        raise NotImplementedError
 
     @abstractmethod
     def _keep(self, indices: list[int]) -> None:
@@ -285,6 +312,7 @@ class ContinuousBatchingEngine(ABC):
                 # The batch is emptied before its clients hear of the failure: one that retries at once finds
                 # the engine ready for it.
                 failed, self.rows = self.rows, []
+                self._in_flight = None
                 self._keep([])
                 for row in failed:
                     row.send_now(HybridError(f"generation failed on this replica: {exc}"))
@@ -306,8 +334,8 @@ class ContinuousBatchingEngine(ABC):
             # is the largest part of a first token's wait that the engine controls.
             self._flush()
         if self.rows:
-            rows = len(self.rows)
-            self._pace.observe(rows, self._step() * 1000, prefill_s * 1000)
+            rows, seconds = self._step()
+            self._pace.observe(rows, seconds * 1000, prefill_s * 1000)
         if self.metrics:
             self.metrics.queue_depth.set(len(self.batcher))
             self.metrics.active.set(len(self.rows))
@@ -324,7 +352,7 @@ class ContinuousBatchingEngine(ABC):
             for seq in joiners:
                 seq.send_now(HybridError(f"prefill failed on this replica: {exc}"))
             raise
-        ended = time.monotonic()
+        ended = self._prefill_ended_at = time.monotonic()
         elapsed = ended - started
         if self.metrics:
             self.metrics.prefill_seconds.observe(elapsed)
@@ -335,12 +363,15 @@ class ContinuousBatchingEngine(ABC):
         self._emit(joiners, tokens)
         return elapsed
 
-    def _step(self) -> float:
-        """Advances every row by one token; returns the seconds the decode took."""
-        rows = list(self.rows)
-        started = time.monotonic()
-        tokens = self._decode(rows)
-        elapsed = time.monotonic() - started
+    def _step(self) -> tuple[int, float]:
+        """Advances the rows by one token; returns how many it advanced and the seconds the decode took."""
+        if self.overlaps_steps:
+            rows, tokens, elapsed = self._finish_in_flight()
+        else:
+            rows = list(self.rows)
+            started = time.monotonic()
+            tokens = self._decode(rows)
+            elapsed = time.monotonic() - started
         for seq in rows:
             seq.cached += 1
         self.decode_steps += 1
@@ -352,8 +383,29 @@ class ContinuousBatchingEngine(ABC):
         if self.metrics:
             self.metrics.step_seconds.observe(elapsed)
             self.metrics.batch_rows.observe(len(rows))
+        if self.overlaps_steps:
+            for seq, token in zip(rows, tokens):
+                seq.next_token = token
+            # Rows this step ends are fed once more, for nothing: which ones end is known only after the emit.
+            self._in_flight = self._start(self.rows)
         self._emit(rows, tokens)
-        return elapsed
+        return len(rows), elapsed
+
+    def _start(self, rows: list[Sequence]) -> _InFlight:
+        return _InFlight(list(rows), self._start_decode(rows), time.monotonic())
+
+    def _finish_in_flight(self) -> tuple[list[Sequence], list[int], float]:
+        """Reads the step in flight back: the rows it fed that are still running, and their tokens. Rows that
+        joined since wait for the next one; when no row of the step runs any more, a step for the rows is run."""
+        in_flight, self._in_flight = self._in_flight, None
+        running = set(self.rows)
+        if in_flight is None or running.isdisjoint(in_flight.rows):
+            in_flight = self._start(self.rows)
+        tokens = self._finish_decode(in_flight.rows, in_flight.handle)
+        # A prefill since the start waited for this step: that wait is counted as the prefill's stall.
+        elapsed = time.monotonic() - max(in_flight.started_at, self._prefill_ended_at)
+        kept = [(seq, token) for seq, token in zip(in_flight.rows, tokens) if seq in running]
+        return [seq for seq, _ in kept], [token for _, token in kept], elapsed
 
     def _post(self, seq: Sequence, item: object) -> None:
         # Chunks of one step are handed over together, one wake-up per event loop instead of one per row.

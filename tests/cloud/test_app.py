@@ -57,6 +57,8 @@ def test_the_replica_keeps_its_start_heap_out_of_garbage_collections(serve_clust
     stats = serve_cluster.handle(private_app).stats.remote().result()
     # Ray Serve, torch, transformers and the model: hundreds of thousands of objects that no collection walks.
     assert stats["frozen_objects"] > 100_000, stats
+    # The pause watch began after that freeze: the collection before it is the start's, not a stall.
+    assert stats["frozen_when_gc_watch_began"] > 100_000, stats
 
 
 def test_health_check_through_the_proxy(serve_cluster, private_app):

@@ -163,3 +163,29 @@ def make_request(prompt: str = "hello", request_id: str = "", **fields) -> Gener
         "priority": Priority.INTERACTIVE,
     }
     return GenerationRequest(**{**settings, **fields})
+
+
+class OverlappingEngine(ScriptedEngine):
+    """The scripted model as a device whose launches return at once: ``_start_decode`` computes the step (so it
+    has finished when read) and ``_finish_decode`` hands it back. Starts, reads and emits are logged, so a test
+    can see that each step started before the host's work on the one before it."""
+
+    overlaps_steps = True
+
+    def _start_decode(self, rows: list[Sequence]) -> list[int]:
+        tokens = self._decode(rows)
+        self._log("start", rows)
+        return tokens
+
+    def _finish_decode(self, rows: list[Sequence], started: list[int]) -> list[int]:
+        self._log("finish", rows)
+        return started
+
+    def _emit(self, sequences: list[Sequence], tokens: list[int]) -> None:
+        self._log("emit", sequences)
+        super()._emit(sequences, tokens)
+
+    def order(self) -> list[str]:
+        """The kinds of call in the order they came, but the fake's own inner ``decode``."""
+        with self._lock:
+            return [kind for kind, _ in self.calls if kind != "decode"]
