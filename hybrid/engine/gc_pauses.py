@@ -11,6 +11,7 @@ call ``freeze_start_heap``.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import gc
 import logging
@@ -62,7 +63,13 @@ class _PauseWatch:
         self.slow_ms = slow_ms
         self.histograms: weakref.WeakSet[Histogram] = weakref.WeakSet()
         self.serving = 0  # servers of this process that are watching
+        # Set when the interpreter begins to exit: its collections (modules torn down) are long and stall no one,
+        # even where a server of the process was never stopped.
+        self.exiting = False
         self._began: float | None = None
+
+    def at_exit(self) -> None:
+        self.exiting = True
 
     def __call__(self, phase: str, info: dict) -> None:
         # Collections never nest and run with the GIL held, so one start time is enough.
@@ -72,7 +79,7 @@ class _PauseWatch:
         if self._began is None:
             return
         seconds, self._began = time.perf_counter() - self._began, None
-        if _collecting_on_purpose or not self.serving:
+        if _collecting_on_purpose or not self.serving or self.exiting:
             return
         generation = info.get("generation", 2)
         for histogram in list(self.histograms):
@@ -91,6 +98,7 @@ class _PauseWatch:
 def _watch() -> _PauseWatch:
     watch = _PauseWatch(SLOW_COLLECTION_MS)
     gc.callbacks.append(watch)
+    atexit.register(watch.at_exit)
     return watch
 
 

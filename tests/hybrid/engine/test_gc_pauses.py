@@ -73,3 +73,17 @@ def test_a_slow_collection_is_logged_and_the_freeze_s_own_is_not(monkeypatch, ca
     finally:
         stop_watching()
     assert any("generation-2 garbage collection held this process" in r.getMessage() for r in caplog.records)
+
+
+def test_the_collections_of_an_exit_are_not_logged(monkeypatch, caplog):
+    watch = gc_pauses._watch()
+    monkeypatch.setattr(watch, "slow_ms", 0.0)
+    monkeypatch.setattr(watch, "exiting", False)
+    stop_watching = gc_pauses.watch_pauses()  # a server that is never stopped
+    try:
+        watch.at_exit()  # what atexit runs as the interpreter begins to exit
+        with caplog.at_level(logging.WARNING, logger="hybrid.engine.gc"):
+            gc.collect()
+    finally:
+        stop_watching()
+    assert not caplog.records, "a collection of the exit was logged as a stall"
