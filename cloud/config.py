@@ -85,6 +85,14 @@ class ReplicaSettings(BaseModel):
         "step of GPU time for nothing. Off: each step waits for the host. No effect on a CPU, where a step's call "
         "blocks until it is done.",
     )
+    prefill_warmup_tokens: int = Field(
+        default=32768,
+        ge=0,
+        description="On a GPU, run one prefill of each shape of at most this many tokens (rows in the batch "
+        "buckets, lengths doubling from 16) before serving, so the first requests of a burst do not wait for the "
+        "process to load kernels and grow its memory pool (about a second on an H200). 0 skips it; no effect on "
+        "a CPU.",
+    )
     replica_port: int | None = Field(
         default=None,
         ge=0,

@@ -8,6 +8,9 @@ edge agent, so temperature, top_p and seed mean the same thing on every tier.
 
 from __future__ import annotations
 
+import logging
+import time
+
 import torch
 
 from cloud.config import CloudConfigError, ReplicaSettings
@@ -16,6 +19,8 @@ from hybrid.engine.continuous import ContinuousBatchingEngine, Sequence
 from hybrid.engine.metrics import ReplicaMetrics
 from hybrid.models.registry import end_token_ids, load_tokenizer, resolve_model
 from hybrid.protocol import ServedBy, Tier
+
+log = logging.getLogger(__name__)
 
 
 class TorchEngine(ContinuousBatchingEngine):
@@ -96,6 +101,10 @@ def build_engine(settings: ReplicaSettings, replica_id: str, metrics: ReplicaMet
         dtype=_DTYPES[precision],
     )
     del hf_model
+    if device.type == "cuda" and settings.prefill_warmup_tokens:
+        started = time.monotonic()
+        shapes = model.warm_prefill(settings.prefill_warmup_tokens)
+        log.info("warmed %d prefill shapes in %.1f s", len(shapes), time.monotonic() - started)
     tier = Tier.parse(settings.tier)
     label = precision + ("-random" if settings.random_weights else "")
     return TorchEngine(

@@ -26,11 +26,18 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 log = logging.getLogger(__name__)
 
 # Shortest attended length of a decode graph; lengths double from here.
 _MIN_LENGTH_BUCKET = 64
+# Shortest prompt the prefill warm-up runs; lengths double from here.
+_MIN_WARM_LENGTH = 16
+# Prefill's attention kernels. cuDNN's (what SDPA picks on Hopper for grouped heads) builds a plan for each
+# new (rows, length) shape, about 45 ms of host time on an H200 that every running row waits out, and a
+# burst brings a new shape with nearly every prefill; flash attention has no per-shape build.
+PREFILL_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 @dataclass
@@ -50,12 +57,17 @@ class StepOutput:
     tokens: torch.Tensor  # [bucket] greedy picks
 
 
+def _doublings(low: int, high: int) -> list[int]:
+    """low, 2 low, 4 low, ... up to and including high."""
+    sizes = [min(low, high)]
+    while sizes[-1] < high:
+        sizes.append(min(sizes[-1] * 2, high))
+    return sizes
+
+
 def batch_buckets(max_batch: int) -> list[int]:
     """1, 2, 4, ... up to and including max_batch."""
-    sizes = [1]
-    while sizes[-1] < max_batch:
-        sizes.append(min(sizes[-1] * 2, max_batch))
-    return sizes
+    return _doublings(1, max_batch)
 
 
 class StaticCacheLlama:
@@ -240,18 +252,40 @@ class StaticCacheLlama:
         cos, sin = self._cos[:longest], self._sin[:longest]
         slots = slice(first_slot, first_slot + n)
         x = F.embedding(ids, self.embed)
-        for index, layer in enumerate(self.layers):
-            qkv = self._qkv(layer, x).view(n, longest, heads + 2 * kv, d).transpose(1, 2)
-            qk = self._rope(qkv[:, : heads + kv], cos, sin)
-            q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, heads + kv :]
-            # Right padding: a real token only attends to earlier positions, all real, so the causal
-            # mask alone is enough; what padding writes past a prompt's end is overwritten by decode.
-            self.k_cache[index, slots, :, :longest].copy_(k)
-            self.v_cache[index, slots, :, :longest].copy_(v)
-            attended = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=kv != heads)
-            x = x + F.linear(attended.transpose(1, 2).reshape(n, longest, heads * d), layer.out)
-            x = self._mlp_residual(layer, x)
+        with sdpa_kernel(PREFILL_ATTENTION):
+            for index, layer in enumerate(self.layers):
+                qkv = self._qkv(layer, x).view(n, longest, heads + 2 * kv, d).transpose(1, 2)
+                qk = self._rope(qkv[:, : heads + kv], cos, sin)
+                q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, heads + kv :]
+                # Right padding: a real token only attends to earlier positions, all real, so the causal
+                # mask alone is enough; what padding writes past a prompt's end is overwritten by decode.
+                self.k_cache[index, slots, :, :longest].copy_(k)
+                self.v_cache[index, slots, :, :longest].copy_(v)
+                if kv != heads:  # flash attention takes equal head counts; SDPA's enable_gqa would pick cuDNN
+                    k, v = k.repeat_interleave(heads // kv, dim=1), v.repeat_interleave(heads // kv, dim=1)
+                attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                x = x + F.linear(attended.transpose(1, 2).reshape(n, longest, heads * d), layer.out)
+                x = self._mlp_residual(layer, x)
         return self._logits(x[torch.arange(n, device=self.device), last])
+
+    @torch.no_grad()
+    def warm_prefill(self, max_tokens: int) -> list[tuple[int, int]]:
+        """Runs one prefill of each shape (rows in the batch buckets, lengths doubling from 16 up to the context
+        window) of at most ``max_tokens`` tokens, and returns the shapes it ran.
+
+        A fresh process loads each kernel, and grows its memory pool, when a prefill first needs them, and the
+        running rows wait behind that prefill; a burst is when a fresh replica first meets large prefills. What
+        the warm-up writes lands in free slots, which a sequence's own prefill overwrites before anything reads
+        them."""
+        shapes = [
+            (rows, length)
+            for rows in self.buckets
+            for length in _doublings(_MIN_WARM_LENGTH, self.max_context)
+            if rows * length <= max_tokens
+        ]
+        for rows, length in shapes:
+            self.prefill([[0] * length] * rows, first_slot=0).argmax(dim=-1).tolist()
+        return shapes
 
     def _decode_body(self, batch: int, length: int) -> StepOutput:
         heads, kv, d = self.heads, self.kv_heads, self.head_dim

@@ -115,6 +115,25 @@ def test_prefill_past_the_initial_cache_length_matches_transformers(torch_model,
     torch.testing.assert_close(step.logits[1], following, atol=2e-3, rtol=1e-3)
 
 
+def test_the_prefill_warm_up_runs_each_shape_under_its_cap_and_changes_no_answer(torch_model, tokenizer):
+    ids = tokenizer(evaluation_text()).input_ids[:40]
+    model = StaticCacheLlama(torch_model, max_batch=4, max_context=256)
+    shapes = model.warm_prefill(max_tokens=256)
+    assert shapes == [
+        (rows, length) for rows in (1, 2, 4) for length in (16, 32, 64, 128, 256) if rows * length <= 256
+    ]
+    # The warm-up filled every slot with its own rows; a prompt prefilled after it, and its next decode step,
+    # see none of them.
+    logits = model.prefill([ids[:9], ids], first_slot=0)
+    step = model.decode([int(logits[0].argmax()), int(logits[1].argmax())], [9, 40])
+    with torch.inference_mode():
+        reference = torch_model(torch.tensor([ids])).logits[0, -1]
+        following = torch_model(torch.tensor([[*ids, int(reference.argmax())]])).logits[0, -1]
+    torch.testing.assert_close(logits[1], reference, atol=2e-3, rtol=1e-3)
+    torch.testing.assert_close(step.logits[1], following, atol=2e-3, rtol=1e-3)
+    assert model.warm_prefill(max_tokens=0) == []
+
+
 @pytest.fixture(scope="module")
 def overlapping_engine(resolved_model):
     """The engine starting each decode step before its host work on the last, as on a GPU. On this CPU a step
