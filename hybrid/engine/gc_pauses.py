@@ -11,10 +11,10 @@ call ``freeze_start_heap``.
 
 from __future__ import annotations
 
-import atexit
 import functools
 import gc
 import logging
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -98,7 +98,10 @@ class _PauseWatch:
 def _watch() -> _PauseWatch:
     watch = _PauseWatch(SLOW_COLLECTION_MS)
     gc.callbacks.append(watch)
-    atexit.register(watch.at_exit)
+    # Exit marked before atexit's hooks run: those go last-registered first, so a hook registered here would come
+    # after those of every library set up later (Ray's shutdown, multiprocessing's) and log their collections.
+    # threading's exit hooks run before any of atexit's, and before the interpreter waits for its threads.
+    threading._register_atexit(watch.at_exit)
     return watch
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gc
 import logging
+import subprocess
+import sys
 import weakref
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -81,9 +84,46 @@ def test_the_collections_of_an_exit_are_not_logged(monkeypatch, caplog):
     monkeypatch.setattr(watch, "exiting", False)
     stop_watching = gc_pauses.watch_pauses()  # a server that is never stopped
     try:
-        watch.at_exit()  # what atexit runs as the interpreter begins to exit
+        watch.at_exit()  # what runs as the interpreter begins to exit
         with caplog.at_level(logging.WARNING, logger="hybrid.engine.gc"):
             gc.collect()
     finally:
         stop_watching()
     assert not caplog.records, "a collection of the exit was logged as a stall"
+
+
+_EXIT_AFTER_A_LATER_HOOK = """
+import atexit, gc, logging, sys
+from hybrid.engine import gc_pauses
+
+logging.basicConfig(level=logging.WARNING)
+gc_pauses.SLOW_COLLECTION_MS = 0.0
+gc_pauses.watch_pauses()  # a server that is never stopped
+
+
+def library_shutdown():  # registered after the watch began, so atexit runs it before any hook the watch made
+    garbage = [[] for _ in range(1000)]
+    for item in garbage:
+        item.append(item)
+    del garbage
+    gc.collect()
+
+
+atexit.register(library_shutdown)
+gc.collect()  # while serving: this one is logged
+print("exiting", file=sys.stderr, flush=True)
+"""
+
+
+def test_the_collections_of_exit_hooks_registered_later_are_not_logged():
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_AFTER_A_LATER_HOOK],
+        cwd=Path(__file__).resolve().parents[3],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    serving, _, exiting = done.stderr.partition("exiting\n")
+    assert "garbage collection held" in serving, "the collection made while serving was not logged"
+    assert "garbage collection held" not in exiting, f"a collection of the exit was logged as a stall: {exiting}"
