@@ -107,6 +107,8 @@ def kill(agent) -> None:
     """Stops an edge agent the way a crash does: no drain, no deregistration."""
     agent.call(agent.agent.shell.server.stop(0))
     agent.agent.engine.stop(0)
+    # A crash ends the process and its GC pause watch with it; here the test's process lives on.
+    agent.agent._stop_gc_watch()
 
 
 def test_killing_the_edge_mid_load_moves_realtime_to_the_cloud(cloud_apps, int8_artifact, tmp_path):
