@@ -24,10 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from router_overhead_servers import free_port  # noqa: E402
-
 from hybrid import constants  # noqa: E402
 from hybrid.client import HybridClient  # noqa: E402
+from hybrid.serving.ports import free_port  # noqa: E402
 
 AGENT = """
 import asyncio, logging, sys

@@ -50,13 +50,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from router_overhead_servers import (  # noqa: E402
     client_tls,
-    free_port,
     leaf_tls,
     register_instant_replica,
     serve_bare_relay,
     serve_instant_replica,
     serve_span_sink,
 )
+
+from hybrid.serving.ports import free_port  # noqa: E402
 
 DEADLINE_S = 10.0
 

@@ -8,14 +8,7 @@ Every server here binds 127.0.0.1: plaintext only on loopback, mutual TLS when g
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 async def serve_instant_replica(port: int, tls_dir: str | None = None) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 
@@ -27,15 +26,9 @@ from hybrid import constants
 from hybrid.discovery import ReplicaRecord, registry_from_spec
 from hybrid.discovery.upkeep import RegistrationUpkeep
 from hybrid.models.registry import model_name
+from hybrid.serving.ports import free_port
 
 log = logging.getLogger("hybrid.cloud")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on now (Ray's proxy reuses ports, so a clash would not fail loudly)."""
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 # What Ray says when a local head missed one of its fixed start-up waits.

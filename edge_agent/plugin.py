@@ -79,7 +79,7 @@ class EdgeTierPlugin:
                 num_threads=config.edge_threads,
                 cost_per_hour=config.cost_per_hour["edge"],
             )
-            return bench.in_process(EdgeAgent, agent_config, f"edge agent {index}").record
+            return bench.in_process(EdgeAgent, agent_config, f"edge agent {index}", cpus=config.edge_cpus).record
 
         bench.say(f"starting {config.edge_agents} edge agent(s)")
         with ThreadPoolExecutor(config.edge_agents) as pool:  # each loads its model in its own process

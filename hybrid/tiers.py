@@ -78,8 +78,11 @@ class BenchHost(Protocol):
 
     def say(self, message: str) -> None: ...
 
-    def in_process(self, server_class: type, server_config: Any, name: str) -> ServerProcess:
-        """Runs ``server_class(server_config)`` in a process of its own until the bench stops."""
+    def in_process(
+        self, server_class: type, server_config: Any, name: str, cpus: frozenset[int] | None = None
+    ) -> ServerProcess:
+        """Runs ``server_class(server_config)`` in a process of its own until the bench stops; on ``cpus`` only,
+        where given."""
         ...
 
     def on_stop(self, stopper: Callable[[], None]) -> None:

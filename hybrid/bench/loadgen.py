@@ -47,6 +47,10 @@ class Record:
     tier: str = ""
     replica_id: str = ""
     detail: str = ""
+    # As the replica measured them, from the request's arrival there (its last chunk's timing): what of the first
+    # token's wait was spent in the replica's queue, and at the replica in all; the rest was on the way.
+    replica_queue_ms: float | None = None
+    replica_ttft_ms: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -128,6 +132,9 @@ async def send_one(
             if chunk.finish_reason:
                 record.completion_tokens = chunk.usage.completion_tokens or tokens
                 record.prompt_tokens = chunk.usage.prompt_tokens
+                if chunk.HasField("timing"):
+                    record.replica_queue_ms = chunk.timing.queue_ms
+                    record.replica_ttft_ms = chunk.timing.time_to_first_token_ms
 
     try:
         await asyncio.wait_for(consume(), arrival.deadline_s + _DEADLINE_GRACE_S)

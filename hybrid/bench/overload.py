@@ -29,7 +29,6 @@ import logging
 import os
 import platform
 import shutil
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -48,6 +47,7 @@ from hybrid.bench.status_shots import Moment, StatusScreenshots, check_browser
 from hybrid.bench.workload import Arrival, WorkloadConfig, schedule
 from hybrid.discovery import ReplicaRecord
 from hybrid.discovery.records import prefer_direct_replicas
+from hybrid.serving.ports import free_port
 
 log = logging.getLogger("hybrid.bench")
 
@@ -64,6 +64,12 @@ class OverloadConfig(BaseModel):
     edge_agents: int = Field(default=1, ge=1, le=8, description="Edge agents, each behind its own WAN proxy.")
     edge_max_batch_size: int = Field(default=constants.MAX_BATCH_SIZE, ge=1, le=256, description="Batch per agent.")
     edge_threads: int = Field(default=0, ge=0, description="ONNX Runtime threads per edge agent; 0: physical cores.")
+    edge_cpus: frozenset[int] | None = Field(
+        default=None,
+        description="CPUs the edge agents run on, and nothing else: every other part of the bench runs on the "
+        "remaining CPUs. Edge nodes are other machines; on one machine their busy threads would otherwise take "
+        "the cores the cloud replicas' host work needs. None: every part may run anywhere.",
+    )
     cloud: bool = Field(default=True, description="Start the cloud tier (private and public) on local Ray.")
     cloud_port: int = Field(default=0, ge=0, le=65535, description="Serve's gRPC proxy port; 0 picks a free one.")
     cloud_max_batch_size: int = Field(default=constants.MAX_BATCH_SIZE, ge=1, le=1024, description="Batch per replica.")
@@ -128,6 +134,32 @@ class OverloadConfig(BaseModel):
         description="Processes the load generator sends from; one Python process offers at most one or two "
         "thousand requests a second.",
     )
+    loadgen_channels: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="gRPC channels, each its own connection, per load generator process. A router of several "
+        "workers gets each connection whole: give it several per worker, or one worker takes all.",
+    )
+    router_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Router processes on one port, as `hybrid router serve --workers N` runs them: one Python "
+        "process routes a few hundred streaming requests a second.",
+    )
+
+    @field_validator("edge_cpus")
+    @classmethod
+    def _cpus_of_this_machine(cls, cpus: frozenset[int] | None) -> frozenset[int] | None:
+        if cpus is None:
+            return None
+        usable = os.sched_getaffinity(0)
+        if not cpus or not cpus <= usable:
+            raise ValueError(f"edge_cpus {sorted(cpus)}: name CPUs this process may use, {sorted(usable)}")
+        if usable <= cpus:
+            raise ValueError(f"edge_cpus {sorted(cpus)} takes every CPU: leave some for the rest of the bench")
+        return cpus
 
     @field_validator("rtt_ms", "cost_per_hour")
     @classmethod
@@ -199,6 +231,11 @@ class BenchStack:
         from hybrid.bench.wan import DelayProxyGroup, WanConfig, WanRoute
 
         config = self.config
+        if config.edge_cpus:
+            # Before Ray or any child starts: each inherits this process's CPUs; the edge agents get theirs.
+            everything = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, everything - config.edge_cpus)
+            self.on_stop(lambda: os.sched_setaffinity(0, everything))
         # The tiers start through their plugins; both are checked before either starts.
         needed = [tiers.require("edge")]
         if config.cloud:
@@ -229,8 +266,10 @@ class BenchStack:
 
     # What the tiers' plugins use to start their replicas (hybrid.tiers.BenchHost).
 
-    def in_process(self, server_class: type, server_config, name: str) -> ServerProcess:
-        process = ServerProcess(server_class, server_config, name)
+    def in_process(
+        self, server_class: type, server_config, name: str, cpus: frozenset[int] | None = None
+    ) -> ServerProcess:
+        process = ServerProcess(server_class, server_config, name, cpus=cpus)
         self.on_stop(process.stop)
         return process
 
@@ -251,11 +290,20 @@ class BenchStack:
             registry.register(record)
         # A port fixed here, as the router runs in a child that hands back only its gRPC address: the scaling
         # signal is sampled from its status page during its run.
-        with socket.socket() as probe:
-            probe.bind((constants.DEFAULT_HOST, 0))
-            http_port = probe.getsockname()[1]
-        router_config = RouterConfig(port=0, discovery=f"static:{discovery}", http_port=http_port)
-        self.router_address = self.in_process(Router, router_config, "router").address
+        http_port = free_port()
+        workers = self.config.router_workers
+        router_config = RouterConfig(
+            port=0 if workers == 1 else free_port(),
+            discovery=f"static:{discovery}",
+            http_port=http_port,
+            workers=workers,
+        )
+        if workers == 1:
+            self.router_address = self.in_process(Router, router_config, "router").address
+        else:
+            router = ServerProcess.router_workers(router_config, f"router ({workers} workers)")
+            self.on_stop(router.stop)
+            self.router_address = router.address
         self.router_status_url = f"http://{constants.DEFAULT_HOST}:{http_port}/status.json"
         self.router_page_url = f"http://{constants.DEFAULT_HOST}:{http_port}/status"
         time.sleep(3 * router_config.poll_interval_s)  # a few load polls: RTTs measured through the proxies
@@ -305,12 +353,12 @@ class BenchStack:
 
 
 def run_with_progress(
-    target: str, arrivals: list[Arrival], name: str, chat: bool, show: bool, processes: int = 1
+    target: str, arrivals: list[Arrival], name: str, chat: bool, show: bool, processes: int = 1, channels: int = 1
 ) -> RunResult:
-    """One configuration's run from ``processes`` generator processes (``hybrid.bench.loadgen_pool``), with progress
-    bars on stderr when ``show``."""
+    """One configuration's run from ``processes`` generator processes (``hybrid.bench.loadgen_pool``) of ``channels``
+    connections each, with progress bars on stderr when ``show``."""
     if not show:
-        return run_pool(target, arrivals, processes, name, chat)
+        return run_pool(target, arrivals, processes, name, chat, channels)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -329,7 +377,7 @@ def run_with_progress(
             progress.update(sent, completed=counts.sent)
             progress.update(done, completed=counts.done, note=f"failed {counts.failed}")
 
-        return run_pool(target, arrivals, processes, name, chat, on_progress=on_progress)
+        return run_pool(target, arrivals, processes, name, chat, channels, on_progress=on_progress)
 
 
 def _run_one(
@@ -337,7 +385,15 @@ def _run_one(
 ) -> RunResult:
     """One configuration's run; the router's also samples its scaling signal and screenshots its status page, into
     ``observed`` (the report's meta)."""
-    run = (stack.target(name), arrivals, name, config.chat, config.progress, config.loadgen_processes)
+    run = (
+        stack.target(name),
+        arrivals,
+        name,
+        config.chat,
+        config.progress,
+        config.loadgen_processes,
+        config.loadgen_channels,
+    )
     watching = name == "router" and stack.router_status_url
     sampler = SignalSampler(stack.router_status_url) if watching else None
     shots = (

@@ -8,7 +8,10 @@ would slip whenever the router was busy. Each runs in a spawned process instead.
 config inside its event loop, ``async start()``, ``async stop()``, an ``address``, and a
 ``record()`` where it is a replica) in a child and waits until it serves; ``stop()`` asks it to
 drain (SIGTERM) and kills it if it does not.
+``ServerProcess.router_workers(config)`` runs ``hybrid router serve --workers N`` the same way: its supervisor in a
+child, ready once every worker serves.
 ``call_in_process(function, *args)`` runs one function in a fresh child and returns its result.
+A ``ServerProcess`` given ``cpus`` runs on those CPUs only, from before its server starts any thread.
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ def ignore_interrupts() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
-def _serve(server_class: type, config: Any, pipe) -> None:
+def _serve(server_class: type, config: Any, cpus: frozenset[int] | None, pipe) -> None:
     ignore_interrupts()
+    if cpus:
+        os.sched_setaffinity(0, cpus)  # every thread the server starts from here on inherits it
 
     async def main() -> None:
         try:
@@ -53,13 +58,40 @@ def _serve(server_class: type, config: Any, pipe) -> None:
     asyncio.run(main())
 
 
+def _serve_router_workers(config: Any, pipe) -> None:
+    from hybrid.router.workers import serve_workers
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    ready = ("ready", (f"{config.host}:{config.port}", None))
+    raise SystemExit(serve_workers(config, on_ready=lambda: pipe.send(ready)))
+
+
 class ServerProcess:
     """One server in a spawned child process; ``address`` is the server's, once it serves."""
 
-    def __init__(self, server_class: type, config: Any, name: str, ready_timeout_s: float = 300.0):
+    def __init__(
+        self,
+        server_class: type,
+        config: Any,
+        name: str,
+        ready_timeout_s: float = 300.0,
+        cpus: frozenset[int] | None = None,
+    ):
+        self._launch(name, _serve, (server_class, config, cpus), ready_timeout_s, daemon=True)
+
+    @classmethod
+    def router_workers(cls, config: Any, name: str = "router", ready_timeout_s: float = 300.0) -> ServerProcess:
+        """The router as ``config.workers`` processes on ``config.port`` (``hybrid.router.workers``). Its supervisor
+        starts children, which a daemonic process may not: it is stopped like any other, by ``stop``."""
+        process = cls.__new__(cls)
+        process._launch(name, _serve_router_workers, (config,), ready_timeout_s, daemon=False)
+        return process
+
+    def _launch(self, name: str, target, args: tuple, ready_timeout_s: float, daemon: bool) -> None:
+        """Starts ``target(*args, pipe)`` in a child and waits for the ("ready", (address, record)) it sends."""
         self.name = name
         parent_end, child_end = SPAWN.Pipe(duplex=False)
-        self._process = SPAWN.Process(target=_serve, args=(server_class, config, child_end), name=name, daemon=True)
+        self._process = SPAWN.Process(target=target, args=(*args, child_end), name=name, daemon=daemon)
         self._process.start()
         child_end.close()
         try:

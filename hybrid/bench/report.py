@@ -90,7 +90,11 @@ def summarize_records(records: list[Record], duration_s: float) -> dict:
 
 def by_replica(records: list[Record], priority: str = "REALTIME") -> list[dict]:
     """The answered requests of ``priority``, replica by replica: how many, their first tokens, and their pace (ms
-    between tokens after the first, p50 over answers of more than one token). Where a class's tail comes from."""
+    between tokens after the first, p50 over answers of more than one token). Where a class's tail comes from.
+
+    Where the replica timed them, also the first token's wait as the replica saw it, and of that the wait in its
+    queue: a first token late at the replica but not queued there waited for the replica's steps; one on time at
+    the replica but late at the client waited on the way (the router, the network, an event loop)."""
     groups: dict[tuple[str, str], list[Record]] = {}
     for record in records:
         if record.ok and record.priority == priority:
@@ -108,6 +112,12 @@ def by_replica(records: list[Record], priority: str = "REALTIME") -> list[dict]:
                 "replica": replica,
                 "answered": len(group),
                 "ttft_ms": _quantiles_ms([r.ttft_s for r in group if r.ttft_s is not None]),
+                "replica_ttft_ms": _quantiles_ms(
+                    [r.replica_ttft_ms / 1000 for r in group if r.replica_ttft_ms is not None]
+                ),
+                "replica_queue_ms": _quantiles_ms(
+                    [r.replica_queue_ms / 1000 for r in group if r.replica_queue_ms is not None]
+                ),
                 "token_ms_p50": None if not paces else round(percentile(paces, 50) * 1000, 3),
             }
         )
@@ -253,7 +263,7 @@ def _fmt(value: float | None, digits: int = 0) -> str:
 
 
 def _triple(quantiles: dict[str, float | None]) -> str:
-    return " / ".join(_fmt(quantiles[f"p{q}"]) for q in QUANTILES)
+    return " / ".join(_fmt(quantiles.get(f"p{q}")) for q in QUANTILES)
 
 
 def markdown(report: dict) -> str:
@@ -288,14 +298,16 @@ def markdown(report: dict) -> str:
         )
     lines += [
         "",
-        "| configuration | REALTIME answered by | tier | answered | TTFT p50 / p95 / p99 ms | ms a token, p50 |",
-        "|---|---|---|---:|---:|---:|",
+        "| configuration | REALTIME answered by | tier | answered | TTFT p50 / p95 / p99 ms "
+        "| at the replica: TTFT p50 / p95 / p99 ms | of it queued p50 / p95 / p99 ms | ms a token, p50 |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for name, summary in report["configurations"].items():
         for row in summary.get("realtime_by_replica", []):
             lines.append(
                 f"| {name} | {row['replica'] or '–'} | {row['tier'] or '–'} | {row['answered']} "
-                f"| {_triple(row['ttft_ms'])} | {_fmt(row['token_ms_p50'], 1)} |"
+                f"| {_triple(row['ttft_ms'])} | {_triple(row.get('replica_ttft_ms', {}))} "
+                f"| {_triple(row.get('replica_queue_ms', {}))} | {_fmt(row['token_ms_p50'], 1)} |"
             )
     goal = report.get("goal")
     if goal is not None:

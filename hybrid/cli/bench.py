@@ -24,6 +24,21 @@ def class_mix(text: str) -> dict[str, float]:
     return mix
 
 
+def cpu_list(text: str) -> frozenset[int]:
+    """'12-15' or '0,2,4-6' (the form taskset and cgroups take) as a set of CPU numbers."""
+    cpus: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        first, sep, last = part.partition("-")
+        try:
+            low, high = int(first), int(last if sep else first)
+        except ValueError:
+            raise ValueError(f"--edge-cpus takes CPU numbers and ranges, e.g. 12-15 or 0,2,4-6; got {part!r}") from None
+        if low > high:
+            raise ValueError(f"--edge-cpus range {part!r} runs backwards: write it low-high")
+        cpus.update(range(low, high + 1))
+    return frozenset(cpus)
+
+
 def workload_fields(args: argparse.Namespace) -> dict:
     """The WorkloadConfig fields: the --workload file's, overridden by the flags given."""
     import yaml
@@ -62,6 +77,7 @@ def cmd_bench_overload(args: argparse.Namespace) -> int:
         artifact=Path(args.artifact) if args.artifact else None,
         edge_agents=args.edge_agents,
         edge_threads=args.edge_threads,
+        edge_cpus=cpu_list(args.edge_cpus) if args.edge_cpus else None,
         edge_max_batch_size=args.edge_max_batch_size,
         cloud=not args.no_cloud,
         cloud_port=args.cloud_port,
@@ -76,6 +92,8 @@ def cmd_bench_overload(args: argparse.Namespace) -> int:
         plots=not args.no_plots,
         status_screenshot=Path(args.status_screenshot) if args.status_screenshot else None,
         loadgen_processes=args.loadgen_processes,
+        loadgen_channels=args.loadgen_channels,
+        router_workers=args.router_workers,
     )
     report = run_overload(config, say=console.log, command=_command_line())
     console.print(markdown(report), markup=False, highlight=False)
@@ -117,6 +135,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         default=1,
         help="processes the load generator sends from, its arrivals dealt out among them (one offers ~1-2k req/s)",
     )
+    overload.add_argument(
+        "--loadgen-channels",
+        type=int,
+        default=1,
+        help="gRPC connections per load generator process (a router's workers each take whole connections)",
+    )
+    overload.add_argument(
+        "--router-workers",
+        type=int,
+        default=1,
+        help="router processes on one port, as `hybrid router serve --workers N` (one routes a few hundred req/s)",
+    )
     overload.set_defaults(func=cmd_bench_overload)
 
 
@@ -148,6 +178,12 @@ def _add_stack_arguments(overload: argparse.ArgumentParser) -> None:
     overload.add_argument("--artifact", default="", help="edge artifact folder; default: the int8 one, built once")
     overload.add_argument("--edge-agents", type=int, default=1)
     overload.add_argument("--edge-threads", type=int, default=0, help="ONNX Runtime threads per agent; 0: all cores")
+    overload.add_argument(
+        "--edge-cpus",
+        default="",
+        help="CPUs the edge agents run on alone, e.g. 12-15; the rest of the bench runs on the others (edge nodes are "
+        "other machines). Default: anywhere",
+    )
     overload.add_argument(
         "--edge-max-batch-size",
         type=int,

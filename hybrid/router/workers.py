@@ -38,6 +38,7 @@ import signal
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
@@ -185,9 +186,9 @@ class Supervisor:
                 process.join(5)
 
 
-def serve_workers(config: RouterConfig) -> int:
-    """Runs ``config.workers`` routers until SIGINT or SIGTERM. Returns 1 where a worker died on its own or had
-    to be killed, else 0."""
+def serve_workers(config: RouterConfig, on_ready: Callable[[], None] | None = None) -> int:
+    """Runs ``config.workers`` routers until SIGINT or SIGTERM; ``on_ready`` is called once every worker serves.
+    Returns 1 where a worker died on its own or had to be killed, else 0."""
     check_shareable(config)
     metrics_dir = tempfile.mkdtemp(prefix="hybrid-router-metrics-")
     # Read by prometheus_client as each spawned worker imports it: their metrics go to files in this folder.
@@ -206,6 +207,8 @@ def serve_workers(config: RouterConfig) -> int:
             metrics_server, _ = start_http_server(config.metrics_port, config.metrics_host, registry=registry)
         supervisor.start()
         if not supervisor.stopping:
+            if on_ready is not None:
+                on_ready()
             metrics = f"; metrics on {config.metrics_host}:{metrics_server.server_port}" if metrics_server else ""
             log.info(
                 "router ready on %s:%d with %d workers (pids %s)%s",

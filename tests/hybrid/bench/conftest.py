@@ -16,6 +16,10 @@ from hybrid.protocol import Chunk, FinishReason, ServedBy, Tier
 from hybrid.serving.grpc_shell import INFERENCE_SERVICE, ServerShell, inference_handler
 from hybrid.v1 import inference_pb2 as pb
 
+# The timing a scripted replica reports on its last chunk, as a replica measures it from the request's arrival.
+SCRIPTED_QUEUE_MS = 1.5
+SCRIPTED_TTFT_MS = 4.0
+
 
 class ScriptedReplica:
     def __init__(self, replica_id: str, tier: str):
@@ -38,7 +42,9 @@ class ScriptedReplica:
         if "sleep:" in text:
             await asyncio.sleep(float(text.split("sleep:")[1].split()[0]))
         yield Chunk(message.request_id, "a", [1], self.served_by).to_proto()
-        yield Chunk(message.request_id, "b", [2], self.served_by, FinishReason.LENGTH, 3, 2).to_proto()
+        last = Chunk(message.request_id, "b", [2], self.served_by, FinishReason.LENGTH, 3, 2)
+        last.queue_ms, last.time_to_first_token_ms, last.total_ms = SCRIPTED_QUEUE_MS, SCRIPTED_TTFT_MS, 5.0
+        yield last.to_proto()
 
     async def get_load(self, message, context) -> pb.LoadReport:
         return pb.LoadReport(replica_id=self.replica_id, capacity=8)

@@ -10,6 +10,7 @@ from hybrid.bench.baseline import BaselineConfig, RoundRobinProxy
 from hybrid.bench.loadgen import OK, run_open_loop
 from hybrid.bench.workload import Arrival
 from hybrid.client import AsyncHybridClient, RequestFailed
+from tests.hybrid.bench.conftest import SCRIPTED_QUEUE_MS, SCRIPTED_TTFT_MS
 
 
 def arrival(index: int, at_s: float, prompt: str = "hello", priority: str = "INTERACTIVE", deadline_s: float = 5.0):
@@ -72,9 +73,11 @@ async def test_every_arrival_ends_in_exactly_one_record(baseline):
         assert record.completion_tokens == 2 and record.prompt_tokens == 3
         assert record.tier in ("edge", "private") and record.replica_id
         assert record.sent_s <= record.first_token_s <= record.end_s
+        assert (record.replica_queue_ms, record.replica_ttft_ms) == (SCRIPTED_QUEUE_MS, SCRIPTED_TTFT_MS)
     for record in result.records:
         if not record.ok:
             assert record.completion_tokens == 0 and record.detail
+            assert record.replica_ttft_ms is None  # no last chunk, no replica timing
     assert result.duration_s >= max(r.end_s for r in result.records)
 
 

@@ -17,6 +17,8 @@ from hybrid.cli import main
         (["--steady-rps", "0"], "greater than 0"),
         (["--max-new-tokens", "0"], "at least 1 token"),
         (["--loadgen-processes", "0"], "loadgen_processes"),
+        (["--edge-cpus", "4-x"], "CPU numbers and ranges"),
+        (["--edge-cpus", "100000"], "name CPUs this process may use"),
     ],
 )
 def test_a_wrong_workload_is_refused_before_anything_starts(flags, says, tmp_path, capsys):

@@ -161,11 +161,19 @@ def test_realtime_answers_are_told_replica_by_replica_with_their_first_tokens_an
         answered(3, "pub-b", 0.2, 0.5, 4, priority="BATCH"),
         answered(4, "pub-b", 0.2, 0.5, 4, status="RESOURCE_EXHAUSTED"),
     ]
+    records[0].replica_ttft_ms, records[0].replica_queue_ms = 60.0, 10.0
+    records[1].replica_ttft_ms, records[1].replica_queue_ms = 250.0, 200.0
     rows = by_replica(records)
     assert [(r["replica"], r["answered"]) for r in rows] == [("pub-a", 2), ("pub-b", 1)]
     assert rows[0]["ttft_ms"] == {"p50": 100.0, "p95": 300.0, "p99": 300.0}
+    # Of pub-a's slow first token (300 ms), 250 ms passed at the replica and 200 ms of that in its queue.
+    assert rows[0]["replica_ttft_ms"] == {"p50": 60.0, "p95": 250.0, "p99": 250.0}
+    assert rows[0]["replica_queue_ms"] == {"p50": 10.0, "p95": 200.0, "p99": 200.0}
     assert rows[0]["token_ms_p50"] == pytest.approx(100.0)
     assert rows[1]["token_ms_p50"] is None
+    assert rows[1]["replica_ttft_ms"] == {"p50": None, "p95": None, "p99": None}  # not timed by the replica
+    told = markdown(build_report([RunResult("router", "r", records, duration_s=2.0)], TIERS))
+    assert "| router | pub-a | public | 2 | 100 / 300 / 300 | 60 / 250 / 250 | 10 / 200 / 200 | 100.0 |" in told
 
 
 def test_write_report_writes_json_markdown_records_and_plots(tmp_path):

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,16 +24,11 @@ from hybrid.protocol import Chunk, FinishReason, ServedBy, Tier
 from hybrid.security.keys import add_key
 from hybrid.serving.background import BackgroundLoop
 from hybrid.serving.grpc_shell import INFERENCE_SERVICE, ServerShell, inference_handler
+from hybrid.serving.ports import free_port
 from hybrid.v1 import inference_pb2 as pb
 from hybrid.v1 import inference_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class InstantReplica:
