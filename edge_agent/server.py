@@ -36,6 +36,7 @@ from hybrid.models.registry import end_token_ids, load_tokenizer
 from hybrid.protocol import ServedBy, Tier
 from hybrid.serving.background import BackgroundLoop, serve_until_signalled
 from hybrid.serving.grpc_shell import INFERENCE_SERVICE, ServerShell, inference_handler, request_of
+from hybrid.serving.ports import binding
 from hybrid.v1 import inference_pb2 as pb
 
 log = logging.getLogger("hybrid.edge")
@@ -201,21 +202,30 @@ class EdgeAgent:
         )
 
     async def start(self, announce: bool = True) -> None:
-        """Serves; ``announce=False`` leaves the "ready on" line to a caller with more to set up first."""
+        """Serves; ``announce=False`` leaves the "ready on" line to a caller with more to set up first. Where a step
+        fails (a port taken), what had started is stopped before the error goes on."""
+        try:
+            await self._start()
+        except BaseException:
+            await self._stop_serving(grace=0)
+            raise
+        if announce:
+            self.announce()
+
+    async def _start(self) -> None:
         self.engine.start()
         await self.engine.measure_pace()
         self._stop_gc_watch = gc_pauses.watch_pauses(self.metrics.gc_pause_seconds)
         await self.shell.start()
         if self.config.metrics_port is not None:
-            self._metrics_server, _ = start_http_server(
-                self.config.metrics_port, self.config.metrics_host, registry=self.metrics.registry
-            )
+            with binding(self.config.metrics_host, self.config.metrics_port, "--metrics-port"):
+                self._metrics_server, _ = start_http_server(
+                    self.config.metrics_port, self.config.metrics_host, registry=self.metrics.registry
+                )
             self.metrics_address = f"{self.config.metrics_host}:{self._metrics_server.server_port}"
         await self.sync_registration()
         if self.registry is not None:
             self._registration_task = asyncio.create_task(self._keep_registered())
-        if announce:
-            self.announce()
 
     def announce(self) -> None:
         log.info(
@@ -318,14 +328,16 @@ class EdgeAgent:
                 await asyncio.to_thread(self.registry.deregister, self.replica_id)
             except Exception as error:
                 log.warning("could not deregister %s from discovery (%s)", self.replica_id, error)
-        grace = self.config.drain_grace_s
+        await self._stop_serving(self.config.drain_grace_s)
+        log.info("edge agent %s stopped", self.replica_id)
+
+    async def _stop_serving(self, grace: float) -> None:
         await self.shell.set_not_serving()
         await asyncio.to_thread(self.engine.stop, grace)
         await self.shell.stop(grace)
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         self._stop_gc_watch()
-        log.info("edge agent %s stopped", self.replica_id)
 
 
 async def serve_forever(config: EdgeAgentConfig) -> None:

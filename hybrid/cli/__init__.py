@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s"
     )
     from hybrid.client import RequestFailed
+    from hybrid.serving.ports import PortTakenError
 
     try:
         return args.func(args)
@@ -44,6 +45,6 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" (retry after {failure.retry_after_ms} ms)" if failure.retry_after_ms else ""
         print(f"error: {failure.code.name}: {failure.details}{hint}", file=sys.stderr)
         return 1
-    except (HybridError, ValueError) as error:
+    except (HybridError, ValueError, PortTakenError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -36,6 +36,7 @@ from hybrid.serving.grpc_shell import (
     request_of,
 )
 from hybrid.serving.memory import release_free_memory
+from hybrid.serving.ports import binding
 from hybrid.telemetry import tracing
 from hybrid.telemetry.tracing import TracingSettings
 from hybrid.v1 import inference_pb2 as pb
@@ -333,6 +334,14 @@ class Router:
         return self.config.workers > 1
 
     async def start(self) -> None:
+        """Serves; where a step fails (a port taken), what had started is stopped before the error goes on."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         # Requests that arrive before discovery's first answer would find no replica at all.
         if not await asyncio.to_thread(self.view.source.wait_ready, defaults.ROUTER_DISCOVERY_WAIT_S):
             log.warning(
@@ -342,9 +351,10 @@ class Router:
         await self.view.poll_once()
         await self.shell.start()
         if self.config.metrics_port is not None:
-            self._metrics_server, _ = start_http_server(
-                self.config.metrics_port, self.config.metrics_host, registry=self.dataplane.metrics.registry
-            )
+            with binding(self.config.metrics_host, self.config.metrics_port, "--metrics-port"):
+                self._metrics_server, _ = start_http_server(
+                    self.config.metrics_port, self.config.metrics_host, registry=self.dataplane.metrics.registry
+                )
             self.metrics_address = f"{self.config.metrics_host}:{self._metrics_server.server_port}"
         if self.config.http_port is not None:
             from hybrid.router.openai import OpenAIFront

@@ -44,6 +44,7 @@ from multiprocessing.connection import Connection, wait
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
 from hybrid.router.server import Router, RouterConfig, run_event_loop
+from hybrid.serving.ports import binding
 
 log = logging.getLogger("hybrid.router")
 
@@ -204,7 +205,8 @@ def serve_workers(config: RouterConfig, on_ready: Callable[[], None] | None = No
         if config.metrics_port is not None:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry, path=metrics_dir)
-            metrics_server, _ = start_http_server(config.metrics_port, config.metrics_host, registry=registry)
+            with binding(config.metrics_host, config.metrics_port, "--metrics-port"):
+                metrics_server, _ = start_http_server(config.metrics_port, config.metrics_host, registry=registry)
         supervisor.start()
         if not supervisor.stopping:
             if on_ready is not None:

@@ -15,6 +15,7 @@ from hybrid import constants, wire
 from hybrid.errors import HybridError, InvalidRequestError, OverloadedError
 from hybrid.protocol import GenerationRequest, request_from_proto
 from hybrid.security.tls import RotatingServerCredentials, TlsSettings
+from hybrid.serving.ports import PortTakenError
 from hybrid.telemetry import tracing
 from hybrid.v1 import inference_pb2 as pb
 
@@ -118,7 +119,7 @@ class ServerShell:
         except RuntimeError:  # what grpc raises where older versions returned 0
             self.port = 0
         if self.port == 0:
-            raise OSError(f"could not bind {host}:{port}; is another server using it? choose another --port")
+            raise PortTakenError(f"could not bind {host}:{port}: another server uses it; choose another --port")
         self.address = f"{host}:{self.port}"
 
     async def start(self) -> None:

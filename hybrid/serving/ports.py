@@ -1,10 +1,30 @@
-"""Free ports on this machine, for servers that must be told a port before they bind it."""
+"""Ports: a free one for servers that must be told a port before they bind it, and the error for one taken."""
 
 from __future__ import annotations
 
+import errno
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from hybrid import constants
+
+
+class PortTakenError(OSError):
+    """A port the configuration names is in use by another server; the message names the setting to change."""
+
+
+@contextmanager
+def binding(host: str, port: int, setting: str) -> Iterator[None]:
+    """Turns "address already in use" from the bind inside into a ``PortTakenError`` that names ``setting``."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        raise PortTakenError(
+            f"could not bind {host}:{port}: another server uses it; choose another {setting}"
+        ) from None
 
 
 def free_port(host: str = constants.DEFAULT_HOST) -> int:

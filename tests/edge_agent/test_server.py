@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import socket
 import time
 import urllib.request
 
@@ -239,3 +240,25 @@ def test_fp16_artifact_serves_min_precision_full(tmp_path, torch_greedy):
         assert common_prefix(answer.token_ids, torch_greedy(PROMPTS[0], 8)) >= 4
     finally:
         agent.stop()
+
+
+async def test_an_agent_that_cannot_start_stops_what_it_had_started(lean_int4_artifact, tmp_path):
+    from edge_agent.config import EdgeAgentConfig
+    from edge_agent.server import EdgeAgent
+    from hybrid.engine import gc_pauses
+    from hybrid.serving.ports import PortTakenError
+
+    with socket.create_server(("127.0.0.1", 0)) as holder:
+        taken = holder.getsockname()[1]
+        agent = EdgeAgent(
+            EdgeAgentConfig(
+                artifact=lean_int4_artifact, port=0, region="test-region", discovery="none", metrics_port=taken
+            )
+        )
+        serving_before = gc_pauses._watch().serving
+        with pytest.raises(PortTakenError, match=f"could not bind 127.0.0.1:{taken}.*choose another --metrics-port"):
+            await agent.start()
+    assert not agent.engine.running
+    assert gc_pauses._watch().serving == serving_before
+    with socket.create_server(("127.0.0.1", agent.shell.port)):  # its gRPC port is free again
+        pass

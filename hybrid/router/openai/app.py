@@ -22,6 +22,7 @@ from hybrid.router.openai.limits import BoundedBody, HeadTimedH11, HTTPLimits
 from hybrid.router.openai.openapi import openapi_document
 from hybrid.router.status.http import add_status_routes
 from hybrid.router.usage import usage_json
+from hybrid.serving.ports import binding
 
 if TYPE_CHECKING:
     from hybrid.router.dataplane import RouterDataPlane
@@ -73,7 +74,8 @@ class OpenAIFront:
 
     async def start(self) -> None:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.create_server((self.host, self.port), family=family, reuse_port=self.reuse_port)
+        with binding(self.host, self.port, "--http-port"):
+            sock = socket.create_server((self.host, self.port), family=family, reuse_port=self.reuse_port)
         port = sock.getsockname()[1]
         self.address = f"[{self.host}]:{port}" if family == socket.AF_INET6 else f"{self.host}:{port}"
         config = uvicorn.Config(
