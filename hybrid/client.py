@@ -12,7 +12,8 @@ client certificate of its CA:
     HybridClient("router.example:50051", tls=TlsSettings(cert="client.pem", key="client.key", ca="ca.pem"))
 
 Without ``tls`` the client reads ``HYBRID_TLS_CERT``, ``HYBRID_TLS_KEY`` and ``HYBRID_TLS_CA``, and speaks
-plaintext when none is set.
+plaintext when none is set. A client that lives long follows a rotation of those files: the calls after it go
+on a new connection with the new pair, while the calls already running finish on the old one.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import grpc
 
 from hybrid import wire
 from hybrid.protocol import Priority
-from hybrid.security.tls import TlsSettings, secure_channel
+from hybrid.security.tls import TlsSettings
 from hybrid.v1 import inference_pb2 as pb
 from hybrid.v1 import inference_pb2_grpc as pb_grpc
 
@@ -184,6 +185,44 @@ def _tls(settings: TlsSettings | None) -> TlsSettings:
     return TlsSettings.resolve() if settings is None else settings
 
 
+# How often a client looks at its TLS files for a rotation (a stat of each, before a call): a certificate is
+# rotated days ahead of its expiry, and a stat a call would cost a generator of thousands a second.
+ROTATION_CHECK_S = 1.0
+
+
+class _Connection:
+    """A client's channel and stub, reopened with the new pair when its TLS files were rotated; channels left for a
+    new one keep the calls that run on them and close with the client."""
+
+    def __init__(self, target: str, tls: TlsSettings, options: list, aio: bool):
+        self._target, self._options, self._module = target, options, grpc.aio if aio else grpc
+        self._credentials = tls.client_credentials() if tls.enabled else None
+        self._checked_at = time.monotonic()
+        self.retired: list = []
+        self.channel = self._open()
+        self._stub = pb_grpc.InferenceStub(self.channel)
+
+    def _open(self):
+        if self._credentials is None:
+            return self._module.insecure_channel(self._target, options=self._options)
+        return self._module.secure_channel(self._target, self._credentials.credentials, options=self._options)
+
+    @property
+    def stub(self) -> pb_grpc.InferenceStub:
+        """The stub for the next call: on a new channel where the files changed since the last look."""
+        now = time.monotonic()
+        if self._credentials is not None and now - self._checked_at >= ROTATION_CHECK_S:
+            self._checked_at = now
+            if self._credentials.changed():
+                self.retired.append(self.channel)
+                self.channel = self._open()
+                self._stub = pb_grpc.InferenceStub(self.channel)
+        return self._stub
+
+    def channels(self) -> list:
+        return [*self.retired, self.channel]
+
+
 class HybridClient:
     """``application`` names the Serve application when the target is a Ray cluster running several; ``tls`` the
     client certificate, key and CA of a server with mutual TLS (the environment's when None)."""
@@ -198,8 +237,7 @@ class HybridClient:
     ):
         """``api_key``: sent as ``authorization: Bearer`` to a router that checks keys; $HYBRID_API_KEY if None."""
         self.tls = _tls(tls)
-        self.channel = secure_channel(target, self.tls, options=CHANNEL_OPTIONS, aio=False)
-        self.stub = pb_grpc.InferenceStub(self.channel)
+        self._connection = _Connection(target, self.tls, list(CHANNEL_OPTIONS), aio=False)
         self.timeout_s = timeout_s
         self.application = application
         self.api_key = api_key or os.environ.get(wire.API_KEY_ENV)
@@ -245,8 +283,18 @@ class HybridClient:
         except grpc.RpcError as error:
             raise _failure(error, tls=self.tls) from None
 
+    @property
+    def channel(self) -> grpc.Channel:
+        """The channel new calls go on."""
+        return self._connection.channel
+
+    @property
+    def stub(self) -> pb_grpc.InferenceStub:
+        return self._connection.stub
+
     def close(self) -> None:
-        self.channel.close()
+        for channel in self._connection.channels():
+            channel.close()
 
     def __enter__(self) -> HybridClient:
         return self
@@ -267,8 +315,7 @@ class AsyncHybridClient:
     ):
         """``api_key``: sent as ``authorization: Bearer`` to a router that checks keys; $HYBRID_API_KEY if None."""
         self.tls = _tls(tls)
-        self.channel = secure_channel(target, self.tls, options=[*CHANNEL_OPTIONS, *channel_options])
-        self.stub = pb_grpc.InferenceStub(self.channel)
+        self._connection = _Connection(target, self.tls, [*CHANNEL_OPTIONS, *channel_options], aio=True)
         self.timeout_s = timeout_s
         self.application = application
         self.api_key = api_key or os.environ.get(wire.API_KEY_ENV)
@@ -313,8 +360,18 @@ class AsyncHybridClient:
         except grpc.RpcError as error:
             raise _failure(error, (), self.tls) from None
 
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The channel new calls go on."""
+        return self._connection.channel
+
+    @property
+    def stub(self) -> pb_grpc.InferenceStub:
+        return self._connection.stub
+
     async def close(self) -> None:
-        await self.channel.close()
+        for channel in self._connection.channels():
+            await channel.close()
 
     async def __aenter__(self) -> AsyncHybridClient:
         return self

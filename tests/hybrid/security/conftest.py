@@ -78,12 +78,14 @@ def rotate(pki: Pki, name: str = "server", server: bool = True) -> None:
 
 
 class CountingReplica:
-    """Answers ``max_new_tokens`` chunks, one every 20 ms, over mutual TLS."""
+    """Answers ``max_new_tokens`` chunks, one every 20 ms, over mutual TLS; ``peers`` holds the certificate (DER) each
+    call's client presented."""
 
     def __init__(self, tls: TlsSettings):
         self.shell = ServerShell("127.0.0.1", 0, [INFERENCE_SERVICE], tls=tls)
         self.shell.server.add_generic_rpc_handlers((inference_handler(self.generate, self.get_load),))
         self.address = self.shell.address
+        self.peers: list[bytes] = []
 
     async def start(self) -> None:
         await self.shell.start()
@@ -94,6 +96,8 @@ class CountingReplica:
     async def generate(self, message, context):
         import asyncio
 
+        (pem,) = context.auth_context()["x509_pem_cert"]
+        self.peers.append(x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER))
         count = message.max_new_tokens or 1
         for index in range(count):
             await asyncio.sleep(0.02)

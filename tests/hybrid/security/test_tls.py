@@ -8,7 +8,8 @@ import os
 import grpc
 import pytest
 
-from hybrid.client import HybridClient, RequestFailed
+from hybrid import client as client_module
+from hybrid.client import AsyncHybridClient, HybridClient, RequestFailed
 from hybrid.security import certs
 from hybrid.security.tls import ClientCredentials, TlsConfigError, TlsSettings
 from hybrid.serving.grpc_shell import INFERENCE_SERVICE, ServerShell
@@ -82,6 +83,38 @@ def test_a_rotated_server_certificate_reaches_new_calls_and_the_running_stream_g
         chunks = [text, *(chunk.text for chunk in stream)]
     assert len(chunks) == 60 and chunks[-1] == "9"
     assert replica.shell.credentials.rotations == 1
+
+
+def test_a_long_lived_client_presents_its_rotated_certificate_and_its_running_stream_goes_on(serve, pki, monkeypatch):
+    monkeypatch.setattr(client_module, "ROTATION_CHECK_S", 0.0)  # look at the files before every call
+    replica = serve(pki.server)
+    before = der(pki.folder / "client.pem")
+    with HybridClient(replica.address, timeout_s=30, tls=pki.client) as client:
+        stream = client.stream(prompt="long", max_new_tokens=40)
+        chunks = [next(stream).text]
+        rotate(pki, "client", server=False)
+        after = der(pki.folder / "client.pem")
+        assert client.complete(prompt="hi", max_new_tokens=2).text == "01"
+        chunks += [chunk.text for chunk in stream]
+        assert client.complete(prompt="hi", max_new_tokens=2).text == "01"
+    assert after != before
+    assert len(chunks) == 40 and chunks[-1] == "9"  # the stream begun before the rotation ended on the old pair
+    assert replica.peers == [before, after, after]
+
+
+async def test_an_async_client_follows_a_rotation_and_closes_every_channel_it_opened(serve, pki, monkeypatch):
+    monkeypatch.setattr(client_module, "ROTATION_CHECK_S", 0.0)
+    replica = serve(pki.server)
+    before = der(pki.folder / "client.pem")
+    client = AsyncHybridClient(replica.address, timeout_s=30, tls=pki.client)
+    first_channel = client.channel
+    assert (await client.complete(prompt="hi", max_new_tokens=2)).text == "01"
+    rotate(pki, "client", server=False)
+    assert (await client.complete(prompt="hi", max_new_tokens=2)).text == "01"
+    assert client.channel is not first_channel
+    await client.close()
+    assert replica.peers == [before, der(pki.folder / "client.pem")]
+    assert first_channel.get_state() == grpc.ChannelConnectivity.SHUTDOWN
 
 
 def test_a_half_written_rotation_keeps_the_previous_pair_until_the_key_arrives(serve, pki):
