@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from prometheus_client import start_http_server
 
 from edge_agent.artifacts.lean_graph import outdated
 from edge_agent.artifacts.manifest import MODEL_FILE, Manifest, manifest_sha256, verify_artifact
@@ -36,7 +35,7 @@ from hybrid.models.registry import end_token_ids, load_tokenizer
 from hybrid.protocol import ServedBy, Tier
 from hybrid.serving.background import BackgroundLoop, serve_until_signalled
 from hybrid.serving.grpc_shell import INFERENCE_SERVICE, ServerShell, inference_handler, request_of
-from hybrid.serving.ports import binding
+from hybrid.serving.ports import start_metrics_server
 from hybrid.v1 import inference_pb2 as pb
 
 log = logging.getLogger("hybrid.edge")
@@ -218,10 +217,9 @@ class EdgeAgent:
         self._stop_gc_watch = gc_pauses.watch_pauses(self.metrics.gc_pause_seconds)
         await self.shell.start()
         if self.config.metrics_port is not None:
-            with binding(self.config.metrics_host, self.config.metrics_port, "--metrics-port"):
-                self._metrics_server, _ = start_http_server(
-                    self.config.metrics_port, self.config.metrics_host, registry=self.metrics.registry
-                )
+            self._metrics_server = start_metrics_server(
+                self.config.metrics_port, self.config.metrics_host, self.metrics.registry
+            )
             self.metrics_address = f"{self.config.metrics_host}:{self._metrics_server.server_port}"
         await self.sync_registration()
         if self.registry is not None:

@@ -29,7 +29,7 @@ import grpc
 
 from hybrid import wire
 from hybrid.protocol import Priority
-from hybrid.security.tls import TlsSettings
+from hybrid.security.tls import TlsSettings, open_channel
 from hybrid.v1 import inference_pb2 as pb
 from hybrid.v1 import inference_pb2_grpc as pb_grpc
 
@@ -191,31 +191,27 @@ ROTATION_CHECK_S = 1.0
 
 
 class _Connection:
-    """A client's channel and stub, reopened with the new pair when its TLS files were rotated; channels left for a
-    new one keep the calls that run on them and close with the client."""
+    """A client's channel and its generated ``InferenceStub``, reopened with the new pair when its TLS files were
+    rotated; channels left for a new one keep the calls that run on them and close with the client."""
 
     def __init__(self, target: str, tls: TlsSettings, options: list, aio: bool):
-        self._target, self._options, self._module = target, options, grpc.aio if aio else grpc
+        self._target, self._options, self._aio = target, options, aio
         self._credentials = tls.client_credentials() if tls.enabled else None
         self._checked_at = time.monotonic()
         self.retired: list = []
-        self.channel = self._open()
+        self.channel = open_channel(target, self._credentials, options, aio)
         self._stub = pb_grpc.InferenceStub(self.channel)
-
-    def _open(self):
-        if self._credentials is None:
-            return self._module.insecure_channel(self._target, options=self._options)
-        return self._module.secure_channel(self._target, self._credentials.credentials, options=self._options)
 
     @property
     def stub(self) -> pb_grpc.InferenceStub:
-        """The stub for the next call: on a new channel where the files changed since the last look."""
+        """The generated ``InferenceStub`` for the next call: on a new channel where the files changed since the last
+        look."""
         now = time.monotonic()
         if self._credentials is not None and now - self._checked_at >= ROTATION_CHECK_S:
             self._checked_at = now
             if self._credentials.changed():
                 self.retired.append(self.channel)
-                self.channel = self._open()
+                self.channel = open_channel(self._target, self._credentials, self._options, self._aio)
                 self._stub = pb_grpc.InferenceStub(self.channel)
         return self._stub
 
@@ -290,6 +286,7 @@ class HybridClient:
 
     @property
     def stub(self) -> pb_grpc.InferenceStub:
+        """gRPC's generated ``InferenceStub`` on the channel new calls go on, for calls this client does not wrap."""
         return self._connection.stub
 
     def close(self) -> None:
@@ -367,6 +364,7 @@ class AsyncHybridClient:
 
     @property
     def stub(self) -> pb_grpc.InferenceStub:
+        """gRPC's generated ``InferenceStub`` on the channel new calls go on, for calls this client does not wrap."""
         return self._connection.stub
 
     async def close(self) -> None:

@@ -29,7 +29,7 @@ from hybrid.errors import HybridError
 from hybrid.security.tls import TlsSettings
 
 if TYPE_CHECKING:
-    from hybrid.bench.overload import OverloadConfig
+    from hybrid.bench.overload_config import OverloadConfig
     from hybrid.bench.processes import ServerProcess
     from hybrid.discovery import ReplicaRecord
 

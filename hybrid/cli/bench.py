@@ -65,7 +65,8 @@ def workload_fields(args: argparse.Namespace) -> dict:
 
 
 def cmd_bench_overload(args: argparse.Namespace) -> int:
-    from hybrid.bench.overload import OverloadConfig, run_overload
+    from hybrid.bench.overload import run_overload
+    from hybrid.bench.overload_config import OverloadConfig
     from hybrid.bench.report import markdown
     from hybrid.bench.workload import WorkloadConfig
 

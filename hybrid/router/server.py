@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from prometheus_client import start_http_server
 from pydantic import BaseModel, Field, model_validator
 
 from hybrid import constants, wire
@@ -36,7 +35,7 @@ from hybrid.serving.grpc_shell import (
     request_of,
 )
 from hybrid.serving.memory import release_free_memory
-from hybrid.serving.ports import binding
+from hybrid.serving.ports import start_metrics_server
 from hybrid.telemetry import tracing
 from hybrid.telemetry.tracing import TracingSettings
 from hybrid.v1 import inference_pb2 as pb
@@ -351,10 +350,9 @@ class Router:
         await self.view.poll_once()
         await self.shell.start()
         if self.config.metrics_port is not None:
-            with binding(self.config.metrics_host, self.config.metrics_port, "--metrics-port"):
-                self._metrics_server, _ = start_http_server(
-                    self.config.metrics_port, self.config.metrics_host, registry=self.dataplane.metrics.registry
-                )
+            self._metrics_server = start_metrics_server(
+                self.config.metrics_port, self.config.metrics_host, self.dataplane.metrics.registry
+            )
             self.metrics_address = f"{self.config.metrics_host}:{self._metrics_server.server_port}"
         if self.config.http_port is not None:
             from hybrid.router.openai import OpenAIFront

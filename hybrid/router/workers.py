@@ -41,10 +41,10 @@ from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 
-from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+from prometheus_client import CollectorRegistry, multiprocess
 
 from hybrid.router.server import Router, RouterConfig, run_event_loop
-from hybrid.serving.ports import binding
+from hybrid.serving.ports import start_metrics_server
 
 log = logging.getLogger("hybrid.router")
 
@@ -205,8 +205,7 @@ def serve_workers(config: RouterConfig, on_ready: Callable[[], None] | None = No
         if config.metrics_port is not None:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry, path=metrics_dir)
-            with binding(config.metrics_host, config.metrics_port, "--metrics-port"):
-                metrics_server, _ = start_http_server(config.metrics_port, config.metrics_host, registry=registry)
+            metrics_server = start_metrics_server(config.metrics_port, config.metrics_host, registry)
         supervisor.start()
         if not supervisor.stopping:
             if on_ready is not None:

@@ -309,10 +309,17 @@ def tls_environment(settings: TlsSettings | None) -> Iterator[None]:
 
 def secure_channel(target: str, settings: TlsSettings | None, options=(), aio: bool = True):
     """A channel to ``target``: TLS with the settings' files when they name any, else plaintext."""
+    credentials = settings.client_credentials() if settings is not None and settings.enabled else None
+    return open_channel(target, credentials, options, aio)
+
+
+def open_channel(target: str, credentials: ClientCredentials | None, options=(), aio: bool = True):
+    """A channel to ``target`` with ``credentials`` as they are now; plaintext only where there are none (settings
+    that name no files: a server without them binds loopback only)."""
     module = grpc.aio if aio else grpc
-    if settings is None or not settings.enabled:
+    if credentials is None:
         return module.insecure_channel(target, options=list(options))
-    return module.secure_channel(target, settings.client_credentials().credentials, options=list(options))
+    return module.secure_channel(target, credentials.credentials, options=list(options))
 
 
 class RotatingSSLContext:

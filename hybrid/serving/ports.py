@@ -1,4 +1,5 @@
-"""Ports: a free one for servers that must be told a port before they bind it, and the error for one taken."""
+"""Ports: a free one for servers that must be told a port before they bind it, the error for one taken, and the
+/metrics server that says so."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import errno
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from prometheus_client import CollectorRegistry, start_http_server
 
 from hybrid import constants
 
@@ -34,3 +37,10 @@ def free_port(host: str = constants.DEFAULT_HOST) -> int:
     with socket.socket() as probe:
         probe.bind((host, 0))
         return probe.getsockname()[1]
+
+
+def start_metrics_server(port: int, host: str, registry: CollectorRegistry):
+    """prometheus_client's /metrics server for ``registry`` on ``host:port``; a port taken names --metrics-port."""
+    with binding(host, port, "--metrics-port"):
+        server, _ = start_http_server(port, host, registry=registry)
+    return server

@@ -10,7 +10,7 @@ import threading
 import psutil
 import pytest
 
-from hybrid.bench.overload import OverloadConfig
+from hybrid.bench.overload_config import OverloadConfig
 from hybrid.bench.processes import ServerProcess
 from hybrid.cli.bench import cpu_list
 from hybrid.client import AsyncHybridClient

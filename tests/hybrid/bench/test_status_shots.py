@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from hybrid.bench import status_shots
-from hybrid.bench.overload import OverloadConfig
+from hybrid.bench.overload_config import OverloadConfig
 from hybrid.bench.status_shots import Moment, StatusScreenshots, check_browser, chromium_path
 from hybrid.bench.workload import WorkloadConfig
 from hybrid.cli import build_parser

@@ -152,7 +152,8 @@ def test_up_no_cloud_starts_the_edge_tier_through_its_plugin_and_stops_it(fake_t
 
 
 def test_the_bench_starts_tiers_through_their_plugins_and_tears_down_what_they_left(fake_tiers, tmp_path):
-    from hybrid.bench.overload import BenchStack, OverloadConfig
+    from hybrid.bench.overload_config import OverloadConfig
+    from hybrid.bench.stack import BenchStack
 
     stack = BenchStack(OverloadConfig(out=tmp_path, cloud=False, edge_agents=2))
     with pytest.raises(RuntimeError, match="starts no replicas"):
